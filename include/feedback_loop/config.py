@@ -1,0 +1,84 @@
+"""One configuration object for the whole loop.
+
+Every setting has a default that makes `make demo` work with no set-up. Precedence, highest first:
+explicit keyword arguments, environment variables `ACSR_<NAME>` (upper case), Airflow Variables
+`acsr_<name>` (only read inside a running Airflow task, never at DAG-parse time), the defaults below.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_DATA_DIR = PROJECT_ROOT / ".data"
+
+
+def _default(sub: str) -> str:
+    return str(Path(os.environ.get("ACSR_DATA_DIR", DEFAULT_DATA_DIR)) / sub)
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Paths. `lake` may be a local folder or an object-store URL (s3://bucket/prefix).
+    landing: str = field(default_factory=lambda: _default("landing"))
+    lake: str = field(default_factory=lambda: _default("lake"))
+    warehouse: str = field(default_factory=lambda: _default("warehouse.duckdb"))
+
+    # Data quality.
+    lateness_hours: float = 48.0  # rows up to this much before the interval are accepted as late data
+    future_skew_minutes: float = 15.0  # clock skew tolerated past the interval's end
+    max_bad_row_share: float = 0.2  # above this share of quarantined rows a source fails the task
+    reference_lookback_days: int = 30  # how far back references (cases, conversations) are resolved
+    missing_source: str = "fail"  # a source folder absent for a day: "fail" (outage) or "empty" (no data)
+
+    # Signals, datasets, gaps and retraining read their own settings from here too.
+    signals_baseline_days: int = 28
+    dataset_window_days: int = 28
+    gap_window_days: int = 28
+
+    # Anything a stage adds without a field of its own (JSON in ACSR_EXTRA).
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, **overrides) -> "Settings":
+        """Build the settings from defaults, Airflow Variables, the environment and `overrides`."""
+        values: dict = {}
+        for f in dataclasses.fields(cls):
+            raw = _airflow_variable(f"acsr_{f.name}")
+            env = os.environ.get(f"ACSR_{f.name.upper()}")
+            if env is not None:
+                raw = env
+            if raw is not None:
+                values[f.name] = _coerce(f, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _coerce(f: dataclasses.Field, raw: str):
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "str")
+    if kind == "float":
+        return float(raw)
+    if kind == "int":
+        return int(raw)
+    if kind == "dict":
+        return json.loads(raw) if isinstance(raw, str) else dict(raw)
+    return raw
+
+
+def _airflow_variable(key: str):
+    """An Airflow Variable, read only inside a running task (no metadata-DB access anywhere else)."""
+    if not os.environ.get("AIRFLOW_CTX_DAG_ID"):
+        return None
+    try:
+        from airflow.sdk import Variable
+
+        return Variable.get(key, default=None)
+    except Exception:  # no Variable backend reachable: fall back to env and defaults
+        return None
