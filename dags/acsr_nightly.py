@@ -1,0 +1,109 @@
+"""
+### ACSR nightly feedback loop
+
+Processes exactly one day per run: land the day's exports of every source into the Parquet lake,
+validate each with its Great Expectations suite (bad rows to quarantine with a reason), model the
+conversation facts and case history, write the run summary, and republish the DuckDB warehouse.
+
+The day is the run's partition key for scheduled runs and backfills (the calendar day before the run),
+or the `date` field of the trigger form for a manual run. Logic lives in `include/feedback_loop`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import CronPartitionTimetable, Param, dag, task
+
+from feedback_loop.contract import SOURCE_NAMES
+
+DEFAULT_ARGS = {"owner": "ml-platform", "retries": 2, "retry_delay": timedelta(minutes=1)}
+
+
+@dag(
+    dag_id="acsr_nightly",
+    schedule=CronPartitionTimetable("0 2 * * *", timezone="UTC", run_offset=-1, key_format="%Y-%m-%d"),
+    start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=3,
+    default_args=DEFAULT_ARGS,
+    tags=["acsr", "feedback-loop", "nightly"],
+    params={
+        "date": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            title="Day to process",
+            description="YYYY-MM-DD. Leave empty for scheduled runs and backfills (they carry their day).",
+        )
+    },
+    doc_md=__doc__,
+)
+def acsr_nightly():
+    @task
+    def resolve_day(params=None, dag_run=None, logical_date=None) -> str:
+        """The day this run processes (see feedback_loop.nightly.partition_day)."""
+        from feedback_loop.nightly import partition_day
+
+        return partition_day(
+            (params or {}).get("date"),
+            getattr(dag_run, "partition_key", None),
+            logical_date,
+            getattr(dag_run, "run_after", None),
+        )
+
+    @task(map_index_template="{{ source }}")
+    def land(source: str, day: str) -> dict:
+        from feedback_loop.config import Settings
+        from feedback_loop.nightly import land
+
+        return land(Settings.load(), source, day)
+
+    @task(map_index_template="{{ source }}")
+    def validate(source: str, day: str) -> dict:
+        from feedback_loop.config import Settings
+        from feedback_loop.nightly import validate
+
+        return validate(Settings.load(), source, day)
+
+    @task
+    def model(day: str) -> dict:
+        from feedback_loop.config import Settings
+        from feedback_loop.nightly import model
+
+        return model(Settings.load(), day)
+
+    @task
+    def summarize(day: str, model_counts: dict) -> dict:
+        from feedback_loop.config import Settings
+        from feedback_loop.nightly import summarize
+
+        summary = summarize(Settings.load(), day, {"model": model_counts})
+        return {"dt": summary["dt"], "status": summary["status"], "totals": summary["totals"]}
+
+    @task(pool="duckdb_warehouse")
+    def publish_warehouse() -> dict:
+        from feedback_loop.config import Settings
+        from feedback_loop.nightly import publish_warehouse
+
+        return publish_warehouse(Settings.load())
+
+    @task(pool="duckdb_warehouse")
+    def build_data_docs() -> str:
+        from feedback_loop.config import Settings
+        from feedback_loop.nightly import build_data_docs
+
+        return build_data_docs(Settings.load())
+
+    day = resolve_day()
+    landed = land.partial(day=day).expand(source=list(SOURCE_NAMES))
+    validated = validate.partial(day=day).expand(source=list(SOURCE_NAMES))
+    landed >> validated
+    counts = model(day)
+    validated >> counts
+    summary = summarize(day, counts)
+    summary >> [publish_warehouse(), build_data_docs()]
+
+
+acsr_nightly()

@@ -1,0 +1,137 @@
+"""Command line: the same stage functions the DAGs call, for local runs, benchmarks and debugging.
+
+    acsr generate --start 2026-11-19 --end 2026-11-25      # sample landing data
+    acsr run --date 2026-11-25                             # the nightly run of one day
+    acsr run --start 2026-11-19 --end 2026-11-25           # ... or of a range
+    acsr stage land --source surveys --date 2026-11-25     # one stage of one source
+    acsr summary --start 2026-11-19 --end 2026-11-25       # the run summaries, as a table
+    acsr warehouse                                         # rebuild the DuckDB warehouse from the lake
+    acsr contract docs/contract                            # export the input contract as JSON Schema
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .config import Settings
+
+app = typer.Typer(help="ACSR feedback loop: the nightly stages on the command line.", no_args_is_help=True)
+
+
+def _days(day: Optional[str], start: Optional[str], end: Optional[str]) -> list[str]:
+    from .nightly import days_between
+
+    if day:
+        return [date.fromisoformat(day).isoformat()]
+    if start and end:
+        return days_between(start, end)
+    raise typer.BadParameter("give --date, or --start and --end")
+
+
+@app.command()
+def generate(
+    start: str = typer.Option(None, help="first day (default: 7 days before today)"),
+    end: str = typer.Option(None, help="last day (default: yesterday)"),
+    conversations_per_day: int = typer.Option(300, help="conversations per day"),
+    seed: int = typer.Option(7, help="random seed; the same seed gives the same files"),
+    malformed_share: float = typer.Option(0.0, help="share of malformed rows of each kind"),
+    landing: str = typer.Option(None, help="landing folder (default: the configured one)"),
+):
+    """Write seeded, realistic sample exports to the landing area."""
+    from .generator import generate as gen
+
+    today = date.today()
+    start_d = date.fromisoformat(start) if start else today - timedelta(days=7)
+    end_d = date.fromisoformat(end) if end else today - timedelta(days=1)
+    target = landing or Settings.load().landing
+    truth = gen(target, start_d, end_d, conversations_per_day=conversations_per_day, seed=seed,
+                malformed_share=malformed_share)
+    typer.echo(f"wrote {start_d}..{end_d} to {target}; gaps planted: {len(truth.get('gap_intents', []))}")
+
+
+@app.command()
+def run(
+    date_: str = typer.Option(None, "--date", help="one day, YYYY-MM-DD"),
+    start: str = typer.Option(None, help="first day of a range"),
+    end: str = typer.Option(None, help="last day of a range"),
+    data_docs: bool = typer.Option(True, help="rebuild GX Data Docs at the end"),
+):
+    """Run the nightly stages for one day or a range of days, in this process."""
+    from .nightly import run_day
+
+    settings = Settings.load()
+    for d in _days(date_, start, end):
+        s = run_day(settings, d, data_docs=data_docs)
+        typer.echo(f"{d}: {s['status']} {json.dumps(s['totals'])}")
+
+
+@app.command()
+def stage(
+    name: str = typer.Argument(..., help="land | validate | model | summarize"),
+    date_: str = typer.Option(..., "--date", help="YYYY-MM-DD"),
+    source: str = typer.Option(None, help="source, for land and validate (default: all)"),
+):
+    """Run a single stage of the nightly run (for debugging)."""
+    from . import contract, nightly
+
+    settings = Settings.load()
+    if name in ("land", "validate"):
+        for s in [source] if source else contract.SOURCE_NAMES:
+            typer.echo(json.dumps(getattr(nightly, name)(settings, s, date_), default=str))
+    elif name == "model":
+        typer.echo(json.dumps(nightly.model(settings, date_)))
+    elif name == "summarize":
+        typer.echo(json.dumps(nightly.summarize(settings, date_)["totals"]))
+    else:
+        raise typer.BadParameter(f"unknown stage {name}")
+
+
+@app.command()
+def summary(
+    date_: str = typer.Option(None, "--date"),
+    start: str = typer.Option(None),
+    end: str = typer.Option(None),
+):
+    """Print the run summary of each day: rows in, staged, quarantined by reason, GX suite results."""
+    from .lake import Lake
+    from .report_text import summary_table
+
+    settings = Settings.load()
+    lake = Lake(settings.lake)
+    days = _days(date_, start, end) if (date_ or start) else lake.days_with_file("runs", "summary.json")
+    typer.echo(summary_table(lake, days))
+
+
+@app.command()
+def warehouse():
+    """Rebuild the DuckDB warehouse (views over the lake)."""
+    from .warehouse import publish
+
+    out = publish(Settings.load())
+    typer.echo(f"{out['warehouse']}: {len(out['views'])} views: {', '.join(out['views'])}")
+
+
+@app.command()
+def contract(out: Path = typer.Argument(Path("docs/contract"), help="folder for the JSON Schema files")):
+    """Export the input contract as JSON Schema, one file per source."""
+    from . import contract as c
+
+    out.mkdir(parents=True, exist_ok=True)
+    for src in c.SOURCES.values():
+        (out / f"{src.name}.schema.json").write_text(json.dumps(c.json_schema(src), indent=2) + "\n")
+    typer.echo(f"wrote {len(c.SOURCES)} schemas to {out}")
+
+
+def main():  # pragma: no cover - console entry point
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

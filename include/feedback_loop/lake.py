@@ -1,0 +1,161 @@
+"""The Parquet lake: the source of truth, one file per partition, written atomically.
+
+Layout: `<lake>/<layer>/<name>/dt=YYYY-MM-DD/part.parquet` for day-partitioned data, plus JSON
+documents (run summaries, manifests) under `<lake>/runs/...`. Every write goes to a temporary name in
+the same folder and is renamed into place, so a killed task never leaves a half-written partition
+visible and a re-run replaces the day. On object storage (s3://) a single PUT is atomic already.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from datetime import date
+from pathlib import Path
+
+PART = "part.parquet"
+
+
+def is_remote(root: str) -> bool:
+    return "://" in root and not root.startswith("file://")
+
+
+def join(root: str, *parts: str) -> str:
+    return "/".join([root.rstrip("/"), *[p.strip("/") for p in parts]])
+
+
+class Lake:
+    """Paths and atomic writes under one lake root (a local folder or an object-store URL)."""
+
+    def __init__(self, root: str):
+        self.root = root.rstrip("/")
+
+    def partition_dir(self, layer: str, name: str, dt: date | str) -> str:
+        return join(self.root, layer, name, f"dt={dt}")
+
+    def partition_file(self, layer: str, name: str, dt: date | str) -> str:
+        return join(self.partition_dir(layer, name, dt), PART)
+
+    def glob(self, layer: str, name: str) -> str:
+        """The glob DuckDB reads for every day of one dataset (hive-style `dt` column)."""
+        return join(self.root, layer, name, "dt=*", PART)
+
+    def days(self, layer: str, name: str) -> list[str]:
+        """The days that have a partition of `layer/name`, oldest first."""
+        base = join(self.root, layer, name)
+        fs, path = _fs(base)
+        try:
+            entries = fs.ls(path, detail=False)
+        except FileNotFoundError:
+            return []
+        out = []
+        for e in entries:
+            leaf = e.rstrip("/").rsplit("/", 1)[-1]
+            if leaf.startswith("dt=") and fs.exists(f"{e.rstrip('/')}/{PART}"):
+                out.append(leaf[3:])
+        return sorted(out)
+
+    def days_with_file(self, layer: str, filename: str) -> list[str]:
+        """The days under `<lake>/<layer>/dt=*/` that hold `filename` (run summaries, reports)."""
+        base = join(self.root, layer)
+        fs, path = _fs(base)
+        try:
+            entries = fs.ls(path, detail=False)
+        except FileNotFoundError:
+            return []
+        return sorted(
+            e.rstrip("/").rsplit("/", 1)[-1][3:]
+            for e in entries
+            if e.rstrip("/").rsplit("/", 1)[-1].startswith("dt=") and fs.exists(f"{e.rstrip('/')}/{filename}")
+        )
+
+    def has_partition(self, layer: str, name: str, dt: date | str) -> bool:
+        fs, path = _fs(self.partition_file(layer, name, dt))
+        return fs.exists(path)
+
+    def write_query(self, con, query: str, layer: str, name: str, dt: date | str) -> str:
+        """Run `query` on DuckDB connection `con` and publish its result as one partition, atomically."""
+        target = self.partition_file(layer, name, dt)
+        return copy_atomic(con, query, target)
+
+    def write_json(self, doc: dict, *parts: str) -> str:
+        target = join(self.root, *parts)
+        write_bytes_atomic(target, (json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n").encode())
+        return target
+
+    def read_json(self, *parts: str) -> dict | None:
+        target = join(self.root, *parts)
+        fs, path = _fs(target)
+        if not fs.exists(path):
+            return None
+        with fs.open(path, "rb") as fh:
+            return json.loads(fh.read())
+
+
+def copy_atomic(con, query: str, target: str) -> str:
+    """COPY a query to Parquet at `target`: temp file + rename locally, a single PUT remotely."""
+    if is_remote(target):
+        con.execute(f"COPY ({query}) TO '{target}' (FORMAT parquet, COMPRESSION zstd)")
+        return target
+    folder = os.path.dirname(target)
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".tmp-{uuid.uuid4().hex}.parquet")
+    try:
+        con.execute(f"COPY ({query}) TO '{tmp}' (FORMAT parquet, COMPRESSION zstd)")
+        _fsync(tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return target
+
+
+def write_bytes_atomic(target: str, data: bytes) -> None:
+    if is_remote(target):
+        fs, path = _fs(target)
+        with fs.open(path, "wb") as fh:
+            fh.write(data)
+        return
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    tmp = f"{os.path.dirname(target)}/.tmp-{uuid.uuid4().hex}"
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fs(url: str):
+    """An fsspec filesystem and path for `url` (local paths need no fsspec import)."""
+    if not is_remote(url):
+        return _LocalFS(), url
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(url)
+    return fs, path
+
+
+class _LocalFS:
+    """The few filesystem calls the lake needs, on the local disk."""
+
+    def ls(self, path, detail=False):
+        return [str(p) for p in Path(path).iterdir()]
+
+    def exists(self, path):
+        return os.path.exists(path)
+
+    def open(self, path, mode):
+        return open(path, mode)

@@ -1,0 +1,126 @@
+"""The nightly run of one day, as plain functions: the DAG's tasks and the command line call these.
+
+Order: land every source -> validate every source -> model -> summarize -> publish the warehouse.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import date, datetime, timedelta, timezone
+
+from . import contract
+from .config import Settings
+from .lake import Lake
+
+log = logging.getLogger(__name__)
+
+
+class AccountingError(RuntimeError):
+    """Rows read != rows staged + rows quarantined for some source and day."""
+
+
+def partition_day(conf_date: str | None = None, partition_key: str | None = None,
+                  logical_date: datetime | None = None, run_after: datetime | None = None) -> str:
+    """The day a nightly run processes, the same for scheduled, backfilled and manual runs.
+
+    An explicit date (the trigger form's `date` param) wins; then the run's partition key (scheduled runs
+    and backfills of the partitioned timetable carry the day itself); otherwise the day before the run's
+    logical date or, for a manual run without one, before the moment it was triggered.
+    """
+    for candidate in (conf_date, partition_key):
+        if candidate:
+            return date.fromisoformat(str(candidate)[:10]).isoformat()
+    moment = logical_date or run_after or datetime.now(timezone.utc)
+    return (moment.date() - timedelta(days=1)).isoformat()
+
+
+def land(settings: Settings, source: str, dt: str) -> dict:
+    from .land import land_source
+
+    result = land_source(settings, source, dt).as_dict()
+    log.info("landed %s %s: %s rows from %s files", source, dt, result["rows_read"], len(result["files"]))
+    Lake(settings.lake).write_json(result, "runs", f"dt={dt}", "land", f"{source}.json")
+    return {k: result[k] for k in ("source", "dt", "rows_read", "parse_errors", "missing_folder")}
+
+
+def validate(settings: Settings, source: str, dt: str) -> dict:
+    from .quality import validate_source
+
+    s = validate_source(settings, source, dt)
+    log.info("validated %s %s: %s read, %s staged, %s quarantined %s", source, dt, s["rows_read"],
+             s["rows_staged"], s["rows_quarantined"], s["quarantined_by_reason"])
+    return {k: s[k] for k in ("source", "dt", "status", "rows_read", "rows_staged", "rows_quarantined")}
+
+
+def model(settings: Settings, dt: str) -> dict:
+    from .model import build_model
+
+    return build_model(settings, dt)
+
+
+def summarize(settings: Settings, dt: str, extra: dict | None = None) -> dict:
+    """Combine the per-source summaries into `<lake>/runs/dt=<dt>/summary.json`; assert the accounting."""
+    lake = Lake(settings.lake)
+    sources = {}
+    for name in contract.SOURCE_NAMES:
+        s = lake.read_json("runs", f"dt={dt}", "sources", f"{name}.json")
+        landed = lake.read_json("runs", f"dt={dt}", "land", f"{name}.json") or {}
+        if s is None:
+            raise AccountingError(f"{dt}: no validation summary for {name}")
+        if s["rows_read"] != s["rows_staged"] + s["rows_quarantined"] + s.get("rows_held_back", 0):
+            raise AccountingError(f"{dt} {name}: rows read {s['rows_read']} != staged + quarantined")
+        if landed and landed.get("rows_read") != s["rows_read"]:
+            raise AccountingError(f"{dt} {name}: landed {landed.get('rows_read')} rows but validated {s['rows_read']}")
+        s["files"] = landed.get("files", [])
+        s["missing_folder"] = landed.get("missing_folder", False)
+        s["missing_folder_policy"] = settings.missing_source
+        sources[name] = s
+    totals = {
+        k: sum(s[k] for s in sources.values()) for k in ("rows_read", "rows_staged", "rows_quarantined")
+    }
+    summary = {
+        "dt": dt,
+        "status": "ok" if all(s["status"] == "ok" for s in sources.values()) else "failed",
+        "totals": totals,
+        "sources": sources,
+        "outputs": {
+            "lake": settings.lake,
+            "warehouse": settings.warehouse,
+            "summary": f"{settings.lake}/runs/dt={dt}/summary.json",
+        },
+        **(extra or {}),
+    }
+    lake.write_json(summary, "runs", f"dt={dt}", "summary.json")
+    return summary
+
+
+def publish_warehouse(settings: Settings) -> dict:
+    from .warehouse import publish
+
+    return publish(settings)
+
+
+def build_data_docs(settings: Settings) -> str:
+    from .gx_duckdb import build_data_docs as build
+    from .quality import gx_root
+
+    return build(gx_root(settings))
+
+
+def run_day(settings: Settings, dt: str, *, data_docs: bool = True) -> dict:
+    """Every stage of the nightly run for one day, in one process (the CLI's `acsr run`)."""
+    for source in contract.SOURCE_NAMES:
+        land(settings, source, dt)
+    for source in contract.SOURCE_NAMES:
+        validate(settings, source, dt)
+    counts = model(settings, dt)
+    summary = summarize(settings, dt, {"model": counts})
+    publish_warehouse(settings)
+    if data_docs:
+        build_data_docs(settings)
+    return summary
+
+
+def days_between(start: str, end: str) -> list[str]:
+    a, b = date.fromisoformat(start), date.fromisoformat(end)
+    return [(a + timedelta(days=i)).isoformat() for i in range((b - a).days + 1)]
