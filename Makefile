@@ -1,0 +1,44 @@
+# The project's commands. `make demo` and `make test` are the whole set-up on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+export ACSR_DATA_DIR ?= $(CURDIR)/.data
+export AIRFLOW_HOME ?= $(CURDIR)/.data/airflow
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export AIRFLOW__CORE__EXECUTOR ?= LocalExecutor
+DAYS ?= 7
+CONVERSATIONS ?= 300
+
+.PHONY: venv demo test airflow bench lint clean
+
+$(BIN)/activate: requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip 2> >(grep -v '^WARNING: Location' >&2)
+	$(BIN)/pip install -q -r requirements-dev.txt 2> >(grep -v '^WARNING: Location' >&2)
+	$(BIN)/pip install -q --no-deps -e . 2> >(grep -v '^WARNING: Location' >&2)
+	$(BIN)/python -c "import airflow, great_expectations, duckdb, feedback_loop"
+	touch $(BIN)/activate
+
+venv: $(BIN)/activate
+
+demo: venv
+	$(BIN)/python scripts/demo.py --days $(DAYS) --conversations-per-day $(CONVERSATIONS)
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+airflow: venv
+	bash scripts/airflow_standalone.sh
+
+bench: venv
+	$(BIN)/python bench/run_bench.py
+
+lint: venv
+	$(BIN)/ruff check dags include tests
+	$(BIN)/ruff check --select AIR3 dags
+
+clean:
+	rm -rf .data
