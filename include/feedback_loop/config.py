@@ -40,6 +40,17 @@ class Settings:
     dataset_window_days: int = 28
     gap_window_days: int = 28
 
+    # Fine-tuning datasets (docs/datasets.md).
+    dataset_min_new_examples: int = 10  # a version with fewer examples unseen in the last one is not published
+    dataset_max_tokens: int = 4096  # token budget per example (cl100k_base), over it an example is dropped
+    dataset_near_duplicate_threshold: float = 0.85  # MinHash Jaccard above which two examples are duplicates
+    dataset_validation_share: float = 0.1  # split by a hash of the conversation id
+    dataset_test_share: float = 0.1
+
+    # Personal-data redaction (feedback_loop.pii), used by every stage that writes free text.
+    pii_phone_regions: str = "US,GB,DE,FR,ES,IT,NL,IE,IN,AU,CA"  # regions whose numbering plans are tried
+    pii_patterns: dict = field(default_factory=dict)  # extra {"PLACEHOLDER": "regex"}, JSON in ACSR_PII_PATTERNS
+
     # Anything a stage adds without a field of its own (JSON in ACSR_EXTRA).
     extra: dict = field(default_factory=dict)
 
