@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import date, timedelta
 
@@ -268,7 +267,7 @@ def detect_gaps(settings: Settings, dt: str, window_days: int | None = None) -> 
     con = connect()
     try:
         meta = load_window(con, settings, dt, p)
-        rows, stats = find_gaps(con, p, dt, meta)
+        rows, stats = find_gaps(con, p, dt, meta, settings)
         previous = _previous_gaps(con, lake, dt, p)
         rows = assign_ids(rows, previous, dt, p)
         write_gaps(con, lake, dt, rows)
@@ -294,38 +293,12 @@ def detect_gaps(settings: Settings, dt: str, window_days: int | None = None) -> 
     return summary
 
 
-def _redactor():
-    """The project's PII redaction when it exists (feedback_loop.pii), else the minimal one below."""
-    try:
-        from .pii import redact  # type: ignore[attr-defined]
-
-        return redact
-    except ImportError:
-        return redact_fallback
-
-
-_PII_PATTERNS = [
-    (re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+"), "[EMAIL]"),
-    (re.compile(r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,4})?\b", re.I), "[IBAN]"),
-    (re.compile(r"\b(?:\d[ -]?){12,18}\d\b"), "[CARD]"),
-    (re.compile(r"(?<![\w])\+?\(?\d{1,4}\)?(?:[ .-]?\(?\d{2,4}\)?){2,5}(?![\w])"), "[PHONE]"),
-]
-
-
-def redact_fallback(text: str | None) -> str | None:
-    """Mask emails, IBANs, card numbers and phone numbers (used only until feedback_loop.pii exists)."""
-    if text is None:
-        return None
-    for pattern, mask in _PII_PATTERNS:
-        text = pattern.sub(mask, text)
-    return text
-
-
-def find_gaps(con, p: GapParams, dt: str, meta: dict) -> tuple[list[dict], dict]:
+def find_gaps(con, p: GapParams, dt: str, meta: dict, settings: Settings | None = None) -> tuple[list[dict], dict]:
     """The gap rows (without ids) of the window loaded in `conv` / `kb`, and counts for the summary."""
     from . import gap_topics as gt
+    from .pii import redactor
 
-    redact = _redactor()
+    redact = redactor(settings).redact
     cur = con.execute(f"""
         SELECT conversation_id, customer_id, text, final_intent, final_confidence, human_intent, started_at,
             escalated, handle_time_s, weight, weight >= {p.min_weight} AS is_signal,
