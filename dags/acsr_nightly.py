@@ -3,7 +3,8 @@
 
 Processes exactly one day per run: land the day's exports of every source into the Parquet lake,
 validate each with its Great Expectations suite (bad rows to quarantine with a reason), model the
-conversation facts and case history, write the run summary, and republish the DuckDB warehouse.
+conversation facts and case history, write the run summary, find the knowledge-base gaps of the
+trailing window, and republish the DuckDB warehouse.
 
 The day is the run's partition key for scheduled runs and backfills (the calendar day before the run),
 or the `date` field of the trigger form for a manual run. Logic lives in `include/feedback_loop`.
@@ -82,6 +83,15 @@ def acsr_nightly():
         summary = summarize(Settings.load(), day, {"model": model_counts})
         return {"dt": summary["dt"], "status": summary["status"], "totals": summary["totals"]}
 
+    @task
+    def detect_gaps(day: str) -> dict:
+        """Knowledge-base gaps of the trailing window ending on the day (see docs/gaps.md)."""
+        from feedback_loop.config import Settings
+        from feedback_loop.nightly import detect_gaps
+
+        out = detect_gaps(Settings.load(), day)
+        return {k: out[k] for k in ("dt", "gaps_open", "gaps_by_kind", "gaps_closed", "page")}
+
     @task(pool="duckdb_warehouse")
     def publish_warehouse() -> dict:
         from feedback_loop.config import Settings
@@ -103,7 +113,11 @@ def acsr_nightly():
     counts = model(day)
     validated >> counts
     summary = summarize(day, counts)
-    summary >> [publish_warehouse(), build_data_docs()]
+    gaps = detect_gaps(day)
+    counts >> gaps
+    published = publish_warehouse()
+    summary >> [published, build_data_docs()]
+    gaps >> published
 
 
 acsr_nightly()

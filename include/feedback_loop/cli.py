@@ -5,6 +5,7 @@
     acsr run --start 2026-11-19 --end 2026-11-25           # ... or of a range
     acsr stage land --source surveys --date 2026-11-25     # one stage of one source
     acsr summary --start 2026-11-19 --end 2026-11-25       # the run summaries, as a table
+    acsr gaps --date 2026-11-25 [--window-days 28]         # knowledge-base gaps of the trailing window
     acsr warehouse                                         # rebuild the DuckDB warehouse from the lake
     acsr contract docs/contract                            # export the input contract as JSON Schema
 """
@@ -106,6 +107,23 @@ def summary(
     lake = Lake(settings.lake)
     days = _days(date_, start, end) if (date_ or start) else lake.days_with_file("runs", "summary.json")
     typer.echo(summary_table(lake, days))
+
+
+@app.command()
+def gaps(
+    date_: str = typer.Option(..., "--date", help="last day of the window, YYYY-MM-DD"),
+    window_days: int = typer.Option(None, help="trailing window in days (default: Settings.gap_window_days)"),
+):
+    """Find and rank knowledge-base gaps over the trailing window ending on --date (docs/gaps.md)."""
+    from .nightly import detect_gaps
+
+    out = detect_gaps(Settings.load(), date_, window_days)
+    typer.echo(f"{out['dt']}: window {out['window_start']}..{out['window_end']}, {out['n_signals']} gap signals "
+               f"in {out['n_conversations']} conversations, {out['n_topics']} topics; open gaps "
+               f"{json.dumps(out['gaps_by_kind'])}, closed {out['gaps_closed']}")
+    for i, g in enumerate(out["top"], 1):
+        typer.echo(f"  {i}. {g['gap_id']} {g['kind']:<15} impact {g['impact']:>7.1f}  {g['label']}")
+    typer.echo(f"mart: {out['mart']}\npage: {out['page']}")
 
 
 @app.command()

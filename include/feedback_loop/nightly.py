@@ -1,6 +1,7 @@
 """The nightly run of one day, as plain functions: the DAG's tasks and the command line call these.
 
-Order: land every source -> validate every source -> model -> summarize -> publish the warehouse.
+Order: land every source -> validate every source -> model -> summarize -> detect KB gaps -> publish the
+warehouse.
 """
 
 from __future__ import annotations
@@ -94,6 +95,13 @@ def summarize(settings: Settings, dt: str, extra: dict | None = None) -> dict:
     return summary
 
 
+def detect_gaps(settings: Settings, dt: str, window_days: int | None = None) -> dict:
+    """Knowledge-base gaps over the trailing window ending on dt (marts/kb_gaps, reports/.../gaps.html)."""
+    from .gaps import detect_gaps as detect
+
+    return detect(settings, dt, window_days)
+
+
 def publish_warehouse(settings: Settings) -> dict:
     from .warehouse import publish
 
@@ -115,6 +123,7 @@ def run_day(settings: Settings, dt: str, *, data_docs: bool = True) -> dict:
         validate(settings, source, dt)
     counts = model(settings, dt)
     summary = summarize(settings, dt, {"model": counts})
+    detect_gaps(settings, dt)
     publish_warehouse(settings)
     if data_docs:
         build_data_docs(settings)
