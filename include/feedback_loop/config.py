@@ -40,6 +40,25 @@ class Settings:
     dataset_window_days: int = 28
     gap_window_days: int = 28
 
+    # Signals stage (docs/signals.md): windows, noise rules and the action queue's thresholds.
+    signals_reengagement_days: int = 7  # same customer, same intent, new conversation within this many days
+    signals_review_window_days: int = 1  # human reviews up to this long after the conversation day still count
+    signals_level_window_days: int = 7  # level thresholds are judged on this many trailing days, pooled
+    signals_min_sample: int = 30  # a scope needs this many units before it can raise an action
+    signals_min_baseline_days: int = 7  # with fewer final baseline days there is no change-vs-baseline verdict
+    signals_noise_z: float = 3.5  # |z| of a change against the baseline's noise to count as beyond noise
+    signals_level_z: float = 1.645  # one-sided confidence bound that must clear a level threshold
+    signals_kb_low_score: float = 0.5  # a knowledge-base result below this score is a weak result
+    signals_ab_window_days: int = 7  # trailing days pooled for the A/B tests between strategies
+    signals_ab_alpha: float = 0.05  # significance level of the A/B tests
+    signals_ab_control: str = ""  # the control strategy ("" = the strategy with the most live traffic)
+    signals_thresholds: dict = field(default_factory=dict)  # per metric {"min","max","min_change",...}: overrides
+    # Cost model for cost per resolution, in US dollars.
+    cost_input_usd_per_1k_tokens: float = 0.0025  # prices tokens of steps that carry no cost_usd
+    cost_output_usd_per_1k_tokens: float = 0.01
+    cost_human_usd_per_hour: float = 40.0  # loaded cost of an hour of a human agent's handle time
+    cost_review_usd: float = 1.5  # one human review of an agent decision (a row of the override log)
+
     # Fine-tuning datasets (docs/datasets.md).
     dataset_min_new_examples: int = 10  # a version with fewer examples unseen in the last one is not published
     dataset_max_tokens: int = 4096  # token budget per example (cl100k_base), over it an example is dropped
