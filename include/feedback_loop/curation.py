@@ -1,0 +1,172 @@
+"""Curation steps shared by every fine-tuning dataset: normalisation, exact and near-duplicate removal,
+label conflicts and the split by conversation.
+
+Each step takes a list of `Example`s and returns what it kept plus a `Step` record (in, out, removed and
+why) that goes into the version's manifest, so the counts of a version can be traced from candidates to
+the files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass
+class Example:
+    """One candidate training example and what is known about it.
+
+    `records` holds the example in every output format (format name -> JSON object); `key` is the text
+    duplicates are judged on; `group` keeps near-duplicate search within one label; `evidence` orders
+    copies, highest kept."""
+
+    dataset: str
+    conversation_id: str
+    source: str
+    key: str
+    records: dict
+    evidence: tuple = ()
+    group: str = ""
+    label: str | None = None
+    reviewer: str | None = None
+    weight: float = 1.0
+    meta: dict = field(default_factory=dict)
+    tokens: int = 0
+    split: str = ""
+    example_id: str = ""
+    merged: int = 1  # copies folded into this one by duplicate removal (itself included)
+
+
+@dataclass
+class Step:
+    step: str
+    input: int
+    output: int
+    detail: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {"step": self.step, "in": self.input, "out": self.output, "removed": self.input - self.output,
+                **({"detail": self.detail} if self.detail else {})}
+
+
+_NON_WORD = re.compile(r"[^\w\[\]]+")
+
+
+def normalise(text: str) -> str:
+    """Text as duplicates are compared: NFKC, case-folded, punctuation to spaces, single-spaced."""
+    text = unicodedata.normalize("NFKC", text or "").casefold()
+    return " ".join(_NON_WORD.sub(" ", text).split())
+
+
+def _best_first(examples: list[Example]) -> list[Example]:
+    """Highest evidence first; the conversation id breaks ties so the choice is the same on every run."""
+    return sorted(examples, key=lambda e: (tuple(-x for x in e.evidence), e.conversation_id, e.source))
+
+
+def label_conflicts(examples: list[Example], human_sources: set[str]) -> tuple[list[Example], list[dict], Step]:
+    """Hold out every example whose text human reviewers labelled differently.
+
+    Per normalised text, each reviewer's latest label counts once; two reviewers disagreeing means the label
+    cannot be guessed, so all copies of the text (the agent-confirmed ones too) are held out and listed.
+    An agent-confirmed label that one human label contradicts yields to it (the human saw the case)."""
+    by_text: dict[str, list[Example]] = defaultdict(list)
+    for e in examples:
+        by_text[normalise(e.key)].append(e)
+    kept, conflicts, superseded = [], [], 0
+    for text, group in sorted(by_text.items()):
+        latest: dict[str, Example] = {}
+        for e in sorted((e for e in group if e.source in human_sources), key=lambda e: e.meta.get("ts") or ""):
+            latest[e.reviewer or e.conversation_id] = e
+        human_labels = {e.label for e in latest.values()}
+        if len(human_labels) > 1:
+            conflicts.append({
+                "text": group[0].key,
+                "labels": sorted(human_labels),
+                "reviewers": sorted({f"{e.reviewer}: {e.label}" for e in latest.values()}),
+                "conversation_ids": sorted({e.conversation_id for e in group}),
+                "examples_held_out": len(group),
+            })
+            continue
+        for e in group:
+            if human_labels and e.source not in human_sources and e.label not in human_labels:
+                superseded += 1
+                continue
+            kept.append(e)
+    step = Step("conflicts", len(examples), len(kept),
+                {"conflicting_texts": len(conflicts), "held_out": len(examples) - len(kept) - superseded,
+                 "confirmed_contradicted_by_a_reviewer": superseded})
+    return kept, conflicts, step
+
+
+def exact_duplicates(examples: list[Example]) -> tuple[list[Example], Step]:
+    """One example per (group, normalised key): the best-evidenced copy, which records how many it stands for."""
+    seen: dict[tuple[str, str], Example] = {}
+    for e in _best_first(examples):
+        k = (e.group, normalise(e.key))
+        if k in seen:
+            keeper = seen[k]
+            keeper.merged += e.merged
+            if e.reviewer and e.reviewer not in keeper.meta.setdefault("reviewers", [keeper.reviewer] if keeper.reviewer else []):
+                keeper.meta["reviewers"].append(e.reviewer)
+            continue
+        seen[k] = e
+    kept = list(seen.values())
+    return kept, Step("exact_duplicates", len(examples), len(kept))
+
+
+def _shingles(text: str, k: int = 5) -> list[bytes]:
+    t = normalise(text)
+    if len(t) <= k:
+        return [t.encode()]
+    return sorted({t[i:i + k].encode() for i in range(len(t) - k + 1)})
+
+
+def near_duplicates(examples: list[Example], threshold: float, num_perm: int = 128) -> tuple[list[Example], Step]:
+    """Drop examples whose key is a near-copy (MinHash Jaccard >= threshold over character 5-grams) of a
+    better-evidenced kept example of the same group; LSH finds candidates, the MinHash estimate confirms."""
+    from datasketch import MinHash, MinHashLSH
+
+    ordered = _best_first(examples)
+    hashes = MinHash.bulk([_shingles(e.key) for e in ordered], num_perm=num_perm, seed=1)
+    lsh: dict[str, MinHashLSH] = {}
+    kept_hash: dict[str, MinHash] = {}
+    kept: dict[str, Example] = {}
+    for i, (e, mh) in enumerate(zip(ordered, hashes)):
+        index = lsh.setdefault(e.group, MinHashLSH(threshold=threshold, num_perm=num_perm))
+        matches = [m for m in index.query(mh) if kept_hash[m].jaccard(mh) >= threshold]
+        if matches:
+            kept[min(matches)].merged += e.merged
+            continue
+        name = f"{i:08d}"
+        index.insert(name, mh)
+        kept_hash[name] = mh
+        kept[name] = e
+    out = [kept[k] for k in sorted(kept)]
+    return out, Step("near_duplicates", len(examples), len(out), {"threshold": threshold, "num_perm": num_perm,
+                                                                   "shingles": "character 5-grams"})
+
+
+def split_of(conversation_id: str, validation_share: float, test_share: float) -> str:
+    """train / validation / test from a hash of the conversation id alone: stable across versions, and every
+    example of one conversation lands in the same split."""
+    h = int.from_bytes(hashlib.sha256(f"acsr-split:{conversation_id}".encode()).digest()[:8], "big") / 2**64
+    if h < test_share:
+        return "test"
+    if h < test_share + validation_share:
+        return "validation"
+    return "train"
+
+
+def assign_splits(examples: list[Example], validation_share: float, test_share: float) -> Step:
+    counts = dict.fromkeys(SPLITS, 0)
+    for e in examples:
+        e.split = split_of(e.conversation_id, validation_share, test_share)
+        counts[e.split] += 1
+    return Step("split", len(examples), len(examples), {"by": "sha256(conversation_id)", **counts,
+                                                         "validation_share": validation_share,
+                                                         "test_share": test_share})

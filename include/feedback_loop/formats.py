@@ -1,0 +1,276 @@
+"""Validators for the training-file formats the datasets are written in, one per consumer's rules.
+
+A version is published only if every record of every file passes its format's validator, read back from
+the file as written (JSON Lines or Parquet), so what a trainer loads is what was checked. The rules:
+
+- TRL conversational language modeling (`SFTTrainer`): `{"messages": [...]}`; roles system / user /
+  assistant, a system message only first, then user and assistant alternating, starting with user and
+  ending with assistant; every content a non-empty string.
+- TRL conversational preference (`DPOTrainer`, `RewardTrainer`): `{"prompt": [...], "chosen": [...],
+  "rejected": [...]}`; the prompt ends with a user message; chosen and rejected are one assistant message
+  each and differ.
+- TRL conversational unpaired preference (`KTOTrainer`): `{"prompt": [...], "completion": [...],
+  "label": bool}`.
+- OpenAI chat fine-tuning JSONL: `{"messages": [...]}` (optionally `tools`, `parallel_tool_calls`);
+  roles system / developer / user / assistant / tool; message keys role, content, name, weight (0 or 1,
+  assistant only), tool_calls, tool_call_id; at least one assistant message with weight 1, ending with
+  an assistant message.
+- OpenAI DPO JSONL: `{"input": {"messages": [...], "tools"?, "parallel_tool_calls"?},
+  "preferred_output": [...], "non_preferred_output": [...]}`; input ends with a user message; each
+  output exactly one assistant message with text content; the two outputs differ.
+- Intent relabels (this project's own): text, label, source, weight in (0, 1], conversation_id,
+  example_id.
+
+Each example must also fit the token budget (`feedback_loop.tokens`, cl100k_base).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import tokens
+
+
+class FormatError(ValueError):
+    """A file that its consumer would reject: the path, the number of bad records and the first problems."""
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    description: str
+    reference: str
+    min_examples: int = 1  # below this a consumer refuses the file (reported, the version is still valid)
+
+
+FORMATS = {
+    "trl_messages": Format("trl_messages", "TRL conversational language modeling (SFTTrainer)",
+                           "https://huggingface.co/docs/trl/dataset_formats"),
+    "trl_preference": Format("trl_preference", "TRL conversational preference (DPOTrainer, RewardTrainer)",
+                             "https://huggingface.co/docs/trl/dataset_formats"),
+    "trl_unpaired": Format("trl_unpaired", "TRL conversational unpaired preference (KTOTrainer)",
+                           "https://huggingface.co/docs/trl/dataset_formats"),
+    "openai_chat": Format("openai_chat", "OpenAI supervised chat fine-tuning JSONL",
+                          "https://platform.openai.com/docs/guides/supervised-fine-tuning", min_examples=10),
+    "openai_dpo": Format("openai_dpo", "OpenAI direct preference optimization JSONL",
+                         "https://platform.openai.com/docs/guides/direct-preference-optimization",
+                         min_examples=10),
+    "intent_relabel": Format("intent_relabel", "Intent relabels with provenance and weight (this project)",
+                             "docs/datasets.md"),
+}
+
+TRL_ROLES = {"system", "user", "assistant"}
+OPENAI_ROLES = {"system", "developer", "user", "assistant", "tool"}
+OPENAI_MESSAGE_KEYS = {"role", "content", "name", "weight", "tool_calls", "tool_call_id", "function_call"}
+OPENAI_TOP_KEYS = {"messages", "tools", "parallel_tool_calls", "functions"}
+RELABEL_SOURCES = {"override", "escalation_category", "confirmed"}
+
+
+def _messages(value, where: str, roles: set[str], keys: set[str] | None = None) -> list[str]:
+    """Problems of a list of chat messages: shape, roles, keys and non-empty text content."""
+    if not isinstance(value, list) or not value:
+        return [f"{where}: must be a non-empty list of messages"]
+    errors = []
+    for i, m in enumerate(value):
+        if not isinstance(m, dict):
+            errors.append(f"{where}[{i}]: not an object")
+            continue
+        if m.get("role") not in roles:
+            errors.append(f"{where}[{i}]: role {m.get('role')!r} not in {sorted(roles)}")
+        allowed = keys or {"role", "content"}
+        unknown = set(m) - allowed
+        if unknown:
+            errors.append(f"{where}[{i}]: unknown keys {sorted(unknown)}")
+        content = m.get("content")
+        if not isinstance(content, str) or not content.strip():
+            errors.append(f"{where}[{i}]: content must be a non-empty string")
+    return errors
+
+
+def _alternation(msgs: list[dict], where: str, last: str) -> list[str]:
+    """System only first; then user/assistant alternating from user; ending with `last`."""
+    errors = []
+    body = msgs[1:] if msgs and msgs[0].get("role") == "system" else msgs
+    if any(m.get("role") == "system" for m in body):
+        errors.append(f"{where}: a system message is allowed only first")
+    turns = [m.get("role") for m in body if m.get("role") != "system"]
+    if not turns or turns[0] != "user":
+        errors.append(f"{where}: the first non-system message must be from the user")
+    if any(a == b for a, b in itertools.pairwise(turns)):
+        errors.append(f"{where}: user and assistant messages must alternate")
+    if not turns or turns[-1] != last:
+        errors.append(f"{where}: the last message must be from the {last}")
+    return errors
+
+
+def _single_assistant(value, where: str, keys: set[str] | None = None) -> list[str]:
+    errors = _messages(value, where, {"assistant"}, keys)
+    if isinstance(value, list) and len(value) != 1:
+        errors.append(f"{where}: must hold exactly one assistant message")
+    return errors
+
+
+def _budget(n: int, max_tokens: int | None, where: str = "example") -> list[str]:
+    return [f"{where}: {n} tokens over the budget of {max_tokens}"] if max_tokens and n > max_tokens else []
+
+
+def _only_keys(record: dict, allowed: set[str]) -> list[str]:
+    unknown = set(record) - allowed
+    return [f"unknown top-level keys {sorted(unknown)}"] if unknown else []
+
+
+def check_trl_messages(r: dict, max_tokens: int | None = None) -> list[str]:
+    errors = _only_keys(r, {"messages"}) + _messages(r.get("messages"), "messages", TRL_ROLES)
+    if not errors:
+        errors += _alternation(r["messages"], "messages", "assistant")
+        errors += _budget(tokens.count_messages(r["messages"]), max_tokens)
+    return errors
+
+
+def check_trl_preference(r: dict, max_tokens: int | None = None) -> list[str]:
+    errors = _only_keys(r, {"prompt", "chosen", "rejected"})
+    errors += _messages(r.get("prompt"), "prompt", TRL_ROLES)
+    errors += _single_assistant(r.get("chosen"), "chosen") + _single_assistant(r.get("rejected"), "rejected")
+    if not errors:
+        errors += _alternation(r["prompt"], "prompt", "user")
+        if r["chosen"][0]["content"].strip() == r["rejected"][0]["content"].strip():
+            errors.append("chosen and rejected are the same text")
+        for side in ("chosen", "rejected"):
+            errors += _budget(tokens.count_messages(r["prompt"] + r[side]), max_tokens, f"prompt + {side}")
+    return errors
+
+
+def check_trl_unpaired(r: dict, max_tokens: int | None = None) -> list[str]:
+    errors = _only_keys(r, {"prompt", "completion", "label"})
+    errors += _messages(r.get("prompt"), "prompt", TRL_ROLES) + _single_assistant(r.get("completion"), "completion")
+    if not isinstance(r.get("label"), bool):
+        errors.append(f"label must be a boolean, got {r.get('label')!r}")
+    if not errors:
+        errors += _alternation(r["prompt"], "prompt", "user")
+        errors += _budget(tokens.count_messages(r["prompt"] + r["completion"]), max_tokens)
+    return errors
+
+
+def check_openai_chat(r: dict, max_tokens: int | None = None) -> list[str]:
+    errors = _only_keys(r, OPENAI_TOP_KEYS)
+    msgs = r.get("messages")
+    errors += _messages(msgs, "messages", OPENAI_ROLES, OPENAI_MESSAGE_KEYS)
+    if errors:
+        return errors
+    for i, m in enumerate(msgs):
+        if "weight" in m:
+            if m["role"] != "assistant":
+                errors.append(f"messages[{i}]: weight is allowed on assistant messages only")
+            elif m["weight"] not in (0, 1) or isinstance(m["weight"], bool):
+                errors.append(f"messages[{i}]: weight must be 0 or 1")
+    if not any(m["role"] == "assistant" and m.get("weight", 1) == 1 for m in msgs):
+        errors.append("messages: no assistant message to train on (weight 1)")
+    if msgs[-1]["role"] != "assistant":
+        errors.append("messages: the last message must be from the assistant")
+    errors += _budget(tokens.count_messages(msgs), max_tokens)
+    return errors
+
+
+def check_openai_dpo(r: dict, max_tokens: int | None = None) -> list[str]:
+    errors = _only_keys(r, {"input", "preferred_output", "non_preferred_output"})
+    inp = r.get("input")
+    if not isinstance(inp, dict):
+        return errors + ["input: must be an object with messages"]
+    errors += [f"input: {e}" for e in _only_keys(inp, {"messages", "tools", "parallel_tool_calls"})]
+    errors += _messages(inp.get("messages"), "input.messages", OPENAI_ROLES - {"tool"}, {"role", "content", "name"})
+    errors += _single_assistant(r.get("preferred_output"), "preferred_output", {"role", "content"})
+    errors += _single_assistant(r.get("non_preferred_output"), "non_preferred_output", {"role", "content"})
+    if errors:
+        return errors
+    if inp["messages"][-1]["role"] != "user":
+        errors.append("input.messages: the last message must be from the user")
+    if r["preferred_output"][0]["content"].strip() == r["non_preferred_output"][0]["content"].strip():
+        errors.append("preferred_output and non_preferred_output are the same text")
+    for side in ("preferred_output", "non_preferred_output"):
+        errors += _budget(tokens.count_messages(inp["messages"] + r[side]), max_tokens, f"input + {side}")
+    return errors
+
+
+def check_intent_relabel(r: dict, max_tokens: int | None = None) -> list[str]:
+    errors = []
+    for key in ("text", "label", "conversation_id", "example_id"):
+        if not isinstance(r.get(key), str) or not r[key].strip():
+            errors.append(f"{key} must be a non-empty string")
+    if r.get("source") not in RELABEL_SOURCES:
+        errors.append(f"source {r.get('source')!r} not in {sorted(RELABEL_SOURCES)}")
+    w = r.get("weight")
+    if not isinstance(w, (int, float)) or isinstance(w, bool) or not 0 < w <= 1:
+        errors.append(f"weight must be a number in (0, 1], got {w!r}")
+    if not errors:
+        errors += _budget(tokens.count(r["text"]), max_tokens)
+    return errors
+
+
+CHECKS = {
+    "trl_messages": check_trl_messages,
+    "trl_preference": check_trl_preference,
+    "trl_unpaired": check_trl_unpaired,
+    "openai_chat": check_openai_chat,
+    "openai_dpo": check_openai_dpo,
+    "intent_relabel": check_intent_relabel,
+}
+
+
+def check(fmt: str, record: dict, max_tokens: int | None = None) -> list[str]:
+    """The problems a consumer of `fmt` would have with one record (empty when it is valid)."""
+    if not isinstance(record, dict):
+        return ["record is not a JSON object"]
+    return CHECKS[fmt](record, max_tokens)
+
+
+def read_records(path: str | Path) -> list[dict]:
+    """The records of a JSON Lines or Parquet file, as a trainer's loader would see them."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    out = []
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                raise FormatError(f"{path}:{n}: empty line (JSON Lines allows none)")
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise FormatError(f"{path}:{n}: not JSON: {e}") from e
+    return out
+
+
+def validate_file(path: str | Path, fmt: str, max_tokens: int | None = None) -> dict:
+    """Check every record of a file; raise FormatError naming the first problems, else return a summary."""
+    records = read_records(path)
+    bad = []
+    for n, rec in enumerate(records, 1):
+        problems = check(fmt, _from_parquet(rec) if str(path).endswith(".parquet") else rec, max_tokens)
+        if problems:
+            bad.append((n, problems))
+    if bad:
+        first = "; ".join(f"record {n}: {', '.join(p)}" for n, p in bad[:5])
+        raise FormatError(f"{path}: {len(bad)} of {len(records)} records fail {fmt}: {first}")
+    spec = FORMATS[fmt]
+    notes = []
+    if len(records) < spec.min_examples:
+        notes.append(f"{len(records)} examples: {spec.description} needs at least {spec.min_examples} in a "
+                     "training file")
+    return {"format": fmt, "records": len(records), "valid": True, "notes": notes}
+
+
+def _from_parquet(rec: dict) -> dict:
+    """Parquet has no 'absent' key inside a struct list: drop the null keys that Arrow fills in."""
+    def clean(v):
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items() if x is not None}
+        if isinstance(v, list):
+            return [clean(x) for x in v]
+        return v
+
+    return clean(rec)

@@ -1,0 +1,67 @@
+"""Token counts for the datasets' per-example budget, with a real BPE tokenizer that runs offline.
+
+`tiktoken` with the `cl100k_base` encoding (the tokenizer of OpenAI's GPT-4 / GPT-3.5 family). tiktoken
+downloads its rank files at run time, which this project cannot do, so the file is vendored in
+`data/tokenizers/` and loaded here only if its SHA-256 is the one tiktoken itself pins. Newer OpenAI models
+use `o200k_base`, whose counts for English support text are within a few per cent of cl100k's: the budget
+is a guard against over-long examples, not a billing estimate.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+
+ENCODING = "cl100k_base"
+RANKS_FILE = Path(__file__).parent / "data" / "tokenizers" / "cl100k_base.tiktoken"
+RANKS_SHA256 = "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"  # tiktoken's own pin
+# As in tiktoken_ext/openai_public.py for cl100k_base.
+_PAT_STR = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|"""
+            r"""\s++$|\s*[\r\n]|\s+(?!\S)|\s""")
+_SPECIAL = {"<|endoftext|>": 100257, "<|fim_prefix|>": 100258, "<|fim_middle|>": 100259,
+            "<|fim_suffix|>": 100260, "<|endofprompt|>": 100276}
+# OpenAI's chat accounting (openai-cookbook, "How to count tokens"): every message costs 3 tokens of
+# framing, and every reply is primed with 3 more.
+TOKENS_PER_MESSAGE = 3
+TOKENS_PER_REPLY = 3
+
+
+@lru_cache(maxsize=1)
+def encoding():
+    """The cl100k_base `tiktoken.Encoding`, built from the vendored, hash-checked rank file."""
+    import tiktoken
+
+    data = RANKS_FILE.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != RANKS_SHA256:
+        raise RuntimeError(f"{RANKS_FILE}: sha256 {digest} is not tiktoken's pinned {RANKS_SHA256}")
+    ranks = {}
+    for line in data.splitlines():
+        if line:
+            token, rank = line.split()
+            ranks[base64.b64decode(token)] = int(rank)
+    return tiktoken.Encoding(name=ENCODING, pat_str=_PAT_STR, mergeable_ranks=ranks, special_tokens=_SPECIAL)
+
+
+def count(text: str) -> int:
+    """Tokens in `text` (special-token strings in the text are counted as ordinary text)."""
+    return len(encoding().encode(text or "", disallowed_special=()))
+
+
+def count_messages(messages: list[dict]) -> int:
+    """Tokens of a chat example the way OpenAI counts them: content + role + framing per message."""
+    total = TOKENS_PER_REPLY
+    for m in messages:
+        total += TOKENS_PER_MESSAGE + count(m.get("content") or "") + count(m.get("role") or "")
+    return total
+
+
+def describe() -> dict:
+    """What the manifest records about the tokenizer."""
+    import tiktoken
+
+    return {"library": f"tiktoken {tiktoken.__version__}", "encoding": ENCODING, "ranks_sha256": RANKS_SHA256,
+            "ranks_file": f"feedback_loop/data/tokenizers/{RANKS_FILE.name} (vendored)",
+            "chat_overhead": {"per_message": TOKENS_PER_MESSAGE, "per_example": TOKENS_PER_REPLY}}
