@@ -55,7 +55,7 @@ class Redactor:
         object.__setattr__(self, "_extra", compiled)
 
     @classmethod
-    def from_settings(cls, settings) -> "Redactor":
+    def from_settings(cls, settings) -> Redactor:
         """The redactor configured by `Settings.pii_phone_regions` and `Settings.pii_patterns`."""
         regions = getattr(settings, "pii_phone_regions", None) or ",".join(DEFAULT_PHONE_REGIONS)
         if isinstance(regions, str):
