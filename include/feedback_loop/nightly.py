@@ -1,7 +1,7 @@
 """The nightly run of one day, as plain functions: the DAG's tasks and the command line call these.
 
-Order: land every source -> validate every source -> model -> summarize -> detect KB gaps -> publish the
-warehouse.
+Order: land every source -> validate every source -> model -> summarize -> detect KB gaps -> build the
+fine-tuning datasets -> publish the warehouse.
 """
 
 from __future__ import annotations
@@ -102,6 +102,15 @@ def detect_gaps(settings: Settings, dt: str, window_days: int | None = None) -> 
     return detect(settings, dt, window_days)
 
 
+def build_datasets(settings: Settings, dt: str, window_days: int | None = None) -> dict:
+    """Fine-tuning dataset versions over the trailing window ending on dt (<lake>/datasets/, docs/datasets.md).
+
+    Runs after summarize: each version's manifest records the data-quality results of its days."""
+    from .datasets import build_datasets as build
+
+    return build(settings, dt, window_days)
+
+
 def publish_warehouse(settings: Settings) -> dict:
     from .warehouse import publish
 
@@ -124,6 +133,7 @@ def run_day(settings: Settings, dt: str, *, data_docs: bool = True) -> dict:
     counts = model(settings, dt)
     summary = summarize(settings, dt, {"model": counts})
     detect_gaps(settings, dt)
+    build_datasets(settings, dt)
     publish_warehouse(settings)
     if data_docs:
         build_data_docs(settings)
