@@ -4,7 +4,8 @@
 Processes exactly one day per run: land the day's exports of every source into the Parquet lake,
 validate each with its Great Expectations suite (bad rows to quarantine with a reason), model the
 conversation facts and case history, write the run summary, find the knowledge-base gaps of the
-trailing window, and republish the DuckDB warehouse.
+trailing window, build the fine-tuning dataset versions (an Asset event per newly published dataset, see
+feedback_loop.assets), and republish the DuckDB warehouse.
 
 The day is the run's partition key for scheduled runs and backfills (the calendar day before the run),
 or the `date` field of the trigger form for a manual run. Logic lives in `include/feedback_loop`.
@@ -17,6 +18,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import CronPartitionTimetable, Param, dag, task
 
+from feedback_loop.assets import DATASET_ASSETS
 from feedback_loop.contract import SOURCE_NAMES
 
 DEFAULT_ARGS = {"owner": "ml-platform", "retries": 2, "retry_delay": timedelta(minutes=1)}
@@ -92,6 +94,30 @@ def acsr_nightly():
         out = detect_gaps(Settings.load(), day)
         return {k: out[k] for k in ("dt", "gaps_open", "gaps_by_kind", "gaps_closed", "page")}
 
+    @task
+    def build_datasets(day: str) -> dict:
+        """Fine-tuning dataset versions of the trailing window ending on the day (see docs/datasets.md)."""
+        from feedback_loop.config import Settings
+        from feedback_loop.nightly import build_datasets
+
+        out = build_datasets(Settings.load(), day)
+        keep = ("status", "version", "path", "examples", "new_examples", "supersedes", "reason")
+        datasets = {n: {k: r.get(k) for k in keep} for n, r in out["datasets"].items()}
+        return {"window": out["window"], "datasets": datasets}
+
+    @task
+    def announce_dataset(built: dict, name: str, outlet_events=None) -> str:
+        """Emit the dataset's Asset event only for a newly published version (a skipped task emits none)."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        r = built["datasets"][name]
+        if r["status"] != "published":
+            raise AirflowSkipException(f"{name}: {r['status']} ({r.get('reason') or r.get('version')})")
+        outlet_events[DATASET_ASSETS[name]].extra = {"version": r["version"], "path": r["path"],
+                                                     "examples": r["examples"], "new_examples": r["new_examples"],
+                                                     "supersedes": r["supersedes"], **built["window"]}
+        return r["version"]
+
     @task(pool="duckdb_warehouse")
     def publish_warehouse() -> dict:
         from feedback_loop.config import Settings
@@ -115,7 +141,12 @@ def acsr_nightly():
     summary = summarize(day, counts)
     gaps = detect_gaps(day)
     counts >> gaps
+    built = build_datasets(day)
+    summary >> built  # after summarize: each manifest records the day's data-quality results
+    for name, asset in DATASET_ASSETS.items():
+        announce_dataset.override(task_id=f"announce_{name}", outlets=[asset])(built, name)
     published = publish_warehouse()
+    built >> published
     summary >> [published, build_data_docs()]
     gaps >> published
 
