@@ -6,6 +6,7 @@
     acsr stage land --source surveys --date 2026-11-25     # one stage of one source
     acsr summary --start 2026-11-19 --end 2026-11-25       # the run summaries, as a table
     acsr gaps --date 2026-11-25 [--window-days 28]         # knowledge-base gaps of the trailing window
+    acsr datasets --start 2026-11-01 --end 2026-11-25      # fine-tuning dataset versions for a window
     acsr warehouse                                         # rebuild the DuckDB warehouse from the lake
     acsr contract docs/contract                            # export the input contract as JSON Schema
 """
@@ -124,6 +125,31 @@ def gaps(
     for i, g in enumerate(out["top"], 1):
         typer.echo(f"  {i}. {g['gap_id']} {g['kind']:<15} impact {g['impact']:>7.1f}  {g['label']}")
     typer.echo(f"mart: {out['mart']}\npage: {out['page']}")
+
+
+@app.command()
+def datasets(
+    start: str = typer.Option(None, help="first day of the window, YYYY-MM-DD"),
+    end: str = typer.Option(None, help="last day of the window, YYYY-MM-DD"),
+    date_: str = typer.Option(None, "--date", help="last day of a trailing window (with --window-days)"),
+    window_days: int = typer.Option(None, help="trailing window in days (default: Settings.dataset_window_days)"),
+    min_new_examples: int = typer.Option(None, help="publish only with at least this many new examples"),
+):
+    """Build, validate and publish fine-tuning dataset versions for a window (docs/datasets.md)."""
+    from .datasets import build_datasets
+
+    if not (end or date_):
+        raise typer.BadParameter("give --start and --end, or --date [--window-days N]")
+    settings = Settings.load()
+    if min_new_examples is not None:
+        settings = Settings.load(extra={**settings.extra, "dataset_min_new_examples": min_new_examples})
+    out = build_datasets(settings, date_, window_days, start=start, end=end or date_)
+    w = out["window"]
+    typer.echo(f"window {w['start']}..{w['end']}: {out['conversations']} conversations")
+    for name, r in out["datasets"].items():
+        typer.echo(f"  {name:<16} {r['status']:<20} {r['examples']:>6} examples, {r.get('new_examples') or 0:>6} new  "
+                   f"{r.get('version') or ''} {r.get('reason') or ''}".rstrip())
+    typer.echo(f"datasets: {Settings.load().lake}/datasets/<name>/latest.json -> <version>/manifest.json, README.md")
 
 
 @app.command()

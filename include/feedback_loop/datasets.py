@@ -820,8 +820,10 @@ def _publish(lake: Lake, name: str, cfg: Config, examples: list[Example], confli
     os.makedirs(tmp, exist_ok=True)
     try:
         files = _write_files(tmp, name, examples, conflicts)
+        # Content and the settings that shaped it (not the publishing rule): same inputs, same version id.
+        shaping = {k: v for k, v in cfg.as_dict().items() if k != "min_new_examples"}
         digest = hashlib.sha256(json.dumps(
-            [name, cfg.as_dict(), [(f["path"], f["sha256"]) for f in files if f["path"].endswith(".jsonl")]],
+            [name, shaping, [(f["path"], f["sha256"]) for f in files if f["path"].endswith(".jsonl")]],
             sort_keys=True).encode()).hexdigest()
         version = f"v{cfg.window_end.replace('-', '')}-{digest[:10]}"
         out = {"status": "", "version": None, "examples": len(examples), "window_end": cfg.window_end}
