@@ -953,17 +953,14 @@ def dataset_card(m: dict) -> str:
               (f"Token budget: {m['config']['max_tokens']} tokens per example, counted with "
               f"{m['tokenizer']['library']} / {m['tokenizer']['encoding']}."),
               "", "## Loading", ""]
-    if name == "intent_relabels":
-        lines += ["```python", "from datasets import load_dataset",
-                  "ds = load_dataset('parquet', data_dir='data')  # text, label, source, weight, ...", "```"]
-    else:
-        lines += ["```python", "from datasets import load_dataset",
-                  "ds = load_dataset('parquet', data_dir='trl')   # train / validation / test splits", "```"]
-        if name == "sft":
-            lines += ["", ("OpenAI: upload `openai/train.jsonl` (and `openai/validation.jsonl`) with "
-                      "`purpose=\"fine-tune\"`; earlier agent turns of corrected conversations carry `weight: 0`.")]
-        if name == "preference":
-            lines += ["", "OpenAI: `openai_dpo/train.jsonl` for a fine-tuning job with `method={\"type\": \"dpo\"}`."]
+    parquet = {f["split"]: f["path"] for f in m["files"] if f["path"].endswith(".parquet") and f["split"]}
+    lines += ["```python", "from datasets import load_dataset  # works offline on the local files",
+              f"ds = load_dataset('parquet', data_files={json.dumps(parquet)})", "```"]
+    if name == "sft":
+        lines += ["", ("OpenAI: upload `openai/train.jsonl` (and `openai/validation.jsonl`) with "
+                  "`purpose=\"fine-tune\"`; earlier agent turns of corrected conversations carry `weight: 0`.")]
+    if name == "preference":
+        lines += ["", "OpenAI: `openai_dpo/train.jsonl` for a fine-tuning job with `method={\"type\": \"dpo\"}`."]
     notes = [n for v in m["validation"]["files"].values() for n in v.get("notes", [])]
     lines += ["", "## Validation", "", ("Every file was read back and checked against its consumer's rules "
               "(roles, non-empty content, final assistant message, token budget); see docs/datasets.md.")]
