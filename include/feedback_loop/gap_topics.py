@@ -200,6 +200,9 @@ def characteristic_terms(tfidf, labels: np.ndarray, terms: np.ndarray, k: int = 
     out = []
     for c in range(int(labels.max()) + 1 if labels.size else 0):
         rows = tfidf[labels == c]
+        if rows.shape[0] == 0:
+            out.append([])
+            continue
         mean = np.asarray(rows.mean(axis=0)).ravel()
         share = np.asarray((rows > 0).mean(axis=0)).ravel()
         score = mean * np.log1p(mean / bg) * (share >= 0.1)

@@ -82,6 +82,8 @@ class GapParams:
     label_anchor_share: float = 0.5  # a topic whose main label has this share is anchored on it
     text_cover_cos: float = 0.45  # an unanchored topic is covered by an article at least this similar
     revise_rate_ratio: float = 2.0  # covered topic failing this many times the base rate: revise
+    absorb_miss_share: float = 0.5  # a covered topic whose retrieval mostly failed, and ...
+    absorb_cos: float = 0.6  # ... whose text is this close to a missing-article topic, hands it its misses
     stale_override_share: float = 0.3  # share of an article's conversations overridden on a policy clause
     stale_expected_retrievals: float = 10.0  # zero retrievals when this many were expected: stale
     # Ranking and report.
@@ -92,6 +94,7 @@ class GapParams:
     nearest_articles: int = 3
     closed_retention_days: int = 7  # a closed gap stays in the mart (and can reopen) this long
     seed: int = 0
+    sample_share: float = 1.0  # evaluation only: keep this share of conversations (by a hash of the id)
 
     @classmethod
     def from_settings(cls, settings: Settings, window_days: int | None = None) -> "GapParams":
@@ -162,10 +165,11 @@ def load_window(con, settings: Settings, dt: str, p: GapParams) -> dict:
     _view(con, "surveys", _files(lake, "staged", "surveys", lookback.isoformat(), last), _empty(
         {"case_id": "VARCHAR", "kind": "VARCHAR", "score": "BIGINT", "submitted_at": "TIMESTAMPTZ"}))
     k = KNOWLEDGE_PATTERN.replace("'", "''")
+    sample = f"AND hash(conversation_id) % 1000000 < {int(p.sample_share * 1000000)}" if p.sample_share < 1 else ""
     con.execute(f"""
     CREATE OR REPLACE TEMP TABLE conv AS
     WITH f AS (
-        SELECT * FROM facts WHERE conversation_id IS NOT NULL
+        SELECT * FROM facts WHERE conversation_id IS NOT NULL {sample}
         QUALIFY row_number() OVER (PARTITION BY conversation_id ORDER BY fact_date DESC) = 1
     ),
     o AS (
@@ -365,18 +369,60 @@ def find_gaps(con, p: GapParams, dt: str, meta: dict, settings: Settings | None 
         return _rank(rows), stats
 
     sig_tfidf = space.tfidf[: len(sig)]
-    terms = gt.characteristic_terms(sig_tfidf[:nc], topic, space.terms, k=p.top_terms, background=space.tfidf[:n_conv])
     art_tfidf = space.tfidf[n_conv:]
-    base_rate = len(sig) / max(1, len(sig) + len(other) * scale)
-    for t in range(n_topics):
-        members = [sig[i] for i in np.flatnonzero(sig_topic == t)]
-        idx = np.flatnonzero(sig_topic == t)
-        centroid_tfidf = np.asarray(sig_tfidf[idx].mean(axis=0)).ravel()
-        norm = np.linalg.norm(centroid_tfidf)
-        text_cos = (art_tfidf @ (centroid_tfidf / norm)) if (norm > 0 and art_tfidf.shape[0]) else np.zeros(len(published))
-        label_share = _label_shares([labels_of[i] for i in idx])
-        traffic = len(members) + float((other_topic == t).sum()) * scale
-        row = _topic_gap(p, members, label_share, terms[t], published, np.asarray(text_cos).ravel(),
+    sem = space.semantic[: len(sig)]
+
+    def describe(assignment: np.ndarray) -> list[tuple]:
+        out = []
+        for t in range(int(assignment.max()) + 1 if assignment.size else 0):
+            idx = np.flatnonzero(assignment == t)
+            if idx.size == 0:
+                continue
+            centroid_tfidf = np.asarray(sig_tfidf[idx].mean(axis=0)).ravel()
+            norm = np.linalg.norm(centroid_tfidf)
+            text_cos = (np.asarray(art_tfidf @ (centroid_tfidf / norm)).ravel() if (norm > 0 and art_tfidf.shape[0])
+                        else np.zeros(len(published)))
+            label_share = _label_shares([labels_of[i] for i in idx])
+            covering = _covering_article(p, label_share, text_cos, published)
+            text_centroid = sem[idx].mean(axis=0)
+            text_centroid /= max(np.linalg.norm(text_centroid), 1e-9)
+            miss = float(np.mean([bool(sig[i]["sig_kb_empty"] or sig[i]["sig_kb_low"]) for i in idx]))
+            out.append((t, idx, text_cos, label_share, covering, text_centroid, miss))
+        return out
+
+    topics = describe(sig_topic)
+    # Failing conversations that read like a missing-article topic, and that retrieval could not answer,
+    # belong to that gap even when the agent labelled them as a covered intent (classifier confusion):
+    # a covered topic whose text is close to a missing-article topic hands over its retrieval misses.
+    open_topics = [(t, c) for t, _i, _tc, _l, cov, c, _m in topics if cov is None]
+    moved = 0
+    missed = np.array([bool(r["sig_kb_empty"] or r["sig_kb_low"]) for r in sig])
+    for t, idx, _tc, ls, cov, cen, miss in topics:
+        if cov is None or miss < p.absorb_miss_share or not open_topics:
+            continue
+        sims = [float(cen @ c) for _u, c in open_topics]
+        best = int(np.argmax(sims))
+        log.debug("topic %s (%s, %d signals, retrieval miss %.2f): nearest missing topic %s at cos %.2f",
+                  t, next(iter(ls), None), len(idx), miss, open_topics[best][0], sims[best])
+        if sims[best] >= p.absorb_cos:
+            take = idx[missed[idx]]
+            # Each conversation goes to the missing-article topic nearest to its own text.
+            open_ids = np.array([u for u, _c in open_topics])
+            open_cents = np.vstack([c for _u, c in open_topics])
+            sig_topic[take] = open_ids[(sem[take] @ open_cents.T).argmax(axis=1)]
+            moved += len(take)
+    if moved:
+        topics = describe(sig_topic)
+        stats["moved_to_missing"] = moved
+    terms = gt.characteristic_terms(sig_tfidf, sig_topic, space.terms, k=p.top_terms, background=space.tfidf[:n_conv])
+    topics = [(t, idx, tc, ls, len(idx) + float((other_topic == t).sum()) * scale, cov)
+              for t, idx, tc, ls, cov, _c, _m in topics]
+    # The base failure rate: conversations outside the topics that no article covers.
+    uncovered = [(len(idx), traffic) for _t, idx, _c, _l, traffic, cov in topics if cov is None]
+    base_rate = (len(sig) - sum(u[0] for u in uncovered)) / max(1.0, len(sig) + len(other) * scale - sum(u[1] for u in uncovered))
+    stats["base_failure_rate"] = round(base_rate, 4)
+    for t, idx, text_cos, label_share, traffic, covering in topics:
+        row = _topic_gap(p, [sig[i] for i in idx], label_share, terms[t], published, text_cos, covering,
                          traffic, base_rate, int((prev_topic == t).sum()), bool(has_prev_window),
                          x[idx], cents[t])
         if row:
@@ -428,8 +474,28 @@ def _article_text(a) -> str:
     return " ".join([title, title, body, " ".join(i.replace("_", " ") for i in intents)])
 
 
+def _covering_article(p: GapParams, label_share: dict, text_cos: np.ndarray, published: list):
+    """The published article that covers a topic, or None.
+
+    An article covers a topic when its intents hold most of the topic's labels; a topic without a main
+    label (a subject outside the intent taxonomy) is covered by an article whose text is close enough.
+    A topic anchored on an intent that no article lists is not covered by a merely similar text.
+    """
+    if not published:
+        return None
+    main_label, main_share = next(iter(label_share.items()), (None, 0.0))
+    anchored = main_label is not None and main_share >= p.label_anchor_share
+    intent_share = np.array([sum(label_share.get(i, 0.0) for i in (a[3] or [])) for a in published])
+    best_intent, best_text = int(np.argmax(intent_share)), int(np.argmax(text_cos))
+    if intent_share[best_intent] >= p.intent_cover_share:
+        return published[best_intent]
+    if not anchored and text_cos[best_text] >= p.text_cover_cos:
+        return published[best_text]
+    return None
+
+
 def _topic_gap(p: GapParams, members: list[dict], label_share: dict, terms: list[str], published: list,
-               text_cos: np.ndarray, traffic: float, base_rate: float, prev_n: int, has_prev_window: bool,
+               text_cos: np.ndarray, covering, traffic: float, base_rate: float, prev_n: int, has_prev_window: bool,
                member_x: np.ndarray, centroid: np.ndarray) -> dict | None:
     """Classify one topic against the KB; None when it is covered and does not fail unusually."""
     main_label, main_share = next(iter(label_share.items()), (None, 0.0))
@@ -440,14 +506,6 @@ def _topic_gap(p: GapParams, members: list[dict], label_share: dict, terms: list
     nearest = [{"article_id": published[i][0], "title": published[i][1], "score": round(float(score[i]), 3),
                 "text_similarity": round(float(text_cos[i]), 3), "intent_share": round(float(intent_share[i]), 3)}
                for i in order]
-    covering = None
-    if len(published):
-        best_intent = int(np.argmax(intent_share))
-        best_text = int(np.argmax(text_cos))
-        if intent_share[best_intent] >= p.intent_cover_share:
-            covering = published[best_intent]
-        elif not anchored and text_cos[best_text] >= p.text_cover_cos:
-            covering = published[best_text]
     counts = {s: sum(bool(m[f"sig_{s}"]) for m in members) for s in SIGNALS}
     rate = len(members) / max(traffic, 1.0)
     status, kind, article_id, closed_reason = "open", "missing_article", None, None
@@ -469,7 +527,10 @@ def _topic_gap(p: GapParams, members: list[dict], label_share: dict, terms: list
     trend = (len(members) - prev_n) / max(prev_n, 1) if has_prev_window else None
     trend_factor = 1.0 if trend is None else float(np.clip(1.0 + 0.25 * trend, 0.75, 1.5))
     per_customer = n_customers / max(1, len(members))
-    impact = (evidence * per_customer + p.escalation_weight * len(escalated) + p.escalation_hour_weight * esc_hours) * trend_factor
+    # A covered topic fails at the base rate anyway: only its excess failures are the article's doing.
+    attributable = 1.0 if kind != "revise_article" else max(0.0, 1.0 - base_rate / max(rate, 1e-9))
+    impact = attributable * trend_factor * (
+        evidence * per_customer + p.escalation_weight * len(escalated) + p.escalation_hour_weight * esc_hours)
     sims = member_x @ centroid
     reps, seen = [], set()
     for i in np.argsort(-sims, kind="stable"):
