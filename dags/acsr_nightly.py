@@ -17,11 +17,16 @@ from datetime import timedelta
 
 import pendulum
 from airflow.sdk import CronPartitionTimetable, Param, dag, task
-
+from feedback_loop.alerts import WebhookNotifier, nightly_deadline
 from feedback_loop.assets import DATASET_ASSETS
 from feedback_loop.contract import SOURCE_NAMES
 
-DEFAULT_ARGS = {"owner": "ml-platform", "retries": 2, "retry_delay": timedelta(minutes=1)}
+DEFAULT_ARGS = {
+    "owner": "ml-platform",
+    "retries": 2,
+    "retry_delay": timedelta(minutes=1),
+    "on_failure_callback": WebhookNotifier(kind="task_failed"),  # data-quality failures say so (alerts.py)
+}
 
 
 @dag(
@@ -31,6 +36,8 @@ DEFAULT_ARGS = {"owner": "ml-platform", "retries": 2, "retry_delay": timedelta(m
     catchup=False,
     max_active_runs=3,
     default_args=DEFAULT_ARGS,
+    on_failure_callback=WebhookNotifier(kind="dag_failed"),
+    deadline=nightly_deadline(),
     tags=["acsr", "feedback-loop", "nightly"],
     params={
         "date": Param(
@@ -65,10 +72,16 @@ def acsr_nightly():
 
     @task(map_index_template="{{ source }}")
     def validate(source: str, day: str) -> dict:
+        """A data-quality failure is not retried: the same rows would fail again (AirflowFailException)."""
+        from airflow.sdk.exceptions import AirflowFailException
         from feedback_loop.config import Settings
         from feedback_loop.nightly import validate
+        from feedback_loop.quality import DataQualityError
 
-        return validate(Settings.load(), source, day)
+        try:
+            return validate(Settings.load(), source, day)
+        except DataQualityError as exc:
+            raise AirflowFailException(str(exc)) from exc
 
     @task
     def model(day: str) -> dict:

@@ -281,12 +281,16 @@ def validate_source(settings: Settings, source: str, dt: date | str) -> dict:
     }
     lake.write_json(summary, "runs", f"dt={dt}", "sources", f"{source}.json")
     if status != "ok":
+        from .data_docs import build_and_link
+
         names = ", ".join(f"{f['reason']} ({f['unexpected_count']})" for f in failed)
+        docs = build_and_link(gx_root(settings), outcome.result_json_path)
         raise DataQualityError(
             f"suite '{outcome.suite_name}' failed for {source} on {dt}: {rows_quarantined} of {rows_read} rows "
             f"({share:.1%}) quarantined, above the limit of {settings.max_bad_row_share:.0%}. Failed "
             f"expectations: {names}. Staged output withheld; quarantine at "
-            f"{lake.partition_file('quarantine', source, dt)}; results in {outcome.result_json_path}"
+            f"{lake.partition_file('quarantine', source, dt)}; results in {outcome.result_json_path}; "
+            f"Data Docs: {docs}"
         )
     return summary
 
