@@ -46,6 +46,8 @@ def main() -> int:
     print(f"  run summaries     {settings.lake}/runs/dt=YYYY-MM-DD/summary.json")
     print(f"  GX Data Docs      {settings.lake}/gx/uncommitted/data_docs/local_site/index.html")
     print(f"  warehouse         {settings.warehouse}  (duckdb {settings.warehouse} -c 'SHOW TABLES')")
+    print(f"  KB gaps           {settings.lake}/reports/dt={end}/gaps.html  ({settings.gap_window_days}-day window; "
+          f"`acsr gaps --date {end}`, docs/gaps.md)")
     print("\n[demo] run summary per day")
     print(summary_table(Lake(settings.lake), days))
     failed = {d: s for d, s in states.items() if s != "success"}
