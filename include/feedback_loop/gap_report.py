@@ -27,7 +27,8 @@ th{background:#f6f8fa} td.num{text-align:right;font-variant-numeric:tabular-nums
 .closed{background:#eaeef2;color:#57606a}
 .gap{border:1px solid #d0d7de;border-radius:6px;padding:.6rem 1rem;margin:1rem 0}
 .gap h3{font-size:1rem;margin:.2rem 0 .5rem} blockquote{margin:.2rem 0;padding:.1rem .6rem;border-left:3px solid #d0d7de;color:#424a53}
-code{font-size:.8rem;background:#f6f8fa;padding:.05rem .25rem;border-radius:3px}
+code{font-size:.8rem;background:#f6f8fa;padding:.05rem .25rem;border-radius:3px;white-space:nowrap}
+td.day{white-space:nowrap}
 .ids{font-size:.75rem;color:#656d76;word-break:break-all}
 """
 
@@ -62,7 +63,7 @@ def render(dt: str, rows: list[dict], meta: dict) -> str:
             f"<td><span class='kind {e(r['kind'])}'>{e(KIND_TEXT[r['kind']])}</span></td><td>{e(r['label'])}</td>"
             f"<td class='num'>{r['impact']:.1f}</td><td class='num'>{r['n_conversations']}</td>"
             f"<td class='num'>{r['n_customers']}</td><td class='num'>{r['n_escalated']}</td>"
-            f"<td class='num'>{_trend(r.get('trend'))}</td><td>{e(str(r.get('first_seen') or ''))}</td></tr>")
+            f"<td class='num'>{_trend(r.get('trend'))}</td><td class='day'>{e(str(r.get('first_seen') or ''))}</td></tr>")
     out.append("</table>")
     if closed:
         out.append("<h2>Closed recently</h2><table><tr><th>gap</th><th>kind</th><th>label</th><th>closed on</th>"
@@ -85,8 +86,8 @@ def _detail(r: dict) -> str:
              f"<h3>#{r.get('rank')} <span class='kind {e(r['kind'])}'>{e(KIND_TEXT[r['kind']])}</span> "
              f"{e(r['label'])} <code>{e(r['gap_id'])}</code></h3>"]
     facts = []
-    if r.get("stale_reason"):
-        facts.append(e(r["stale_reason"]))
+    if r.get("reason"):
+        facts.append("<b>why</b>: " + e(r["reason"]))
     if r.get("intents"):
         facts.append("intents: " + ", ".join(f"<code>{e(i)}</code>" for i in r["intents"]))
     if r.get("top_terms"):

@@ -544,7 +544,20 @@ def _topic_gap(p: GapParams, members: list[dict], label_share: dict, terms: list
     if kind == "revise_article":
         label = f"{label} (article {article_id})"
     anchor = f"intent:{main_label}" if anchored else "terms:" + ",".join(sorted(terms[:3]))
+    closest = nearest[0] if nearest else None
+    if status == "addressed":
+        reason = f"article {article_id} now covers it (intents {', '.join(covering[3] or [])})"
+    elif kind == "revise_article":
+        reason = (f"article {article_id} covers it (intents {', '.join(covering[3] or [])}) but its conversations "
+                  f"fail at {rate:.0%} against {base_rate:.0%} overall")
+    elif anchored:
+        reason = (f"no published article lists intent {main_label}"
+                  + (f"; closest article text: {closest['article_id']} ({closest['text_similarity']:.2f})" if closest else ""))
+    else:
+        reason = (f"no published article's text is within {p.text_cover_cos:.2f} of the topic"
+                  + (f" (closest: {closest['article_id']}, {closest['text_similarity']:.2f})" if closest else ""))
     return {
+        "reason": reason,
         "kind": kind, "status": status, "closed_reason": closed_reason, "label": label, "anchor": anchor,
         "top_terms": terms, "intents": [k for k, v in label_share.items() if v >= 0.1][:5],
         "intent_purity": round(float(main_share), 3),
@@ -610,7 +623,7 @@ def _stale_articles(con, p: GapParams, published: list, meta: dict, dt: str) -> 
             "topic_traffic": float(now), "failure_rate": round(len(ids) / max(1, now), 3), "base_failure_rate": None,
             "prev_window_conversations": before if has_prev else None, "trend": None,
             "signal_counts": json.dumps({"retrieved_now": now, "retrieved_before": before, "overridden": len(ids)}),
-            "representative_messages": [], "conversation_ids": ids, "stale_reason": reason,
+            "representative_messages": [], "conversation_ids": ids, "reason": reason,
         })
     return rows
 
@@ -722,7 +735,7 @@ ROW_FIELDS = {
     "nearest_articles": "nearest", "impact": "double", "evidence_weight": "double", "n_conversations": "int64",
     "n_customers": "int64", "n_escalated": "int64", "escalation_hours": "double", "topic_traffic": "double",
     "failure_rate": "double", "base_failure_rate": "double", "prev_window_conversations": "int64",
-    "trend": "double", "signal_counts": "string", "stale_reason": "string",
+    "trend": "double", "signal_counts": "string", "reason": "string",
     "representative_messages": "list<string>", "conversation_ids": "list<string>",
 }
 
