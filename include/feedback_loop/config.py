@@ -42,7 +42,7 @@ class Settings:
 
     # Signals stage (docs/signals.md): windows, noise rules and the action queue's thresholds.
     signals_reengagement_days: int = 7  # same customer, same intent, new conversation within this many days
-    signals_review_window_days: int = 1  # human reviews up to this long after the conversation day still count
+    signals_review_window_days: int = 2  # human reviews up to this long after the conversation day still count
     signals_level_window_days: int = 7  # level thresholds are judged on this many trailing days, pooled
     signals_min_sample: int = 30  # a scope needs this many units before it can raise an action
     signals_min_baseline_days: int = 7  # with fewer final baseline days there is no change-vs-baseline verdict
