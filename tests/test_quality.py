@@ -104,7 +104,7 @@ def _id(source):
 
 
 def test_each_kind_of_bad_row_is_quarantined_with_its_reason(day_with_every_problem):
-    settings = replace(day_with_every_problem, max_bad_row_share=0.9)
+    settings = replace(day_with_every_problem, max_bad_row_share=0.9, reference_lookback_days=0)
     summary = nightly.run_day(settings, DAY, data_docs=False)
     q = _quarantine(settings, "agent_events")
     assert q == {
@@ -132,7 +132,7 @@ def test_each_kind_of_bad_row_is_quarantined_with_its_reason(day_with_every_prob
 
 
 def test_too_many_bad_rows_fail_the_task_and_withhold_staged(day_with_every_problem):
-    settings = replace(day_with_every_problem, max_bad_row_share=0.1)
+    settings = replace(day_with_every_problem, max_bad_row_share=0.1, reference_lookback_days=0)
     for source in ("agent_events", "crm_cases", "surveys", "overrides", "outcome_checks", "kb_articles"):
         nightly.land(settings, source, DAY)
     with pytest.raises(DataQualityError) as err:
