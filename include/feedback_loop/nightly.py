@@ -111,6 +111,16 @@ def build_datasets(settings: Settings, dt: str, window_days: int | None = None) 
     return build(settings, dt, window_days)
 
 
+def signals(settings: Settings, dt: str) -> dict:
+    """Signal metrics, A/B tests, the improvement-action queue and the day's HTML report (docs/signals.md)."""
+    from .report import write_report
+    from .signals import run_signals
+
+    out = run_signals(settings, dt)
+    out["report"] = write_report(settings, dt)
+    return out
+
+
 def publish_warehouse(settings: Settings) -> dict:
     from .warehouse import publish
 
@@ -133,6 +143,7 @@ def run_day(settings: Settings, dt: str, *, data_docs: bool = True) -> dict:
     counts = model(settings, dt)
     summary = summarize(settings, dt, {"model": counts})
     detect_gaps(settings, dt)
+    signals(settings, dt)
     build_datasets(settings, dt)
     publish_warehouse(settings)
     if data_docs:
