@@ -3,8 +3,9 @@
 
 Processes exactly one day per run: land the day's exports of every source into the Parquet lake,
 validate each with its Great Expectations suite (bad rows to quarantine with a reason), model the
-conversation facts and case history, write the run summary, find the knowledge-base gaps of the
-trailing window, build the fine-tuning dataset versions (an Asset event per newly published dataset, see
+conversation facts and case history, write the run summary, compute the feedback signals and the
+improvement-action queue (with the daily HTML report), find the knowledge-base gaps of the trailing
+window, build the fine-tuning dataset versions (an Asset event per newly published dataset, see
 feedback_loop.assets), and republish the DuckDB warehouse.
 
 The day is the run's partition key for scheduled runs and backfills (the calendar day before the run),
@@ -108,6 +109,15 @@ def acsr_nightly():
         return {k: out[k] for k in ("dt", "gaps_open", "gaps_by_kind", "gaps_closed", "page")}
 
     @task
+    def signals(day: str) -> dict:
+        """Signal metrics, A/B tests, improvement-action queue and the daily report (see docs/signals.md)."""
+        from feedback_loop.config import Settings
+        from feedback_loop.nightly import signals
+
+        out = signals(Settings.load(), day)
+        return {k: out[k] for k in ("dt", "metric_rows", "actions", "actions_by_component", "report")}
+
+    @task
     def build_datasets(day: str) -> dict:
         """Fine-tuning dataset versions of the trailing window ending on the day (see docs/datasets.md)."""
         from feedback_loop.config import Settings
@@ -162,6 +172,9 @@ def acsr_nightly():
     built >> published
     summary >> [published, build_data_docs()]
     gaps >> published
+    signal_run = signals(day)
+    summary >> signal_run  # after model (via summarize): the report shows the run summary
+    signal_run >> published
 
 
 acsr_nightly()
