@@ -206,3 +206,30 @@ def test_stale_and_revise_articles(settings):
     assert ("revise_article", "A-age_limit") in kinds
     assert ("stale_article", "A-old-fees") in kinds
     assert not [r for r in rows if r["kind"] == "missing_article"]
+
+
+def test_action_queue_rows_point_at_gaps(settings):
+    truth = build_lake(settings, START, 7, {"pending_top_up": None})
+    lake = Lake(settings.lake)
+    example = next(c for c, i in sorted(truth.items()) if i == "pending_top_up" and c.startswith("c-0307"))
+    queue = [
+        {"action_id": "a-intent", "signal": "csat", "scope_dimension": "intent", "scope_value": "pending_top_up",
+         "example_conversation_ids": []},
+        {"action_id": "a-example", "signal": "reopen_24h", "scope_dimension": "channel", "scope_value": "chat",
+         "example_conversation_ids": [example]},
+        {"action_id": "a-other", "signal": "aht", "scope_dimension": "intent", "scope_value": "age_limit",
+         "example_conversation_ids": ["c-0307-999"]},
+    ]
+    con = duckdb.connect()
+    _write(con, lake, queue, "marts", "action_queue", date(2026, 3, 7))
+    con.close()
+    detect_gaps(settings, "2026-03-07", window_days=7)
+    gap = next(r for r in gap_rows(settings, "2026-03-07") if r["kind"] == "missing_article")
+    assert gap["action_ids"] == ["a-example", "a-intent"]
+    from feedback_loop.warehouse import register_views
+
+    con = duckdb.connect()
+    assert "kb_gap_actions" in register_views(con, settings)
+    links = con.execute("SELECT action_id, gap_id, link FROM kb_gap_actions ORDER BY action_id").fetchall()
+    assert links == [("a-example", gap["gap_id"], "conversations"), ("a-intent", gap["gap_id"], "intent")]
+    con.close()

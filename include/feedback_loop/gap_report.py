@@ -104,6 +104,8 @@ def _detail(r: dict) -> str:
             facts.append("signals: " + ", ".join(f"{e(k)} {v}" for k, v in sig.items()))
     except ValueError:
         pass
+    if r.get("action_ids"):
+        facts.append("action queue: " + ", ".join(f"<code>{e(a)}</code>" for a in r["action_ids"]))
     parts.append("<p>" + " &middot; ".join(facts) + "</p>")
     if r.get("representative_messages"):
         parts.append("<p><b>What customers asked</b></p>")

@@ -111,7 +111,7 @@ def _packaged_minilm() -> str | None:
         if importlib.util.find_spec(mod) is None:
             continue
         m = importlib.import_module(mod)
-        for attr in ("MODEL_PATH", "model_path", "get_model_path", "path"):
+        for attr in ("MODEL_DIR", "MODEL_PATH", "get_model_path", "model_path"):
             val = getattr(m, attr, None)
             val = val() if callable(val) else val
             if val and os.path.isdir(str(val)):

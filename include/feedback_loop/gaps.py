@@ -274,6 +274,7 @@ def detect_gaps(settings: Settings, dt: str, window_days: int | None = None) -> 
         rows, stats = find_gaps(con, p, dt, meta, settings)
         previous = _previous_gaps(con, lake, dt, p)
         rows = assign_ids(rows, previous, dt, p)
+        link_actions(con, lake, dt, rows)
         write_gaps(con, lake, dt, rows)
     finally:
         con.close()
@@ -726,6 +727,60 @@ def _day(v) -> str | None:
     return None if v is None else str(v)[:10]
 
 
+# --------------------------------------------------------------------------------------------- actions
+
+ACTION_QUEUE = "action_queue"  # the signals stage's improvement-action queue (marts/action_queue)
+
+
+def link_actions(con, lake: Lake, dt: str, rows: list[dict]) -> None:
+    """Fill `action_ids`: the night's action-queue rows that point at each gap.
+
+    A queue row points at a gap when its scope is one of the gap's intents, or when one of its example
+    conversations is behind the gap. The same rule is the warehouse view `kb_gap_actions`, which also
+    links queue rows written after this stage ran.
+    """
+    for r in rows:
+        r["action_ids"] = []
+    if not lake.has_partition("marts", ACTION_QUEUE, dt):
+        return
+    queue = con.execute(f"""
+        SELECT action_id, scope_dimension, scope_value, coalesce(example_conversation_ids, []) AS examples
+        FROM read_parquet('{lake.partition_file("marts", ACTION_QUEUE, dt)}') ORDER BY action_id""").fetchall()
+    for r in rows:
+        if r["status"] != "open":
+            continue
+        intents, ids = set(r.get("intents") or []), set(r.get("conversation_ids") or [])
+        r["action_ids"] = sorted({a for a, dim, val, ex in queue
+                                  if (dim == "intent" and val in intents) or ids.intersection(ex or [])})
+
+
+def register_gap_views(con, settings: Settings) -> list[str]:
+    """`kb_gap_actions`: (dt, action_id, gap_id, link) for every action-queue row that points at a gap."""
+    lake = Lake(settings.lake)
+    if not (lake.days("marts", "kb_gaps") and lake.days("marts", ACTION_QUEUE)):
+        return []
+    from .warehouse import view_sql
+
+    con.execute(f"""CREATE OR REPLACE VIEW kb_gap_actions AS
+        WITH q AS ({view_sql(lake, "marts", ACTION_QUEUE)}), g AS ({view_sql(lake, "marts", "kb_gaps")})
+        SELECT q.dt, q.action_id, g.gap_id, g.kind AS gap_kind, g.label AS gap_label,
+            CASE WHEN q.scope_dimension = 'intent' AND list_contains(g.intents, q.scope_value) THEN 'intent'
+                 ELSE 'conversations' END AS link
+        FROM q JOIN g ON g.dt = q.dt AND g.status = 'open'
+        WHERE (q.scope_dimension = 'intent' AND list_contains(g.intents, q.scope_value))
+           OR len(list_intersect(coalesce(q.example_conversation_ids, []), g.conversation_ids)) > 0""")
+    return ["kb_gap_actions"]
+
+
+def _register() -> None:
+    from .warehouse import register_extra_views
+
+    register_extra_views(register_gap_views)
+
+
+_register()
+
+
 # --------------------------------------------------------------------------------------------- writing
 
 ROW_FIELDS = {
@@ -736,7 +791,7 @@ ROW_FIELDS = {
     "n_customers": "int64", "n_escalated": "int64", "escalation_hours": "double", "topic_traffic": "double",
     "failure_rate": "double", "base_failure_rate": "double", "prev_window_conversations": "int64",
     "trend": "double", "signal_counts": "string", "reason": "string",
-    "representative_messages": "list<string>", "conversation_ids": "list<string>",
+    "representative_messages": "list<string>", "conversation_ids": "list<string>", "action_ids": "list<string>",
 }
 
 
