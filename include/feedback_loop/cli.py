@@ -7,6 +7,7 @@
     acsr summary --start 2026-11-19 --end 2026-11-25       # the run summaries, as a table
     acsr gaps --date 2026-11-25 [--window-days 28]         # knowledge-base gaps of the trailing window
     acsr datasets --start 2026-11-01 --end 2026-11-25      # fine-tuning dataset versions for a window
+    acsr signals --date 2026-11-25                         # signal metrics, action queue, HTML report
     acsr warehouse                                         # rebuild the DuckDB warehouse from the lake
     acsr contract docs/contract                            # export the input contract as JSON Schema
 """
@@ -150,6 +151,23 @@ def datasets(
         typer.echo(f"  {name:<16} {r['status']:<20} {r['examples']:>6} examples, {r.get('new_examples') or 0:>6} new  "
                    f"{r.get('version') or ''} {r.get('reason') or ''}".rstrip())
     typer.echo(f"datasets: {Settings.load().lake}/datasets/<name>/latest.json -> <version>/manifest.json, README.md")
+
+
+@app.command()
+def signals(
+    date_: str = typer.Option(None, "--date", help="one day, YYYY-MM-DD"),
+    start: str = typer.Option(None, help="first day of a range (run in order: baselines read earlier days)"),
+    end: str = typer.Option(None, help="last day of a range"),
+):
+    """Signal metrics, A/B tests, the improvement-action queue and the HTML report of a day (docs/signals.md)."""
+    from .nightly import signals as run
+
+    settings = Settings.load()
+    for d in _days(date_, start, end):
+        out = run(settings, d)
+        typer.echo(f"{d}: {out['metric_rows']} metric rows ({out['provisional_rows']} provisional), "
+                   f"{out['ab_tests']} A/B tests, {out['actions']} actions {json.dumps(out['actions_by_component'])}")
+        typer.echo(f"  queue:  {out['action_queue']}\n  report: {out['report']}")
 
 
 @app.command()

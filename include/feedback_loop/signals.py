@@ -289,7 +289,7 @@ class _Plan:
 
 def run_signals(settings: Settings, dt: date | str) -> dict:
     """Compute the signal metrics, the A/B tests and the action queue of day `dt`; return a small summary."""
-    from . import sentiment
+    from . import pii, sentiment
     from .land import connect
 
     day = date.fromisoformat(str(dt))
@@ -301,17 +301,21 @@ def run_signals(settings: Settings, dt: date | str) -> dict:
     con = connect()
     try:
         sentiment.register(con)
+        pii.register_duckdb(con, settings)  # labels come from data: redact them like free text
         _defs_table(con, settings, plan)
         _load_inputs(con, lake, settings, plan)
         units_sql = _units_sql(settings, plan, plan.d(0), plan.d(0), "run")
         con.execute(f"CREATE TEMP TABLE units AS {units_sql}")
         _aggregate(con, plan)
         _baseline(con, lake, settings, plan)
-        lake.write_query(con, f"SELECT DATE '{dt}' AS dt, * FROM metrics ORDER BY {_KEY}", "marts", METRICS_MART, dt)
+        lake.write_query(con, f"SELECT DATE '{dt}' AS dt, * REPLACE (redact_pii(dimension_value) AS dimension_value) "
+                              f"FROM metrics ORDER BY {_KEY}", "marts", METRICS_MART, dt)
         ab_rows = _ab_tests(con, settings, plan)
-        lake.write_query(con, f"SELECT DATE '{dt}' AS dt, * FROM ab ORDER BY metric, treatment", "marts", AB_MART, dt)
+        lake.write_query(con, f"SELECT DATE '{dt}' AS dt, * REPLACE (redact_pii(control) AS control, "
+                              "redact_pii(treatment) AS treatment) FROM ab ORDER BY metric, treatment", "marts", AB_MART, dt)
         _action_queue(con, lake, settings, plan)
-        lake.write_query(con, f"SELECT DATE '{dt}' AS dt, * FROM queue ORDER BY severity DESC, action_id",
+        lake.write_query(con, f"SELECT DATE '{dt}' AS dt, * REPLACE (redact_pii(scope_value) AS scope_value) "
+                              "FROM queue ORDER BY severity DESC, action_id",
                          "marts", QUEUE_MART, dt)
         counts = con.execute(
             "SELECT (SELECT count(*) FROM metrics), (SELECT count(*) FROM queue), "
@@ -708,7 +712,7 @@ def _baseline(con, lake: Lake, settings: Settings, p: _Plan) -> None:
     bd, lw = p.baseline_days, int(settings.signals_level_window_days)
     con.execute(f"""CREATE TEMP TABLE base AS
         SELECT c.metric, c.metric_date, c.dimension, c.dimension_value,
-            count(b.metric) AS baseline_days, sum(b.sample_size) AS baseline_sample_size,
+            count(b.metric) AS baseline_days, sum(b.sample_size)::BIGINT AS baseline_sample_size,
             CASE WHEN any_value(d.agg) = 'ratio' THEN sum(b.numerator) / nullif(sum(b.denominator), 0)
                  ELSE median(b.value) END AS baseline_value,
             var_samp(b.value) AS var_days, avg(b.std_error * b.std_error) AS mean_se2
@@ -730,7 +734,7 @@ def _baseline(con, lake: Lake, settings: Settings, p: _Plan) -> None:
     con.execute(f"""CREATE TEMP TABLE metrics AS
         WITH j AS (
             SELECT c.*, b.baseline_value, b.baseline_days, b.baseline_sample_size, l.level_value, l.level_days,
-                l.level_sample_size, d.share,
+                l.level_sample_size::BIGINT AS level_sample_size, d.share,
                 CASE WHEN d.share AND l.level_sample_size > 0
                      THEN sqrt(l.level_value * (1 - l.level_value) / l.level_sample_size) ELSE l.level_se_days END
                     AS level_se,
