@@ -48,6 +48,8 @@ def main() -> int:
     print(f"  warehouse         {settings.warehouse}  (duckdb {settings.warehouse} -c 'SHOW TABLES')")
     print(f"  KB gaps           {settings.lake}/reports/dt={end}/gaps.html  ({settings.gap_window_days}-day window; "
           f"`acsr gaps --date {end}`, docs/gaps.md)")
+    print(f"  signals report    {settings.lake}/reports/dt={end}/index.html  (one per day: signals vs baseline, "
+          f"action queue, A/B, shadow; `acsr signals --date {end}`, docs/signals.md)")
     print("\n[demo] run summary per day")
     print(summary_table(Lake(settings.lake), days))
     failed = {d: s for d, s in states.items() if s != "success"}

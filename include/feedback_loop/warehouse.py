@@ -8,6 +8,7 @@ lets several days run at once and lets tasks run on other workers.
 
 from __future__ import annotations
 
+import importlib
 import os
 import uuid
 
@@ -54,12 +55,16 @@ def register_views(con, settings: Settings) -> list[str]:
             f"CREATE OR REPLACE VIEW run_summaries AS SELECT * FROM read_json('{runs}', format='auto', union_by_name=true)"
         )
         names.append("run_summaries")
+    for module in VIEW_MODULES:  # importing a stage module registers its views
+        importlib.import_module(module)
     for extra in _extra_views:
         names.extend(extra(con, settings) or [])
     return names
 
 
-# Later stages (signals, datasets, gaps) add views with `register_extra_views`.
+# Later stages (signals, datasets, gaps) add views with `register_extra_views`, called when their module is
+# imported; register_views imports these modules so that `acsr warehouse` and the DAG get the same views.
+VIEW_MODULES = ("feedback_loop.signals", "feedback_loop.gaps")
 _extra_views: list = []
 
 
