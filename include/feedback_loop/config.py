@@ -70,6 +70,29 @@ class Settings:
     pii_phone_regions: str = "US,GB,DE,FR,ES,IT,NL,IE,IN,AU,CA"  # regions whose numbering plans are tried
     pii_patterns: dict = field(default_factory=dict)  # extra {"PLACEHOLDER": "regex"}, JSON in ACSR_PII_PATTERNS
 
+    # Retraining (docs/retraining.md): the nightly decision's triggers, the promotion policy, the registry.
+    retrain_min_new_relabels: int = 50  # human relabels unseen by the champion's training set that trigger a retrain
+    retrain_drift_psi: float = 0.2  # population stability index of live vs training intents that triggers a retrain
+    retrain_window_days: int = 7  # trailing days pooled for drift and the override-rate test
+    retrain_override_z: float = 3.5  # one-sided z of an intent's override-rate rise vs its baseline
+    retrain_min_sample: int = 30  # conversations an intent needs in the window (and baseline) to be tested
+    retrain_base_per_intent: int = 0  # examples per intent taken from the base labelled set (0 = all)
+    retrain_promotion_margin: float = 0.005  # accuracy gain on the gold set a challenger needs over the champion
+    retrain_promotion_alpha: float = 0.05  # McNemar (exact, one-sided) significance level for promotion
+    retrain_max_intent_regression: float = 0.1  # largest F1 drop allowed on a protected intent
+    retrain_max_ece_increase: float = 0.03  # largest calibration-error increase allowed
+    retrain_protected_intents: str = ("lost_or_stolen_card,compromised_card,card_payment_not_recognised,"
+                                      "cash_withdrawal_not_recognised,lost_or_stolen_phone")
+    mlflow_tracking_uri: str = ""  # "" = sqlite:///<lake>/mlflow/mlflow.db, artifacts in <lake>/mlflow/artifacts
+    finetune_backend: str = "dry_run"  # dry_run | openai | command: what the nightly decision launches
+    finetune_dataset: str = "sft"  # sft | preference
+    finetune_base_model: str = "gpt-4.1-mini-2025-04-14"
+    finetune_connection_id: str = "acsr_finetune_api"  # Airflow connection: host = API base URL, password = key
+    finetune_command: str = ""  # command backend: "" = the bundled local trainer (feedback_loop.retrain.train_command)
+    finetune_poll_seconds: float = 60.0
+    finetune_timeout_hours: float = 24.0
+    finetune_on_datasets: str = ""  # "sft" and/or "preference": schedule the fine-tuning DAG on their Assets
+
     # Anything a stage adds without a field of its own (JSON in ACSR_EXTRA).
     extra: dict = field(default_factory=dict)
 
