@@ -8,6 +8,7 @@ personal data seeded in every field that can reach a dataset.
 from __future__ import annotations
 
 import glob
+import itertools
 import json
 import os
 import shutil
@@ -15,7 +16,6 @@ from datetime import datetime, timedelta
 
 import pyarrow.parquet as pq
 import pytest
-
 from feedback_loop import curation, formats, nightly, tokens
 from feedback_loop.config import Settings
 from feedback_loop.curation import Example
@@ -127,8 +127,7 @@ class Sample:
             folder = f"{landing}/{source}/dt={self.day}"
             os.makedirs(folder, exist_ok=True)
             with open(f"{folder}/part.jsonl", "w") as fh:
-                for r in rows:
-                    fh.write(json.dumps(r) + "\n")
+                fh.writelines(json.dumps(r) + "\n" for r in rows)
 
 
 ARRIVAL = f"My card still hasn't arrived, it has been two weeks. Email me at {SEEDED['customer_email']}"
@@ -243,12 +242,17 @@ def built(staged_lake, tmp_path_factory):
     return root, result
 
 
+def _json(path):
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
 def _version(result, name):
     return result["datasets"][name]["path"]
 
 
 def _manifest(result, name):
-    return json.load(open(os.path.join(_version(result, name), "manifest.json")))
+    return _json(os.path.join(_version(result, name), "manifest.json"))
 
 
 def _records(result, name, pattern):
@@ -409,7 +413,7 @@ def test_every_dataset_is_published_with_valid_files(built):
         assert r["status"] == "published", (name, r)
         m = _manifest(result, name)
         assert m["version"] == r["version"] and m["supersedes"] is None
-        latest = json.load(open(root / "lake" / "datasets" / name / "latest.json"))
+        latest = _json(root / "lake" / "datasets" / name / "latest.json")
         assert latest["version"] == r["version"]
         for f in m["files"]:
             path = os.path.join(r["path"], f["path"])
@@ -436,7 +440,8 @@ def test_no_seeded_personal_data_in_any_output(built):
         if path.endswith(".parquet"):
             texts.append((path, json.dumps(pq.read_table(path).to_pylist(), default=str)))
         else:
-            texts.append((path, open(path, encoding="utf-8").read()))
+            with open(path, encoding="utf-8") as fh:
+                texts.append((path, fh.read()))
     assert len(texts) > 20
     for value in SEEDED.values():
         compact = "".join(ch for ch in value if ch.isalnum())
@@ -507,7 +512,7 @@ def test_manifest_counts_add_up(built):
         m = _manifest(result, name)
         steps = m["curation"]["steps"]
         assert steps[0]["step"] == "candidates" and steps[-1]["step"] == "split"
-        for a, b in zip(steps, steps[1:]):
+        for a, b in itertools.pairwise(steps):
             assert a["out"] == b["in"], (name, a, b)
         for s in steps:
             assert s["in"] - s["out"] == s["removed"] >= 0
@@ -549,7 +554,7 @@ def test_versions_idempotent_split_stable_and_threshold(staged_lake, tmp_path):
     second = build_datasets(_settings(root), start=D1, end=D2)
     r2 = second["datasets"]["sft"]
     assert r2["status"] == "published" and r2["new_examples"] == 3 and r2["supersedes"] == first["datasets"]["sft"]["version"]
-    m2 = json.load(open(os.path.join(r2["path"], "manifest.json")))
+    m2 = _json(os.path.join(r2["path"], "manifest.json"))
     assert m2["counts"]["carried_over"] == first["datasets"]["sft"]["examples"]
 
     def splits(path):
@@ -563,7 +568,7 @@ def test_versions_idempotent_split_stable_and_threshold(staged_lake, tmp_path):
         old, new = splits(first["datasets"][name]["path"]), splits(second["datasets"][name]["path"])
         assert all(len(s) == 1 for s in new.values())  # nothing of one conversation crosses splits
         assert {c: old[c] for c in old if c in new} == {c: new[c] for c in old if c in new}
-    assert json.load(open(root / "lake" / "datasets" / "sft" / "latest.json"))["version"] == r2["version"]
+    assert _json(root / "lake" / "datasets" / "sft" / "latest.json")["version"] == r2["version"]
 
 
 def test_hugging_face_datasets_loads_the_files_offline(built, tmp_path, monkeypatch):
@@ -587,7 +592,6 @@ def test_nightly_dag_emits_an_asset_event_only_for_new_versions(staged_lake, tmp
     """Real Airflow: the build task and the announce tasks of acsr_nightly, run twice for the same day."""
     from airflow.models.asset import AssetEvent
     from airflow.utils.session import create_session
-
     from feedback_loop.assets import DATASET_ASSETS
     from feedback_loop.demo_runner import load_dag
 
@@ -614,7 +618,7 @@ def test_nightly_dag_emits_an_asset_event_only_for_new_versions(staged_lake, tmp
     assert str(run.state) == "success"
     first = events()[before:]
     assert sorted(uri for uri, _ in first) == sorted(uris)
-    latest = {n: json.load(open(root / "lake" / "datasets" / n / "latest.json")) for n in DATASET_ASSETS}
+    latest = {n: _json(root / "lake" / "datasets" / n / "latest.json") for n in DATASET_ASSETS}
     for uri, extra in first:
         name = uri.rsplit("/", 1)[-1]
         assert extra["version"] == latest[name]["version"] and extra["end"] == D2

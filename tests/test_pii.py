@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import duckdb
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
-
 from feedback_loop import pii
 from feedback_loop.config import Settings
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 
 def luhn_complete(payload: str) -> str:
