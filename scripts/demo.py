@@ -50,6 +50,10 @@ def main() -> int:
           f"`acsr gaps --date {end}`, docs/gaps.md)")
     print(f"  signals report    {settings.lake}/reports/dt={end}/index.html  (one per day: signals vs baseline, "
           f"action queue, A/B, shadow; `acsr signals --date {end}`, docs/signals.md)")
+    versions = ", ".join(f"{n} {(Lake(settings.lake).read_json('datasets', n, 'latest.json') or {}).get('version', '-')}"
+                         for n in ("intent_relabels", "sft", "preference", "kto"))
+    print(f"  datasets          {settings.lake}/datasets/<name>/<version>/  (latest: {versions}; manifest.json, "
+          f"README.md; `acsr datasets --start D1 --end D2`, docs/datasets.md)")
     print("\n[demo] run summary per day")
     print(summary_table(Lake(settings.lake), days))
     failed = {d: s for d, s in states.items() if s != "success"}
