@@ -17,6 +17,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import CronPartitionTimetable, Param, dag, task
 from feedback_loop.alerts import WebhookNotifier, nightly_deadline
 from feedback_loop.assets import DATASET_ASSETS
@@ -175,6 +176,35 @@ def acsr_nightly():
     signal_run = signals(day)
     summary >> signal_run  # after model (via summarize): the report shows the run summary
     signal_run >> published
+
+    # Retraining decision, every night, after everything it reads; a positive one starts the retraining DAG
+    # through Airflow, with the reasons in the run's conf (docs/retraining.md).
+    @task
+    def decide_retraining(day: str) -> dict:
+        """Evaluate the retraining triggers; record the decision and its reasons (marts/retrain_decisions)."""
+        from feedback_loop.config import Settings
+        from feedback_loop.nightly import decide_retraining as decide
+
+        d = decide(Settings.load(), day)
+        return {t: {"go": bool(d[t].get("retrain", d[t].get("finetune"))), "reasons": d[t]["reasons"],
+                    "conf": d[t]["conf"]} for t in ("intent_classifier", "reasoning_model")}
+
+    @task.short_circuit
+    def retraining_conf(decision: dict, target: str) -> dict | None:
+        """The triggered run's conf when the decision is positive; otherwise skip the trigger."""
+        print(f"{target}: {'; '.join(decision[target]['reasons'])}")
+        return decision[target]["conf"] if decision[target]["go"] else None
+
+    decision = decide_retraining(day)
+    [built, signal_run, published] >> decision
+    for target, dag_id in (("intent_classifier", "acsr_retrain_intent_classifier"),
+                           ("reasoning_model", "acsr_finetune_reasoning_model")):
+        TriggerDagRunOperator(
+            task_id=f"trigger_{target}_retraining", trigger_dag_id=dag_id,
+            conf=retraining_conf.override(task_id=f"decide_{target}")(decision, target),
+            trigger_run_id="nightly_decision__{{ ti.xcom_pull(task_ids='resolve_day') }}",
+            logical_date=None, skip_when_already_exists=True,  # a re-run of the day does not retrain twice
+        )
 
 
 acsr_nightly()

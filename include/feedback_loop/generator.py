@@ -1330,6 +1330,7 @@ class _Writer:
         # One DuckDB thread: an ordered COPY gains little from more, and under CPU contention extra
         # threads cost 2-4x wall time (measured). The second core compresses in parallel instead.
         self.con.execute("SET threads = 1")
+        self.con.execute("SET memory_limit = '1GB'")  # its buffer pool would otherwise grow to 80 % of RAM
         self.con.execute("SET preserve_insertion_order = true")
 
     def _select(self, table: pa.Table, fmt: str, frac: bool) -> str:

@@ -134,6 +134,15 @@ def build_data_docs(settings: Settings) -> str:
     return build(gx_root(settings))
 
 
+def decide_retraining(settings: Settings, dt: str) -> dict:
+    """The night's retraining decision and its reasons (marts/retrain_decisions, runs/dt=/retrain_decision.json).
+
+    Runs last: it reads the day's facts, the latest relabel dataset and the action queue."""
+    from .retrain.decide import decide
+
+    return decide(settings, dt)
+
+
 def run_day(settings: Settings, dt: str, *, data_docs: bool = True) -> dict:
     """Every stage of the nightly run for one day, in one process (the CLI's `acsr run`)."""
     for source in contract.SOURCE_NAMES:
@@ -148,6 +157,7 @@ def run_day(settings: Settings, dt: str, *, data_docs: bool = True) -> dict:
     publish_warehouse(settings)
     if data_docs:
         build_data_docs(settings)
+    decide_retraining(settings, dt)  # recorded only: the DAG also starts the retraining runs it decides on
     return summary
 
 
