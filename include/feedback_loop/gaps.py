@@ -304,12 +304,21 @@ def find_gaps(con, p: GapParams, dt: str, meta: dict, settings: Settings | None 
     from .pii import redactor
 
     redact = redactor(settings).redact
-    cur = con.execute(f"""
-        SELECT conversation_id, customer_id, text, final_intent, final_confidence, human_intent, started_at,
+    select = f"""SELECT conversation_id, customer_id, text, final_intent, final_confidence, human_intent, started_at,
             escalated, handle_time_s, weight, weight >= {p.min_weight} AS is_signal,
             {", ".join("sig_" + s for s in SIGNALS)}
-        FROM conv WHERE in_window AND text IS NOT NULL AND trim(text) <> ''
-        ORDER BY is_signal DESC, weight DESC, conversation_id""").fetchall()
+        FROM conv WHERE in_window AND text IS NOT NULL AND trim(text) <> ''"""
+    cols = ["conversation_id", "customer_id", "text", "final_intent", "final_confidence", "human_intent",
+            "started_at", "escalated", "handle_time_s", "weight", "is_signal"] + [f"sig_{s}" for s in SIGNALS]
+    sig = [dict(zip(cols, r)) for r in con.execute(
+        f"{select} AND weight >= {p.min_weight} ORDER BY weight DESC, conversation_id").fetchall()]
+    # The rest of the traffic only gives each topic its size: a deterministic sample is enough at scale.
+    n_other = con.execute(f"SELECT count(*) FROM ({select} AND weight < {p.min_weight})").fetchall()[0][0]
+    budget = max(1, p.max_texts - len(sig))
+    other = [dict(zip(cols, r)) for r in con.execute(
+        f"{select} AND weight < {p.min_weight} ORDER BY hash(conversation_id), conversation_id LIMIT {budget}").fetchall()]
+    other.sort(key=lambda r: r["conversation_id"])
+    scale = n_other / len(other) if other else 1.0
     prev = con.execute(f"""
         SELECT conversation_id, text, final_intent, final_confidence, human_intent
         FROM conv WHERE NOT in_window AND weight >= {p.min_weight} AND text IS NOT NULL AND trim(text) <> ''
@@ -318,10 +327,6 @@ def find_gaps(con, p: GapParams, dt: str, meta: dict, settings: Settings | None 
     has_prev_window = con.execute("SELECT count(*) > 0 FROM conv WHERE NOT in_window").fetchall()[0][0]
     kb = con.execute("SELECT article_id, title, body, intents, status, updated_at FROM kb ORDER BY article_id").fetchall()
     published = [a for a in kb if a[4] == "published"]
-    cols = ["conversation_id", "customer_id", "text", "final_intent", "final_confidence", "human_intent",
-            "started_at", "escalated", "handle_time_s", "weight", "is_signal"] + [f"sig_{s}" for s in SIGNALS]
-    sig = [dict(zip(cols, r)) for r in cur if r[10]]
-    other = [dict(zip(cols, r)) for r in cur if not r[10]]
     stats = {"n_conversations": n_total, "n_signals": len(sig), "n_topics": 0, "n_noise": 0,
              "kb_published": len(published)}
     rows: list[dict] = []
@@ -330,14 +335,8 @@ def find_gaps(con, p: GapParams, dt: str, meta: dict, settings: Settings | None 
         return _rank(rows), stats
 
     # Texts are redacted before anything else sees them: terms, labels and examples cannot carry PII.
-    rng = np.random.default_rng(p.seed)
     clustered = sig[: p.max_signals]
     rest_sig = sig[p.max_signals:]
-    budget = max(0, p.max_texts - len(sig))
-    scale = 1.0
-    if len(other) > budget:
-        scale = len(other) / max(budget, 1)
-        other = [other[i] for i in sorted(rng.choice(len(other), size=budget, replace=False))]
     for r in (*sig, *other):
         r["text"] = redact(r["text"])
     prev_rows = [dict(zip(["conversation_id", "text", "final_intent", "final_confidence", "human_intent"], r))
