@@ -304,7 +304,7 @@ def run_signals(settings: Settings, dt: date | str) -> dict:
         pii.register_duckdb(con, settings)  # labels come from data: redact them like free text
         _defs_table(con, settings, plan)
         _load_inputs(con, lake, settings, plan)
-        units_sql = _units_sql(settings, plan, plan.d(0), plan.d(0), "run")
+        units_sql = _units_sql(con, settings, plan, plan.d(0), plan.d(0), "run")
         con.execute(f"CREATE TEMP TABLE units AS {units_sql}")
         _aggregate(con, plan)
         _baseline(con, lake, settings, plan)
@@ -436,7 +436,7 @@ def _u(metric: str, src: str, num: str, den: str = "1", where: str = "true", *, 
             f"{str(base).lower()} AS base, ({num})::DOUBLE AS num, ({den})::DOUBLE AS den FROM {src} WHERE {where}")
 
 
-def _units_sql(settings: Settings, p: _Plan, first: str, last: str, purpose: str,
+def _units_sql(con, settings: Settings, p: _Plan, first: str, last: str, purpose: str,
                only: tuple[str, ...] | None = None) -> str:
     """Every metric's units for day metrics of [first, last] and for the cohorts the windows need.
 
@@ -445,7 +445,10 @@ def _units_sql(settings: Settings, p: _Plan, first: str, last: str, purpose: str
     """
     want = (lambda name: only is None or name in only)  # noqa: E731
     parts: list[str] = []
-    conv = f"({_conv_days_sql(settings, p, first, last)})"
+    # Sources used by many metrics are materialised once (DuckDB would recompute an inlined subquery
+    # for every metric that reads it).
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {purpose}_conv AS {_conv_days_sql(settings, p, first, last)}")
+    conv = f"{purpose}_conv"
     reason = "coalesce(escalation_reason, 'unspecified')"
     steps = ", ".join(f"'{s}'" for s in AGENT_STEPS)
     ok = ", ".join(f"'{s}'" for s in SUCCESS_STATUSES)
@@ -479,8 +482,9 @@ def _units_sql(settings: Settings, p: _Plan, first: str, last: str, purpose: str
 
     # -- events of the day (staged agent_events): only for the run itself, never over a range
     if purpose == "run":
-        ev = ("(SELECT e.*, c.d_intent, c.d_channel, c.d_strategy, c.d_mode, c.resolved "
-              f"FROM events e JOIN {conv} c USING (conversation_id))")
+        con.execute("CREATE OR REPLACE TEMP TABLE run_ev AS SELECT e.*, c.d_intent, c.d_channel, c.d_strategy, "
+                    f"c.d_mode, c.resolved FROM events e JOIN {conv} c USING (conversation_id)")
+        ev = "run_ev"
         sent = f"""(SELECT conversation_id, any_value(d_intent) AS d_intent, any_value(d_channel) AS d_channel,
                 any_value(d_strategy) AS d_strategy, any_value(d_mode) AS d_mode, DATE '{last}' AS dt,
                 count(*) AS n_msgs, avg(s) AS s_mean, first(s ORDER BY ts, _row_id) AS s_first,
@@ -768,12 +772,8 @@ def _baseline(con, lake: Lake, settings: Settings, p: _Plan) -> None:
 
 
 def _action_queue(con, lake: Lake, settings: Settings, p: _Plan) -> None:
-    """`queue`: the current, final values that crossed a level or moved beyond noise in the bad direction.
-
-    A scope below 'all' that crossed in the same way as the 'all' scope is kept only when it stands out
-    from it (|difference| > noise_z combined standard errors): one row for a problem everywhere, a row per
-    scope for a problem somewhere.
-    """
+    """`queue`: the current, final values that crossed a level or moved beyond noise in the bad direction,
+    one row per problem at the scope that explains it (see the drill-down below)."""
     lz, z = float(settings.signals_level_z), float(settings.signals_noise_z)
     n_min = int(settings.signals_min_sample)
     d0 = p.d(0)
@@ -800,16 +800,33 @@ def _action_queue(con, lake: Lake, settings: Settings, p: _Plan) -> None:
                 AND (min_change IS NULL OR abs(change) >= min_change)
                 AND (min_change_rel IS NULL OR abs(change_rel) >= min_change_rel))
         SELECT * FROM t""")
-    con.execute(f"""CREATE TEMP TABLE kept AS
-        SELECT r.*, substr(md5(r.metric || '|' || r.dimension || '|' || r.dimension_value || '|' || r.trigger), 1, 16)
-                AS action_id
+    # Drill-down. A scope below 'all' that crossed like the 'all' scope is kept only when it stands out
+    # from it (|difference| > noise_z combined standard errors): a problem everywhere is one row. The 'all'
+    # row of a change is dropped when a standing-out scope explains it: without that scope's units the
+    # rest of the traffic is within noise. A problem somewhere is one row, at its scope.
+    con.execute(f"""CREATE TEMP TABLE scoped AS
+        SELECT r.*, a.metric IS NOT NULL AS parent_raised,
+            a.metric IS NOT NULL AND (
+                (r.trigger = 'change_vs_baseline'
+                 AND abs(r.change - a.change) > {z} * sqrt(r.noise_sd * r.noise_sd + a.noise_sd * a.noise_sd))
+             OR (r.trigger <> 'change_vs_baseline' AND abs(r.level_value - a.level_value) >
+                 {z} * sqrt(power(coalesce(r.level_se, 0), 2) + power(coalesce(a.level_se, 0), 2)))) AS stands_out,
+            CASE WHEN a.metric IS NOT NULL AND r.trigger = 'change_vs_baseline' AND a.denominator > r.denominator
+                 THEN abs((a.change * a.denominator - r.change * r.denominator) / (a.denominator - r.denominator))
+                      < {z} * a.noise_sd * sqrt(a.denominator / (a.denominator - r.denominator))
+                 ELSE false END AS explains_parent
         FROM raised r LEFT JOIN raised a ON a.metric = r.metric AND a.trigger = r.trigger AND a.dimension = 'all'
-        WHERE r.dimension = 'all' OR a.metric IS NULL
-           OR (r.trigger = 'change_vs_baseline'
-               AND abs(r.change - a.change) > {z} * sqrt(r.noise_sd * r.noise_sd + a.noise_sd * a.noise_sd))
-           OR (r.trigger <> 'change_vs_baseline'
-               AND abs(r.level_value - a.level_value) >
-                   {z} * sqrt(power(coalesce(r.level_se, 0), 2) + power(coalesce(a.level_se, 0), 2)))""")
+        WHERE r.dimension <> 'all'""")
+    con.execute("""CREATE TEMP TABLE kept AS
+        SELECT r.* EXCLUDE (parent_raised, stands_out, explains_parent) FROM scoped r
+        WHERE NOT r.parent_raised OR r.stands_out
+        UNION ALL
+        SELECT a.* FROM raised a WHERE a.dimension = 'all' AND NOT EXISTS (
+            SELECT 1 FROM scoped r WHERE r.metric = a.metric AND r.trigger = a.trigger AND r.stands_out
+                AND r.explains_parent)""")
+    con.execute("""CREATE OR REPLACE TEMP TABLE kept AS
+        SELECT *, substr(md5(metric || '|' || dimension || '|' || dimension_value || '|' || trigger), 1, 16)
+            AS action_id FROM kept""")
     # Example conversations: the scope's units worse than the threshold (level) or the baseline (change),
     # worst first.
     scope = " OR ".join(
@@ -864,7 +881,7 @@ def _ab_tests(con, settings: Settings, p: _Plan) -> int:
     from .abtest import mann_whitney, n_per_arm, two_proportion_z
 
     first = p.d(p.ab_days - 1)
-    con.execute(f"CREATE TEMP TABLE units_ab AS SELECT * FROM ({_units_sql(settings, p, first, p.d(0), 'ab', AB_METRICS)}) "
+    con.execute(f"CREATE TEMP TABLE units_ab AS SELECT * FROM ({_units_sql(con, settings, p, first, p.d(0), 'ab', AB_METRICS)}) "
                 "WHERE base AND mode = 'live'")
     rows = con.execute("""SELECT metric, strategy, count(*), sum(num), sum(den), min(metric_date), max(metric_date),
             CASE WHEN metric = 'csat_mean' THEN list(num ORDER BY num) END
