@@ -65,6 +65,18 @@ def acsr_nightly():
             getattr(dag_run, "run_after", None),
         )
 
+    @task.sensor(poke_interval=30, timeout=timedelta(hours=12), mode="reschedule")
+    def wait_for_earlier_days(day: str):
+        """Concurrent days (a backfill) validate in day order: see nightly.earlier_days_pending."""
+        from airflow.sdk import PokeReturnValue
+        from feedback_loop.config import Settings
+        from feedback_loop.nightly import earlier_days_pending
+
+        pending = earlier_days_pending(Settings.load(), day)
+        if pending:
+            print(f"waiting for earlier days to be summarized first: {pending}")
+        return PokeReturnValue(is_done=not pending)
+
     @task(map_index_template="{{ source }}")
     def land(source: str, day: str) -> dict:
         from feedback_loop.config import Settings
@@ -159,7 +171,7 @@ def acsr_nightly():
     day = resolve_day()
     landed = land.partial(day=day).expand(source=list(SOURCE_NAMES))
     validated = validate.partial(day=day).expand(source=list(SOURCE_NAMES))
-    landed >> validated
+    [landed, wait_for_earlier_days(day)] >> validated
     counts = model(day)
     validated >> counts
     summary = summarize(day, counts)

@@ -142,10 +142,9 @@ def _fs(url: str):
     """An fsspec filesystem and path for `url` (local paths need no fsspec import)."""
     if not is_remote(url):
         return _LocalFS(), url
-    import fsspec
+    from .object_store import filesystem
 
-    fs, path = fsspec.core.url_to_fs(url)
-    return fs, path
+    return filesystem(url)
 
 
 class _LocalFS:

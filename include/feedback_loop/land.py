@@ -81,7 +81,19 @@ def connect():
 
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
+    if _lake_on_object_store():
+        from .object_store import configure_duckdb
+
+        configure_duckdb(con)
     return con
+
+
+def _lake_on_object_store() -> bool:
+    """The lake or the landing area is an s3:// URL (read from the environment: no Variable look-ups on
+    every connection)."""
+    from .object_store import uses_object_store
+
+    return uses_object_store(os.environ.get("ACSR_LAKE", ""), os.environ.get("ACSR_LANDING", ""))
 
 
 def land_source(settings: Settings, source: str, dt: date | str) -> LandResult:

@@ -35,6 +35,36 @@ def partition_day(conf_date: str | None = None, partition_key: str | None = None
     return (moment.date() - timedelta(days=1)).isoformat()
 
 
+def earlier_days_pending(settings: Settings, dt: str) -> list[str]:
+    """Earlier days this day's results depend on that have landing data but no run summary yet.
+
+    Validation resolves references and cross-day duplicates against earlier days, and the gap, dataset and
+    signal stages read trailing windows: a day processed before the days it reads would give different
+    results. So when a backfill runs several days at once, each day waits (a reschedule-mode sensor) until
+    the earlier days that exist in the landing area are summarized; days without landing data are not
+    waited for. Landing files of later days never matter.
+    """
+    from .lake import _fs
+    from .land import landing_dir
+
+    lookback = max(settings.reference_lookback_days, settings.gap_window_days, settings.dataset_window_days,
+                   settings.signals_baseline_days)
+    lake = Lake(settings.lake)
+    done = set(lake.days_with_file("runs", "summary.json"))
+    day = date.fromisoformat(dt)
+    pending = []
+    for i in range(lookback, 0, -1):
+        earlier = (day - timedelta(days=i)).isoformat()
+        if earlier in done:
+            continue
+        for source in contract.SOURCE_NAMES:
+            fs, path = _fs(landing_dir(settings, source, earlier))
+            if fs.exists(path):
+                pending.append(earlier)
+                break
+    return pending
+
+
 def land(settings: Settings, source: str, dt: str) -> dict:
     from .land import land_source
 

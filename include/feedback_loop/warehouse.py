@@ -84,8 +84,10 @@ def publish(settings: Settings) -> dict:
     try:
         con = duckdb.connect(tmp)
         con.execute("SET TimeZone = 'UTC'")
-        if "://" in settings.lake:
-            con.execute("INSTALL httpfs; LOAD httpfs")
+        if "://" in settings.lake:  # views over s3:// (see object_store: fsspec, not httpfs)
+            from .object_store import configure_duckdb
+
+            configure_duckdb(con)
         views = register_views(con, settings)
         con.close()
         os.replace(tmp, target)
