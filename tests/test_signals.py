@@ -478,3 +478,13 @@ def test_action_queue_raises_exactly_the_planted_anomalies(generated):
         assert ev["sample_size"] == q["sample_size"] and ev["baseline_value"] == q["baseline_value"]
     # Examples are conversations that show the problem: intent_5's queries with no result.
     assert all(c.startswith("C20260410") for c in by[("kb_no_result_rate", "intent_5")]["example_conversation_ids"])
+
+
+def test_docs_define_every_metric():
+    """docs/signals.md carries the registry's definitions verbatim (regenerate with signals.metric_docs())."""
+    from pathlib import Path
+
+    from feedback_loop.signals import metric_docs
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "signals.md").read_text()
+    assert metric_docs() in doc

@@ -126,7 +126,8 @@ METRICS: tuple[Metric, ...] = (
            "(same customer and intent within the re-engagement window before)", "conversations with a case",
            "share 0-1", True, "knowledge_base", _KB, share=True, min=0.6, min_change=0.08),
     Metric("reopen_rate_24h", "implicit", "post-resolution contact rate",
-           "resolution (case, resolved_at) on cohort day X of a case opened by the agent",
+           "resolution (case, resolved_at) on cohort day X of a case linked to an agent conversation (a reopen "
+           "with no resolution exported before it implies one on the reopen's day)",
            "resolutions reopened within 24 h", "resolutions", "share 0-1", False, "knowledge_base", _GAPS,
            window="reopen", share=True, max=0.15, min_change=0.05),
     Metric("reengagement_rate_7d", "implicit", "post-resolution contact rate",
@@ -158,7 +159,7 @@ METRICS: tuple[Metric, ...] = (
            "sum of (last message's compound - first message's compound)", "conversations",
            "mean on -2..2", True, "tone", _TONE, min_change=0.15),
     Metric("autonomous_resolution_rate", "implicit", "first-contact resolution",
-           "live conversation started on cohort day X",
+           "live conversation started on cohort day X that has a case by the end of the review window",
            "conversations whose case the agent resolved (resolved_by 'ai') with no reopen, no escalation and "
            "no human correction or escalation before the end of the review window", "conversations",
            "share 0-1", True, "reasoning_model", _FT, window="review", share=True, min=0.4, min_change=0.08),
