@@ -231,14 +231,14 @@ def check_action_queue(settings: Settings, dt: str) -> list[dict]:
 
 
 def check_finetune_data(settings: Settings) -> dict:
-    from .finetune import jobs_for_version
+    from .finetune import jobs_for_version, same_backend
 
     name = settings.finetune_dataset
     latest = Lake(settings.lake).read_json("datasets", name, "latest.json")
     if not latest:
         return _check("reasoning_model", "new_finetune_data", False, 0, 1, dataset=name, note="no version yet")
     used = [j for j in jobs_for_version(settings, name, latest["version"])
-            if j.get("backend") == settings.finetune_backend and j.get("status") not in ("failed", "timed_out", "cancelled")]
+            if same_backend(j, settings.finetune_backend) and j.get("status") not in ("failed", "timed_out", "cancelled")]
     return _check("reasoning_model", "new_finetune_data", not used, 0 if used else 1, 1, dataset=name,
                   dataset_version=latest["version"], jobs=[j.get("job_key") for j in used])
 

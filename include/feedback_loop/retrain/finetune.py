@@ -184,6 +184,13 @@ def jobs_for_version(settings: Settings, dataset: str, version: str) -> list[dic
     return out
 
 
+def same_backend(record: dict, backend: str) -> bool:
+    """Whether a job record was made with `backend` as configured ('dry_run' = any dry run)."""
+    if backend == "dry_run":
+        return bool(record.get("dry_run"))
+    return record.get("backend") == backend and not record.get("dry_run")
+
+
 def new_record(request: dict, plan: dict, run_id: str | None = None) -> dict:
     return {"job_key": plan["job_key"], "dataset": plan["dataset"], "dataset_version": plan["dataset_version"],
             "dataset_manifest": plan["manifest"], "files": plan["files"], "backend": request["backend"],
