@@ -61,6 +61,7 @@ class Settings:
 
     # Fine-tuning datasets (docs/datasets.md).
     dataset_min_new_examples: int = 10  # a version with fewer examples unseen in the last one is not published
+    dataset_min_new_pairs: int = 5  # the same for preference pairs (one per ~150 conversations: rarer)
     dataset_max_tokens: int = 4096  # token budget per example (cl100k_base), over it an example is dropped
     dataset_near_duplicate_threshold: float = 0.85  # MinHash Jaccard above which two examples are duplicates
     dataset_validation_share: float = 0.1  # split by a hash of the conversation id

@@ -79,6 +79,7 @@ class Config:
     window_start: str
     window_end: str
     min_new_examples: int
+    min_new_pairs: int  # preference pairs come only from response corrections: a lower bar
     max_tokens: int
     near_duplicate_threshold: float
     validation_share: float
@@ -98,6 +99,8 @@ class Config:
         return cls(
             window_start=start, window_end=end,
             min_new_examples=int(x.get("dataset_min_new_examples", settings.dataset_min_new_examples)),
+            min_new_pairs=int(x.get("dataset_min_new_pairs", x.get("dataset_min_new_examples",
+                                                                  settings.dataset_min_new_pairs))),
             max_tokens=settings.dataset_max_tokens,
             near_duplicate_threshold=settings.dataset_near_duplicate_threshold,
             validation_share=settings.dataset_validation_share, test_share=settings.dataset_test_share,
@@ -821,7 +824,7 @@ def _publish(lake: Lake, name: str, cfg: Config, examples: list[Example], confli
     try:
         files = _write_files(tmp, name, examples, conflicts)
         # Content and the settings that shaped it (not the publishing rule): same inputs, same version id.
-        shaping = {k: v for k, v in cfg.as_dict().items() if k != "min_new_examples"}
+        shaping = {k: v for k, v in cfg.as_dict().items() if k not in ("min_new_examples", "min_new_pairs")}
         digest = hashlib.sha256(json.dumps(
             [name, shaping, [(f["path"], f["sha256"]) for f in files if f["path"].endswith(".jsonl")]],
             sort_keys=True).encode()).hexdigest()
@@ -837,9 +840,10 @@ def _publish(lake: Lake, name: str, cfg: Config, examples: list[Example], confli
             prev_ids = _previous_ids(lake, name, latest)
             new = sum(1 for e in examples if e.example_id not in prev_ids)
             out["new_examples"] = new
-            if new < cfg.min_new_examples or not examples:
+            minimum = cfg.min_new_pairs if name == "preference" else cfg.min_new_examples
+            if new < minimum or not examples:
                 return {**out, "status": "not_published", "supersedes": (latest or {}).get("version"),
-                        "reason": f"{new} new examples, fewer than the minimum of {cfg.min_new_examples}"}
+                        "reason": f"{new} new examples, fewer than the minimum of {minimum}"}
             validation = _validate(tmp, files, cfg, redactor)
             manifest = _manifest(name, version, latest, examples, conflicts, steps, files, validation, context,
                                  new, prev_ids)
