@@ -11,20 +11,17 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import duckdb
 import numpy as np
 import pytest
-
 from feedback_loop import contract
 from feedback_loop.config import Settings
 from feedback_loop.lake import Lake
 from feedback_loop.model import build_model
 from feedback_loop.sentiment import compound
 from feedback_loop.signals import METRICS, run_signals
-
-UTC = timezone.utc
 
 
 def ts(day: str, hh: int, mm: int = 0) -> datetime:
@@ -332,13 +329,15 @@ def test_windowed_metrics_are_recomputed_until_final_then_frozen(hand):
 def test_rerun_of_a_day_is_identical(hand):
     settings, lake, _ = hand
     path = lake.partition_file("marts", "signal_metrics", D3)
-    before = open(path, "rb").read()
+    from pathlib import Path
+
+    before = Path(path).read_bytes()
     run_signals(settings, D3)
-    assert open(path, "rb").read() == before
+    assert Path(path).read_bytes() == before
 
 
 def test_warehouse_exposes_the_marts_and_the_latest_view(hand):
-    settings, lake, _ = hand
+    settings, _, _ = hand
     from feedback_loop.warehouse import register_views
 
     con = duckdb.connect()
@@ -353,9 +352,8 @@ def test_warehouse_exposes_the_marts_and_the_latest_view(hand):
 # ----------------------------------------------------------------------------------------------- tests
 
 def test_two_proportion_z_and_chi_square_agree_on_a_known_case():
-    from scipy.stats import chi2_contingency
-
     from feedback_loop.abtest import mann_whitney, n_per_arm, two_proportion_z
+    from scipy.stats import chi2_contingency
 
     # 45/100 against 60/100: pooled p = 0.525, se = sqrt(.525 * .475 * 2 / 100) = 0.0706225,
     # z = -0.15 / 0.0706225 = -2.12398, two-sided p = 0.033672.

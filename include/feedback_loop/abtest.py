@@ -50,4 +50,4 @@ def n_per_arm(p1: float, p2: float, alpha: float = 0.05, power: float = 0.8) -> 
     za, zb = norm.isf(alpha / 2), norm.isf(1 - power)
     pbar = (p1 + p2) / 2
     n = (za * math.sqrt(2 * pbar * (1 - pbar)) + zb * math.sqrt(p1 * (1 - p1) + p2 * (1 - p2))) ** 2 / (p1 - p2) ** 2
-    return int(math.ceil(n))
+    return math.ceil(n)

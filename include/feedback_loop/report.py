@@ -13,6 +13,7 @@ them come from data, so every one goes through the project's PII redactor and is
 from __future__ import annotations
 
 import glob
+import math
 import os
 from datetime import date, timedelta
 from html import escape
@@ -99,7 +100,7 @@ def _trend(con, lake: Lake, dt: str) -> list[dict]:
 def _fmt(v, metric: str | None = None) -> str:
     if v is None:
         return "–"
-    if isinstance(v, float) and v != v:  # NaN
+    if isinstance(v, float) and math.isnan(v):
         return "–"
     if isinstance(v, bool):
         return "yes" if v else "no"
@@ -120,12 +121,12 @@ def _fmt(v, metric: str | None = None) -> str:
 def _fmt_change(r: dict) -> str:
     m = METRIC_BY_NAME.get(r["metric"] if "metric" in r else r.get("signal"))
     ch = r.get("change")
-    if ch is None or ch != ch:
+    if ch is None or math.isnan(ch):
         return "–"
     if m is not None and m.share:
         return f"{ch * 100:+.1f} pt"
     rel = r.get("change_rel")
-    return f"{ch:+.3g}" + (f" ({rel:+.0%})" if rel is not None and rel == rel else "")
+    return f"{ch:+.3g}" + (f" ({rel:+.0%})" if rel is not None and not math.isnan(rel) else "")
 
 
 def _direction(r: dict) -> str:
@@ -136,7 +137,7 @@ def _direction(r: dict) -> str:
 
 
 def _render(settings, lake, dt, cur, queue, ab, trend, summary, red) -> str:
-    e = lambda v: escape(str(red(str(v)) if v is not None else ""))  # noqa: E731
+    e = lambda v: escape(str(red(str(v)) if v is not None else ""))
     out = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>",
            f"<title>ACSR signals {e(dt)}</title><style>{STYLE}</style></head><body>"]
     out += _header(settings, lake, dt, summary, e)
@@ -195,8 +196,8 @@ def _header(settings, lake, dt, summary, e) -> list[str]:
               f"{t.get('rows_staged', 0):,} staged, {t.get('rows_quarantined', 0):,} quarantined."
               if summary else "No run summary for this day.")
     return [f"<nav>{' '.join(links)}</nav>", f"<h1>ACSR feedback signals, {e(dt)}</h1>",
-            f"<p class='muted'>{status} Baseline: trailing {settings.signals_baseline_days} days of final values; "
-            f"a change counts as beyond noise at |z| &ge; {settings.signals_noise_z}.</p>"]
+            (f"<p class='muted'>{status} Baseline: trailing {settings.signals_baseline_days} days of final values; "
+             f"a change counts as beyond noise at |z| &ge; {settings.signals_noise_z}.</p>")]
 
 
 def _queue_section(queue, e) -> list[str]:
@@ -227,10 +228,10 @@ def _movers_section(current, settings, e) -> list[str]:
     rows = [r for r in current if r["z_score"] is not None and r["z_score"] == r["z_score"]
             and r["sample_size"] >= settings.signals_min_sample and r["higher_is_better"] is not None]
     rows.sort(key=lambda r: (-abs(r["z_score"]), r["metric"], r["dimension"], str(r["dimension_value"])))
-    out = ["<h2 id='movers'>Top movers</h2><p class='muted'>Current values with the largest change against their "
-           f"baseline, in noise units (scopes with at least {settings.signals_min_sample} units).</p>",
-           "<table><tr><th>metric</th><th>scope</th><th>value</th><th>baseline</th><th>change</th><th>z</th>"
-           "<th>n</th><th>verdict</th></tr>"]
+    out = [("<h2 id='movers'>Top movers</h2><p class='muted'>Current values with the largest change against "
+            f"their baseline, in noise units (scopes with at least {settings.signals_min_sample} units).</p>"),
+           ("<table><tr><th>metric</th><th>scope</th><th>value</th><th>baseline</th><th>change</th><th>z</th>"
+            "<th>n</th><th>verdict</th></tr>")]
     for r in rows[:15]:
         d = _direction(r)
         verdict = {"worse": "worse, beyond noise", "better": "better, beyond noise"}.get(d, "within noise")
@@ -319,9 +320,9 @@ def _cohort_section(cur, e) -> list[str]:
     rows = [r for r in cur if r["dimension"] == "all" and r["window_name"] != "day"]
     days = sorted({r["metric_date"] for r in rows})
     by = {(r["metric"], r["metric_date"]): r for r in rows}
-    out = ["<h2 id='cohorts'>Windowed metrics by cohort day</h2><p class='muted'>Recomputed every night until "
-           "their window and the lateness allowance have passed (shaded: provisional); then final and never "
-           "changed again.</p>", "<table><tr><th>metric</th>" + "".join(f"<th class='num'>{e(d)}</th>" for d in days)
+    out = [("<h2 id='cohorts'>Windowed metrics by cohort day</h2><p class='muted'>Recomputed every night "
+            "until their window and the lateness allowance have passed (shaded: provisional); then final and "
+            "never changed again.</p>"), "<table><tr><th>metric</th>" + "".join(f"<th class='num'>{e(d)}</th>" for d in days)
            + "</tr>"]
     for name in sorted({r["metric"] for r in rows}):
         cells = []

@@ -269,10 +269,10 @@ class _Plan:
     ab_days: int
 
     @classmethod
-    def of(cls, settings: Settings, day: date) -> "_Plan":
+    def of(cls, settings: Settings, day: date) -> _Plan:
         windows = {"day": 0, "reopen": 1, "reengagement": int(settings.signals_reengagement_days),
                    "review": int(settings.signals_review_window_days)}
-        return cls(day, int(math.ceil(settings.lateness_hours / 24)), windows,
+        return cls(day, math.ceil(settings.lateness_hours / 24), windows,
                    int(settings.signals_baseline_days), int(settings.signals_ab_window_days))
 
     def final_lag(self, window: str) -> int:
@@ -444,7 +444,7 @@ def _units_sql(con, settings: Settings, p: _Plan, first: str, last: str, purpose
     purpose 'run': day metrics of [first, last] plus every cohort not final yet (and the one becoming
     final). purpose 'ab': day metrics of [first, last] and the final cohorts of the A/B window.
     """
-    want = (lambda name: only is None or name in only)  # noqa: E731
+    want = (lambda name: only is None or name in only)
     parts: list[str] = []
     # Sources used by many metrics are materialised once (DuckDB would recompute an inlined subquery
     # for every metric that reads it).
@@ -501,7 +501,7 @@ def _units_sql(con, settings: Settings, p: _Plan, first: str, last: str, purpose
             FROM {ev} GROUP BY conversation_id)"""
         # A dead end: a step whose key was already seen in the same progress segment (segments are cut by
         # every executed action): the same KB query, the same proposed action, an intent classified again.
-        dead = f"""(SELECT conversation_id, bool_or(repeat) AS dead_end FROM (
+        dead = """(SELECT conversation_id, bool_or(repeat) AS dead_end FROM (
                 SELECT conversation_id, row_number() OVER (PARTITION BY conversation_id, seg, step_key
                                                            ORDER BY ts, _row_id) > 1 AS repeat
                 FROM (SELECT conversation_id, ts, _row_id, event_type,
