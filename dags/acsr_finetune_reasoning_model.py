@@ -23,6 +23,7 @@ from datetime import timedelta
 
 import pendulum
 from airflow.sdk import dag, task
+from feedback_loop.alerts import WebhookNotifier
 from feedback_loop.assets import DATASET_ASSETS
 from feedback_loop.retrain.operators import FineTuneOperator
 from feedback_loop.retrain.params import asset_event_version, finetune_params
@@ -38,7 +39,9 @@ ON_DATASETS = [n.strip() for n in os.environ.get("ACSR_FINETUNE_ON_DATASETS", ""
     start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    default_args={"owner": "ml-platform", "retries": 1, "retry_delay": timedelta(minutes=2)},
+    default_args={"owner": "ml-platform", "retries": 1, "retry_delay": timedelta(minutes=2),
+                  "on_failure_callback": WebhookNotifier(kind="task_failed")},
+    on_failure_callback=WebhookNotifier(kind="dag_failed"),
     params=finetune_params(),
     tags=["acsr", "feedback-loop", "retraining"],
     doc_md=__doc__,
