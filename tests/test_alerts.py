@@ -12,7 +12,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-
 from feedback_loop.alerts import WebhookNotifier, build_message
 
 
@@ -60,7 +59,6 @@ class _Run:
 
 def _dq_failure() -> Exception:
     from airflow.sdk.exceptions import AirflowFailException
-
     from feedback_loop.quality import DataQualityError
 
     try:

@@ -1,0 +1,49 @@
+"""What a nightly run wrote for one day, as comparable values: the contents of every Parquet partition
+of the day (order-independent) and its JSON run documents."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+# Pointers to per-attempt artefacts (a GX validation result is stored under its run time): they name a
+# new file on every run by design, so they are left out of the comparison.
+VOLATILE_KEYS = {"result_json"}
+
+
+def _strip(doc):
+    if isinstance(doc, dict):
+        return {k: _strip(v) for k, v in doc.items() if k not in VOLATILE_KEYS}
+    if isinstance(doc, list):
+        return [_strip(v) for v in doc]
+    return doc
+
+
+def parquet_digest(con, path: Path) -> tuple[int, str]:
+    """(row count, digest of the sorted rows): equal for equal contents whatever the row order."""
+    return con.execute(
+        f"SELECT count(*), md5(coalesce(string_agg(h, ',' ORDER BY h), '')) FROM "
+        f"(SELECT md5(t::VARCHAR) AS h FROM read_parquet('{path}', hive_partitioning=false) t)"
+    ).fetchone()
+
+
+def day_outputs(lake: Path, day: str) -> dict[str, object]:
+    """Every partition and run document of `day` under `lake`, by path relative to the lake."""
+    import duckdb
+
+    con = duckdb.connect()
+    out: dict[str, object] = {}
+    for path in sorted(lake.rglob(f"dt={day}/**/*")):
+        if not path.is_file() or path.name.startswith("."):
+            continue
+        rel = str(path.relative_to(lake))
+        if path.suffix == ".parquet":
+            out[rel] = parquet_digest(con, path)
+        elif path.suffix == ".json":
+            out[rel] = _strip(json.loads(path.read_text()))
+    con.close()
+    return out
+
+
+def mtimes(lake: Path, day: str) -> dict[str, int]:
+    return {str(p.relative_to(lake)): p.stat().st_mtime_ns for p in lake.rglob(f"dt={day}/**/*.parquet")}
