@@ -98,7 +98,7 @@ def find_version(settings: Settings, training_key: str) -> dict | None:
         if not found:
             return None
         mv = max(found, key=lambda v: int(v.version))
-        return {"version": mv.version, "run_id": mv.run_id, "model_uri": f"models:/{INTENT_MODEL}/{mv.version}"}
+        return {"version": str(mv.version), "run_id": mv.run_id, "model_uri": f"models:/{INTENT_MODEL}/{mv.version}"}
 
 
 def register_intent_model(settings: Settings, *, model, training_key: str, dataset_version: str | None,
@@ -168,7 +168,7 @@ def alias_version(settings: Settings, alias: str) -> str | None:
     """The version an alias points at in MLflow (None when unset)."""
     with mlflow_for(settings) as mlflow:
         try:
-            return mlflow.MlflowClient().get_model_version_by_alias(INTENT_MODEL, alias).version
+            return str(mlflow.MlflowClient().get_model_version_by_alias(INTENT_MODEL, alias).version)
         except Exception:
             return None
 
