@@ -68,6 +68,9 @@ TEXT = {"C1": "My card has not arrived and this is terrible", "C1b": "thanks, gr
         "C6": "card still not here", "C5": "my card never arrived, I am angry"}
 
 
+PII_LABEL = "exp-anna.smith@example.com"
+
+
 def build_hand_fixture(settings: Settings) -> Lake:
     """Six days; D1 holds every edge case. Comments give the values the tests expect."""
     lake = Lake(settings.lake)
@@ -123,8 +126,9 @@ def build_hand_fixture(settings: Settings) -> Lake:
     # D2: C5, the same customer as C1 on the same intent (re-engagement of C1, within 7 days).
     write_staged(lake, "agent_events", D2, event_rows("C5", D2, 8, "U1", [
         cm(TEXT["C5"]), {**ci, "intent": "card_arrival"}, dict(resp)]))
-    for i, d in enumerate((D3, D4, D5, D6)):  # one filler conversation a day, no case
-        write_staged(lake, "agent_events", d, event_rows(f"F{i}", d, 8, f"UF{i}", [cm("hello"), dict(resp)]))
+    for i, d in enumerate((D3, D4, D5, D6)):  # one filler conversation a day, no case; D3's label carries PII
+        write_staged(lake, "agent_events", d, event_rows(f"F{i}", d, 8, f"UF{i}", [cm("hello"), dict(resp)],
+                                                         strategy=PII_LABEL if d == D3 else "A"))
 
     def case(cid, conv, cust, upd, status, **kw):
         base = {"case_id": cid, "customer_id": cust, "conversation_id": conv, "channel": kw.pop("channel", "chat"),
@@ -334,6 +338,24 @@ def test_rerun_of_a_day_is_identical(hand):
     before = Path(path).read_bytes()
     run_signals(settings, D3)
     assert Path(path).read_bytes() == before
+
+
+def test_report_is_written_with_its_sections_and_no_personal_data(hand):
+    from pathlib import Path
+
+    from feedback_loop.report import write_report
+
+    settings, lake, _ = hand
+    marts = {n: Path(lake.partition_file("marts", n, D3)).read_bytes() for n in ("signal_metrics", "action_queue")}
+    assert all(b"anna.smith" not in b for b in marts.values())
+    m = metric_rows(lake, D3)
+    assert ("aht_s", D3, "strategy", "[EMAIL]") in m  # the label is kept, its personal data redacted
+    html = Path(write_report(settings, D4)).read_text()
+    for part in ("Headline signals", "Improvement-action queue", "Top movers", "<svg", "A/B", "Shadow mode",
+                 "Windowed metrics by cohort day", "gaps.html", f"runs/dt={D4}/summary.json",
+                 f"../dt={D3}/index.html", f"../dt={D5}/index.html"):
+        assert part in html, part
+    assert "anna.smith" not in html and "C5" not in html.split("Improvement-action queue")[0]
 
 
 def test_warehouse_exposes_the_marts_and_the_latest_view(hand):
