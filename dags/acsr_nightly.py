@@ -14,6 +14,7 @@ or the `date` field of the trigger form for a manual run. Logic lives in `includ
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 
 import pendulum
@@ -22,6 +23,9 @@ from airflow.sdk import CronPartitionTimetable, Param, dag, task
 from feedback_loop.alerts import WebhookNotifier, nightly_deadline
 from feedback_loop.assets import DATASET_ASSETS
 from feedback_loop.contract import SOURCE_NAMES
+
+# How often a day of a backfill checks whether the earlier days are done (ACSR_EARLIER_DAYS_POKE_SECONDS).
+EARLIER_DAYS_POKE_S = float(os.environ.get("ACSR_EARLIER_DAYS_POKE_SECONDS", "30"))
 
 DEFAULT_ARGS = {
     "owner": "ml-platform",
@@ -65,7 +69,7 @@ def acsr_nightly():
             getattr(dag_run, "run_after", None),
         )
 
-    @task.sensor(poke_interval=30, timeout=timedelta(hours=12), mode="reschedule")
+    @task.sensor(poke_interval=EARLIER_DAYS_POKE_S, timeout=timedelta(hours=12), mode="reschedule")
     def wait_for_earlier_days(day: str):
         """Concurrent days (a backfill) validate in day order: see nightly.earlier_days_pending."""
         from airflow.sdk import PokeReturnValue

@@ -123,6 +123,7 @@ def airflow_stack(request, integration_dir, sample_data, webhook) -> AirflowStac
             "ACSR_ALERT_WEBHOOK_URL": webhook.url,
             # Every nightly run of the suite takes longer than this: each one must raise a deadline alert.
             "ACSR_NIGHTLY_DEADLINE_MINUTES": "0.05",
+            "ACSR_EARLIER_DAYS_POKE_SECONDS": "5",
         },
     )
     request.addfinalizer(stack.stop)
