@@ -13,6 +13,7 @@ import re
 import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 SPLITS = ("train", "validation", "test")
 
@@ -135,12 +136,15 @@ def near_duplicates(examples: list[Example], threshold: float, num_perm: int = 2
     from datasketch import MinHash, MinHashLSH
 
     ordered = _best_first(examples)
+    params = _lsh_params(threshold, num_perm)
     hashes = MinHash.bulk([_shingles(e.key) for e in ordered], num_perm=num_perm, seed=1)
     lsh: dict[str, MinHashLSH] = {}
     kept_hash: dict[str, MinHash] = {}
     kept: dict[str, Example] = {}
     for i, (e, mh) in enumerate(zip(ordered, hashes)):
-        index = lsh.setdefault(e.group, MinHashLSH(threshold=threshold, num_perm=num_perm, weights=(0.1, 0.9)))
+        if e.group not in lsh:
+            lsh[e.group] = MinHashLSH(threshold=threshold, num_perm=num_perm, params=params)
+        index = lsh[e.group]
         matches = [m for m in index.query(mh) if kept_hash[m].jaccard(mh) >= threshold]
         if matches:
             kept[min(matches)].merged += e.merged
@@ -153,6 +157,16 @@ def near_duplicates(examples: list[Example], threshold: float, num_perm: int = 2
     return out, Step("near_duplicates", len(examples), len(out), {"threshold": threshold, "num_perm": num_perm,
                                                                    "shingles": "character 5-grams",
                                                                    "lsh_weights": [0.1, 0.9]})
+
+
+@lru_cache(maxsize=16)
+def _lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
+    """(bands, rows) for the threshold, false negatives weighted 0.9 (datasketch integrates numerically to find
+    them, which costs about 0.2 s: once per setting, not once per label)."""
+    from datasketch import MinHashLSH
+
+    probe = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=(0.1, 0.9))
+    return probe.b, probe.r
 
 
 def split_of(conversation_id: str, validation_share: float, test_share: float) -> str:
