@@ -706,7 +706,7 @@ def _strings(obj, key: str | None = None):
             yield from _strings(v, key)
 
 
-FREE_TEXT_KEYS = {"content", "text"}
+FREE_TEXT_KEYS = {"content", "text", "label", "labels", "previous_label"}  # free text a person or model typed
 
 
 @contextlib.contextmanager
@@ -732,10 +732,12 @@ def _previous_ids(lake: Lake, name: str, latest: dict | None) -> set[str]:
     import pyarrow.parquet as pq
 
     path = join(lake.root, "datasets", name, latest["version"], "examples.parquet")
-    try:
-        return set(pq.read_table(path, columns=["example_id"]).column(0).to_pylist())
-    except (FileNotFoundError, OSError):
-        return set()
+    if is_remote(path):
+        import fsspec
+
+        with fsspec.open(path, "rb") as fh:
+            return set(pq.read_table(fh, columns=["example_id"]).column(0).to_pylist())
+    return set(pq.read_table(path, columns=["example_id"]).column(0).to_pylist())
 
 
 def _dq(lake: Lake, start: str, end: str) -> dict:
