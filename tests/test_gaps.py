@@ -183,28 +183,32 @@ def test_personal_data_never_reaches_the_mart_or_the_page(settings):
 
 
 def test_stale_and_revise_articles(settings):
-    build_lake(settings, START, 7, {})
+    build_lake(settings, START, 14, {})
     lake = Lake(settings.lake)
     con = duckdb.connect()
-    # An article nothing retrieves, and an intent whose article keeps failing (CSAT 1 on every conversation).
-    kb = lake.partition_file("staged", "kb_articles", "2026-03-07")
+    # An article retrieved in the previous window and no more, and an intent whose article keeps failing.
+    kb = lake.partition_file("staged", "kb_articles", "2026-03-14")
     con.execute(f"""CREATE TABLE kb AS SELECT * FROM read_parquet('{kb}', hive_partitioning=false) UNION ALL
         SELECT 'A-old-fees', 'Fees in 2019', 'Our fees as of 2019.', ['fees_2019'], 'published', TIMESTAMPTZ '2019-01-01'""")
-    lake.write_query(con, "SELECT * FROM kb", "staged", "kb_articles", "2026-03-07")
-    for d in range(7):
+    lake.write_query(con, "SELECT * FROM kb", "staged", "kb_articles", "2026-03-14")
+    for d in range(14):
         day = START + timedelta(days=d)
         f = lake.partition_file("marts", "conversation_facts", day)
         con.execute(f"""CREATE OR REPLACE TABLE f AS SELECT * REPLACE (
             CASE WHEN final_intent = 'age_limit' THEN 1 ELSE csat END AS csat,
-            CASE WHEN final_intent = 'age_limit' THEN 2 ELSE reopen_count END AS reopen_count)
+            CASE WHEN final_intent = 'age_limit' THEN 2 ELSE reopen_count END AS reopen_count,
+            CASE WHEN {d} < 7 AND final_intent = 'exchange_rate' THEN list_append(kb_articles, 'A-old-fees')
+                 ELSE kb_articles END AS kb_articles)
             FROM read_parquet('{f}', hive_partitioning=false)""")
         lake.write_query(con, "SELECT * FROM f", "marts", "conversation_facts", day)
     con.close()
-    detect_gaps(settings, "2026-03-07", window_days=7)
-    rows = gap_rows(settings, "2026-03-07")
+    detect_gaps(settings, "2026-03-14", window_days=7)
+    rows = gap_rows(settings, "2026-03-14")
     kinds = {(r["kind"], r["article_id"]) for r in rows if r["status"] == "open"}
     assert ("revise_article", "A-age_limit") in kinds
     assert ("stale_article", "A-old-fees") in kinds
+    stale = next(r for r in rows if r["article_id"] == "A-old-fees")
+    assert "not retrieved in the window" in stale["reason"] and stale["prev_window_conversations"] > 0
     assert not [r for r in rows if r["kind"] == "missing_article"]
 
 

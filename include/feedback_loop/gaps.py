@@ -85,7 +85,7 @@ class GapParams:
     absorb_miss_share: float = 0.5  # a covered topic whose retrieval mostly failed, and ...
     absorb_cos: float = 0.6  # ... whose text is this close to a missing-article topic, hands it its misses
     stale_override_share: float = 0.3  # share of an article's conversations overridden on a policy clause
-    stale_expected_retrievals: float = 10.0  # zero retrievals when this many were expected: stale
+    stale_expected_retrievals: float = 30.0  # no previous window: zero retrievals when an average article got this many
     # Ranking and report.
     escalation_weight: float = 0.5
     escalation_hour_weight: float = 0.1
@@ -601,7 +601,7 @@ def _stale_articles(con, p: GapParams, published: list, meta: dict, dt: str) -> 
         r = by_article.get(article_id)
         now, before = (r[1], r[2]) if r else (0, 0)
         reason, ids, impact, clauses, n_cust = None, [], 0.0, [], 0
-        if now == 0 and ((has_prev and before >= 3) or expected >= p.stale_expected_retrievals):
+        if now == 0 and (before >= 3 if has_prev else expected >= p.stale_expected_retrievals):
             reason = (f"not retrieved in the window (retrieved {before} times in the previous one)" if before
                       else f"never retrieved in the window ({expected:.0f} retrievals expected)")
             impact = 0.1 * before
