@@ -44,7 +44,7 @@ def main() -> int:
     print(f"  landing area      {settings.landing}")
     print(f"  lake (Parquet)    {settings.lake}/{{raw,staged,quarantine,marts}}/<source>/dt=YYYY-MM-DD/part.parquet")
     print(f"  run summaries     {settings.lake}/runs/dt=YYYY-MM-DD/summary.json")
-    print(f"  GX Data Docs      {settings.lake}/gx/uncommitted/data_docs/local_site/index.html")
+    print(f"  GX Data Docs      {settings.lake}/gx/gx/uncommitted/data_docs/local_site/index.html")
     print(f"  warehouse         {settings.warehouse}  (duckdb {settings.warehouse} -c 'SHOW TABLES')")
     print(f"  KB gaps           {settings.lake}/reports/dt={end}/gaps.html  ({settings.gap_window_days}-day window; "
           f"`acsr gaps --date {end}`, docs/gaps.md)")
