@@ -15,7 +15,7 @@ Scores, against the generator's answer key (`gap_intents`, and the hidden `true_
 A gap matches intent I when I is the true intent of most of its conversations.
 
     .venv/bin/python bench/eval_gaps.py                      # 3 seeds, 28 days x 300 conversations/day
-    .venv/bin/python bench/eval_gaps.py --seeds 1 --days 14  # quicker
+    .venv/bin/python bench/eval_gaps.py --quick              # one seed, 14 days: about a minute
     .venv/bin/python bench/eval_gaps.py --json out.json      # also write every figure as JSON
 
 Built lakes are kept under --workdir (one per seed, days and volume) and reused by the next run.
@@ -196,7 +196,10 @@ def main() -> int:
     ap.add_argument("--params", default="{}", help='JSON overrides of GapParams, e.g. \'{"algorithm": "hdbscan"}\'')
     ap.add_argument("--json", help="write every figure to this file")
     ap.add_argument("--verbose", action="store_true", help="print the top K of each run")
+    ap.add_argument("--quick", action="store_true", help="one seed, 14 days, windows 7 and 14, full volume")
     args = ap.parse_args()
+    if args.quick:
+        args.seeds, args.days, args.windows, args.volumes = [1], 14, [7, 14], [1.0]
     if max(args.windows) > args.days:
         ap.error("a window longer than --days")
     workdir = Path(args.workdir)
