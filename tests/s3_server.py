@@ -5,6 +5,7 @@ Started as a subprocess in its own process group and stopped by that group's id.
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import socket
@@ -30,6 +31,7 @@ class S3Server:
         self.proc = subprocess.Popen([MOTO, "-H", "127.0.0.1", "-p", str(self.port)], stdout=log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
+        atexit.register(self.stop)  # also when the test run is interrupted
         deadline = time.monotonic() + 60
         while True:
             try:
