@@ -12,7 +12,7 @@ export AIRFLOW__CORE__EXECUTOR ?= LocalExecutor
 DAYS ?= 7
 CONVERSATIONS ?= 300
 
-.PHONY: venv demo test airflow bench lint clean
+.PHONY: venv demo test test-fast test-integration airflow bench lint clean
 
 $(BIN)/activate: requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,12 @@ demo: venv
 
 test: venv
 	$(BIN)/python -m pytest -q
+
+test-fast: venv  # everything but the suite that starts real Airflow services (tests/integration)
+	$(BIN)/python -m pytest -q -m "not integration"
+
+test-integration: venv  # scheduler, backfills, Celery/Postgres/Redis/S3, the Flywheel page (docs/operations.md)
+	$(BIN)/python -m pytest -q -m integration
 
 airflow: venv
 	bash scripts/airflow_standalone.sh
