@@ -10,6 +10,7 @@ a message that names the file and the problem.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -118,6 +119,17 @@ def land_source(settings: Settings, source: str, dt: date | str) -> LandResult:
         if fmt is None or (fmt == "csv" and not src.csv):
             accepted = ", ".join(s for k, v in contract.FILE_FORMATS.items() if k != "csv" or src.csv for s in v)
             raise LandingError(f"{path}: not a format source '{source}' accepts ({accepted})")
+        if _size(path) == 0:
+            # A text file with no bytes is an export with no records. A complete gzip or Parquet file is
+            # never zero bytes long, so one that is was cut short: fail rather than call the day empty.
+            if fmt == "parquet" or path.lower().endswith(".gz"):
+                raise LandingError(f"{path}: the file is zero bytes long; a complete {fmt} file never is "
+                                   "(an export cut short?)")
+            log.warning("%s: empty file (zero bytes), no records", path)
+            file_stats.append({"file": path, "format": fmt, "rows": 0, "empty": True})
+            continue
+        if fmt != "parquet":
+            _check_encoding(path)
         before = con.execute("SELECT count(*) FROM rows").fetchone()[0]
         try:
             _READERS[fmt](con, src, path, i)
@@ -138,7 +150,11 @@ def land_source(settings: Settings, source: str, dt: date | str) -> LandResult:
 
 
 def _read_jsonl(con, src: Source, path: str, idx: int) -> None:
-    """One row per non-blank line; lines that are not UTF-8 or not JSON objects keep their text."""
+    """One row per non-blank line; lines that are not UTF-8 or not JSON objects keep their text.
+
+    A bare carriage return ends a line too (DuckDB's line reader treats CR, LF and CRLF alike), so a
+    record with a raw CR inside splits into parts that are each kept as a parse error.
+    """
     rejects = f"rejects_{idx}"
     con.execute(
         f"""CREATE TEMP TABLE lines_{idx} AS
@@ -146,38 +162,73 @@ def _read_jsonl(con, src: Source, path: str, idx: int) -> None:
             quote='', escape='', auto_detect=false, ignore_errors=true, store_rejects=true,
             rejects_table='{rejects}', rejects_scan='scan_{idx}', strict_mode=false, max_line_size=67108864, hive_partitioning=false)"""
     )
+    bad = _reject_records(con, rejects, idx, header_lines=0)
     con.execute(
         f"""INSERT INTO rows
-        SELECT '{_q(path)}', rowid + 1, line,
+        SELECT '{_q(path)}', {_record_number(bad, "l")}, line,
                CASE WHEN NOT json_valid(line) THEN 'invalid JSON (truncated or not a JSON line)'
                     WHEN json_type(line::JSON) <> 'OBJECT' THEN 'not a JSON object' END
-        FROM lines_{idx} WHERE line IS NOT NULL AND trim(line) <> ''"""
+        FROM (SELECT rowid + 1 AS _n, line FROM lines_{idx}) l {_record_join(bad, "l")}
+        WHERE line IS NOT NULL AND trim(line, ' ' || chr(9)) <> ''"""
     )
-    _take_rejects(con, path, rejects)
+    _insert_rejects(con, path, bad)
     con.execute(f"DROP TABLE lines_{idx}")
 
 
+CSV_DELIMITERS = (",", ";", "\t", "|")
+
+
 def _read_csv(con, src: Source, path: str, idx: int) -> None:
-    """CSV with a header: every field read as text, malformed records kept with DuckDB's reason."""
+    """CSV with a header: every field read as text, malformed records kept with DuckDB's reason.
+
+    The dialect is RFC 4180 (quote and escape '"') with the delimiter that splits the header into the
+    most contract columns. It is not left to DuckDB's sniffer: the sniffer guesses from a sample (a
+    several-megabyte quoted field made it miss the quotes) and, with rejects stored, took time quadratic
+    in the length of a long field. `_line` of a CSV row is its record number (1 = the first record after
+    the header), which a quoted newline does not shift."""
     rejects = f"rejects_{idx}"
+    delim, cols = _csv_header(src, path)
+    _check_columns(src, path, cols)
+    columns = "{" + ", ".join(f"'{_q(c)}': 'VARCHAR'" for c in cols) + "}"
     rel = (
-        f"read_csv('{_q(path)}', header=true, all_varchar=true, ignore_errors=true, store_rejects=true, "
+        f"read_csv('{_q(path)}', header=true, auto_detect=false, columns={columns}, delim='{_q(delim)}', "
+        "quote='\"', escape='\"', ignore_errors=true, store_rejects=true, "
         f"rejects_table='{rejects}', rejects_scan='scan_{idx}', max_line_size=67108864, hive_partitioning=false)"
     )
-    cols = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {rel}").fetchall()]
-    _check_columns(src, path, cols)
     con.execute(f"CREATE TEMP TABLE csv_{idx} AS SELECT to_json(t) AS j FROM {rel} t")
-    con.execute(f"INSERT INTO rows SELECT '{_q(path)}', rowid + 1, j, NULL FROM csv_{idx}")
-    _take_rejects(con, path, rejects)
+    bad = _reject_records(con, rejects, idx, header_lines=1)
+    con.execute(
+        f"""INSERT INTO rows SELECT '{_q(path)}', {_record_number(bad, "c")}, j, NULL
+        FROM (SELECT rowid + 1 AS _n, j FROM csv_{idx}) c {_record_join(bad, "c")}"""
+    )
+    _insert_rejects(con, path, bad)
     con.execute(f"DROP TABLE csv_{idx}")
 
 
+def _csv_header(src: Source, path: str) -> tuple[str, list[str]]:
+    """(delimiter, column names) from a CSV file's first line."""
+    import csv
+
+    first = _head(path, 1 << 20, line=True)
+    try:
+        line = first.decode("utf-8-sig").rstrip("\r\n")
+    except UnicodeDecodeError as exc:
+        raise LandingError(f"{path}: the header line is not UTF-8 ({exc})") from exc
+    delim = max(CSV_DELIMITERS, key=lambda d: sum(c.strip().strip('"') in src.columns for c in line.split(d)))
+    cols = [c.strip() for c in next(csv.reader([line], delimiter=delim), [])]
+    dupes = sorted({c for c in cols if cols.count(c) > 1})
+    if dupes:
+        raise LandingError(f"{path}: the header names column(s) {', '.join(dupes)} more than once")
+    return delim, [c or f"column{i}" for i, c in enumerate(cols)]
+
+
 def _read_parquet(con, src: Source, path: str, idx: int) -> None:
-    rel = f"read_parquet('{_q(path)}', hive_partitioning=false)"
-    cols = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {rel}").fetchall()]
+    rel = f"read_parquet('{_q(path)}', hive_partitioning=false, file_row_number=true)"
+    cols = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {rel}").fetchall() if r[0] != "file_row_number"]
     _check_columns(src, path, cols)
+    record = ", ".join(f"{_ident(c)} := t.{_ident(c)}" for c in cols)
     con.execute(
-        f"INSERT INTO rows SELECT '{_q(path)}', row_number() OVER (), to_json(t), NULL FROM {rel} t"
+        f"INSERT INTO rows SELECT '{_q(path)}', file_row_number + 1, to_json(struct_pack({record})), NULL FROM {rel} t"
     )
 
 
@@ -195,20 +246,106 @@ def _check_columns(src: Source, path: str, cols: list[str]) -> None:
         )
 
 
-def _take_rejects(con, path: str, rejects: str) -> None:
-    """Records DuckDB could not read (bad encoding, broken quoting) become rows with a parse error."""
+def _reject_records(con, rejects: str, idx: int, header_lines: int) -> str | None:
+    """The records DuckDB could not read (bad encoding, broken quoting, wrong field count), one row each.
+
+    DuckDB logs one reject per problem, so a CSV record short of two fields appears twice: group by
+    record and keep the first problem, or the record would be counted twice. Returns the table's name,
+    or None when every record was readable."""
     exists = con.execute(
         "SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [rejects]
     ).fetchone()[0]
     if not exists:
+        return None
+    bad = f"bad_{idx}"
+    con.execute(
+        f"""CREATE TEMP TABLE {bad} AS
+        SELECT line - {header_lines} AS _line, any_value(csv_line) AS csv_line,
+               arg_min('unreadable record (' || error_type || '): ' || error_message
+                       || CASE WHEN error_type = 'UNQUOTED VALUE' AND csv_line LIKE '%' || chr(10) || '%'
+                               THEN ' The open quote runs over ' || (length(csv_line) - length(replace(csv_line, chr(10), '')))
+                                    || ' more line(s), which are part of this record.' ELSE '' END,
+                       coalesce(column_idx, 0)) AS problem
+        FROM {rejects} GROUP BY line"""
+    )
+    con.execute(f"DROP TABLE {rejects}")
+    if not con.execute(f"SELECT count(*) FROM {bad}").fetchone()[0]:
+        con.execute(f"DROP TABLE {bad}")
+        return None
+    # Readable record k comes after the rejects whose number minus their rank is below k: shift it past
+    # them, so every row keeps the number of its record in the file.
+    con.execute(
+        f"""CREATE TEMP TABLE {bad}_shift AS
+        SELECT _line - j AS readable_before, max(j) AS shift
+        FROM (SELECT _line, row_number() OVER (ORDER BY _line) AS j FROM {bad}) GROUP BY 1"""
+    )
+    return bad
+
+
+def _record_number(bad: str | None, alias: str) -> str:
+    return f"{alias}._n + coalesce(s.shift, 0)" if bad else f"{alias}._n"
+
+
+def _record_join(bad: str | None, alias: str) -> str:
+    return f"ASOF LEFT JOIN {bad}_shift s ON {alias}._n > s.readable_before" if bad else ""
+
+
+def _insert_rejects(con, path: str, bad: str | None) -> None:
+    """Unreadable records become rows with a parse error and (the start of) their text."""
+    if not bad:
         return
     con.execute(
         f"""INSERT INTO rows
-        SELECT '{_q(path)}', line, left(csv_line, {RAW_TEXT_LIMIT}),
-               'unreadable record (' || error_type || '): ' || error_message
-        FROM (SELECT DISTINCT line, csv_line, error_type, error_message FROM {rejects})"""
+        SELECT '{_q(path)}', _line, left(csv_line, {RAW_TEXT_LIMIT}), problem FROM {bad}"""
     )
-    con.execute(f"DROP TABLE {rejects}")
+    con.execute(f"DROP TABLE {bad}")
+    con.execute(f"DROP TABLE {bad}_shift")
+
+
+_WIDE_BOMS = {b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32", b"\xff\xfe": "UTF-16",
+              b"\xfe\xff": "UTF-16"}
+
+
+def _check_encoding(path: str) -> None:
+    """A UTF-16/32 file would land as one garbage row per line: name the encoding and fail instead.
+
+    Without a byte-order mark, ASCII text in UTF-16 has a NUL in every other byte ('{\\x00"\\x00')."""
+    head = _head(path, 4)
+    for bom, name in _WIDE_BOMS.items():
+        if head.startswith(bom):
+            raise LandingError(f"{path}: the file is {name}-encoded (byte-order mark {bom.hex(' ')}); "
+                               "landing files must be UTF-8")
+    if len(head) == 4 and (head[1] == head[3] == 0 or head[0] == head[2] == 0):
+        raise LandingError(f"{path}: every other byte is NUL, the file looks UTF-16-encoded; "
+                           "landing files must be UTF-8")
+
+
+def _head(path: str, n: int, line: bool = False) -> bytes:
+    """The first `n` bytes of a file (decompressed), or its first line when `line`."""
+    import gzip
+
+    try:
+        with contextlib.ExitStack() as stack:
+            if is_remote(path):
+                import fsspec
+
+                fh = stack.enter_context(fsspec.open(path, "rb", compression="infer"))
+            elif path.lower().endswith(".gz"):
+                fh = stack.enter_context(gzip.open(path, "rb"))
+            else:
+                fh = stack.enter_context(open(path, "rb"))
+            return fh.readline(n) if line else fh.read(n)
+    except (OSError, EOFError):  # a broken gzip: the reader names the problem
+        return b""
+
+
+def _size(path: str) -> int:
+    if is_remote(path):
+        import fsspec
+
+        fs, p = fsspec.core.url_to_fs(path)
+        return fs.size(p)
+    return os.path.getsize(path)
 
 
 def typed_select(src: Source) -> str:
@@ -245,7 +382,11 @@ def _typed(f: contract.Field, text: str) -> tuple[str, str]:
     t = f.type
     if t == contract.STR:
         return text, "false"
-    if t in (contract.INT, contract.BOOL):
+    if t == contract.INT:
+        # DuckDB rounds '4.5' to 5 when casting text to an integer: accept only integral values.
+        expr = f"CASE WHEN TRY_CAST({text} AS DOUBLE) = TRY_CAST({text} AS BIGINT) THEN TRY_CAST({text} AS BIGINT) END"
+        return expr, f"({text} IS NOT NULL AND ({expr}) IS NULL)"
+    if t == contract.BOOL:
         expr = f"TRY_CAST({text} AS {t})"
         return expr, f"({text} IS NOT NULL AND {expr} IS NULL)"
     if t == contract.DBL:
@@ -279,6 +420,10 @@ def _type_note(f: contract.Field) -> str:
         contract.STR_LIST: "not a list of strings",
         contract.KB_RESULTS: "not a list of {article_id, score}",
     }.get(f.type, "wrong type")
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _q(s: str) -> str:

@@ -1,0 +1,1 @@
+"""The hostile-input corpus and the fault suite (issue 9); see docs/reliability.md."""
