@@ -192,6 +192,7 @@ def acsr_nightly():
     signal_run = signals(day)
     summary >> signal_run  # after model (via summarize): the report shows the run summary
     signal_run >> published
+    signal_run >> gaps  # gaps after signals: each gap row lists the night's action-queue rows that point at it
     signal_run >> built  # datasets after signals: the night's heavier stages run one after the other
 
     # Retraining decision, every night, after everything it reads; a positive one starts the retraining DAG

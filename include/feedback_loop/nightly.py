@@ -1,6 +1,6 @@
 """The nightly run of one day, as plain functions: the DAG's tasks and the command line call these.
 
-Order: land every source -> validate every source -> model -> summarize -> detect KB gaps -> build the
+Order: land every source -> validate every source -> model -> summarize -> signals -> detect KB gaps -> build the
 fine-tuning datasets -> publish the warehouse.
 """
 
@@ -181,8 +181,8 @@ def run_day(settings: Settings, dt: str, *, data_docs: bool = True) -> dict:
         validate(settings, source, dt)
     counts = model(settings, dt)
     summary = summarize(settings, dt, {"model": counts})
-    detect_gaps(settings, dt)
     signals(settings, dt)
+    detect_gaps(settings, dt)  # after signals: gap rows link the night's action queue
     build_datasets(settings, dt)
     publish_warehouse(settings)
     if data_docs:
