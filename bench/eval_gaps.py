@@ -161,14 +161,14 @@ def _clear_gap_outputs(lake: str) -> None:
 
 
 def table(results: list[dict], k: int) -> str:
-    lines = [f"| window (days) | traffic/day | seeds | conversations | recall@{k} | precision@{k} | "
-             f"precision_all@{k} | purity (mean / min) | missing gaps in top {k} |",
+    lines = [(f"| window (days) | traffic/day | seeds | conversations | recall@{k} | precision@{k} | "
+             f"precision_all@{k} | purity (mean / min) | missing gaps in top {k} |"),
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     keys = sorted({(r["window"], r["volume"]) for r in results}, key=lambda t: (-t[1], t[0]))
     for window, volume in keys:
         rs = [r for r in results if r["window"] == window and r["volume"] == volume]
 
-        def mean(key):
+        def mean(key, rs=rs):
             vals = [r[key] for r in rs if r[key] is not None]
             return statistics.mean(vals) if vals else float("nan")
 
@@ -220,7 +220,7 @@ def main() -> int:
                   f"precision {r['precision']:.0%} missed {r['missed']}")
             for d in r["top"]:
                 print(f"   {d['rank']:>3} {d['kind']:<16} {'HIT ' if d['hit'] else ('dup ' if d['removed'] else '    ')}"
-                      f"{str(d['major']):<40} purity {d['purity']} n={d['n']}  {d['label']}")
+                      f"{d['major']!s:<40} purity {d['purity']} n={d['n']}  {d['label']}")
     print(f"\nK = {args.k}; {len(args.seeds)} seeds ({', '.join(map(str, args.seeds))}); "
           f"{args.days} days generated; {args.kb_gap_share:.0%} of 77 intents removed from the KB; params {extra or 'default'}")
     print(table(results, args.k))

@@ -11,12 +11,10 @@ from __future__ import annotations
 import csv
 import json
 import random
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import duckdb
-import pytest
-
 from feedback_loop.gaps import detect_gaps
 from feedback_loop.lake import Lake
 
@@ -62,26 +60,26 @@ def build_lake(settings, start: date, days: int, gaps: dict[str, date | None], *
             added = gaps.get(intent, date.min) if intent in gaps else date.min
             missing = added is None or day < added
             fail = missing or rng.random() < 0.08
-            rows.append(dict(
-                conversation_id=cid, customer_id=f"u{rng.randrange(300)}", case_id=f"k-{cid}", fact_date=day,
-                started_at=datetime(day.year, day.month, day.day, 9, tzinfo=timezone.utc) + timedelta(minutes=n),
-                first_customer_text=text, final_intent=intent, final_confidence=0.9, human_intent=None,
-                kb_articles=[] if missing else [f"A-{intent}"], kb_max_score=None if missing else (0.3 if fail else 0.85),
-                n_kb_queries=1, n_kb_empty=1 if missing else 0, escalated=missing and n % 2 == 0,
-                escalation_reason="missing_knowledge" if missing and n % 2 == 0 else None, reopen_count=0,
-                csat=2 if fail and not missing else None, handle_time_s=600.0, n_thumbs_down=0,
-                override_policy_clauses=None))
+            rows.append({
+                "conversation_id": cid, "customer_id": f"u{rng.randrange(300)}", "case_id": f"k-{cid}", "fact_date": day,
+                "started_at": datetime(day.year, day.month, day.day, 9, tzinfo=UTC) + timedelta(minutes=n),
+                "first_customer_text": text, "final_intent": intent, "final_confidence": 0.9, "human_intent": None,
+                "kb_articles": [] if missing else [f"A-{intent}"], "kb_max_score": None if missing else (0.3 if fail else 0.85),
+                "n_kb_queries": 1, "n_kb_empty": 1 if missing else 0, "escalated": missing and n % 2 == 0,
+                "escalation_reason": "missing_knowledge" if missing and n % 2 == 0 else None, "reopen_count": 0,
+                "csat": 2 if fail and not missing else None, "handle_time_s": 600.0, "n_thumbs_down": 0,
+                "override_policy_clauses": None})
         _write(con, lake, rows, "marts", "conversation_facts", day)
         articles = []
         for intent in INTENTS:
             added = gaps.get(intent, date.min) if intent in gaps else date.min
             if added is None or day < added:
                 continue
-            stamp = datetime(2026, 1, 1, tzinfo=timezone.utc) if added == date.min else \
-                datetime(added.year, added.month, added.day, 8, tzinfo=timezone.utc)
-            articles.append(dict(article_id=f"A-{intent}", title=intent.replace("_", " ").capitalize(),
-                                 body="What to do about " + intent.replace("_", " ") + ": " + " / ".join(texts[intent][:3]),
-                                 intents=[intent], status="published", updated_at=stamp))
+            stamp = datetime(2026, 1, 1, tzinfo=UTC) if added == date.min else \
+                datetime(added.year, added.month, added.day, 8, tzinfo=UTC)
+            articles.append({"article_id": f"A-{intent}", "title": intent.replace("_", " ").capitalize(),
+                                 "body": "What to do about " + intent.replace("_", " ") + ": " + " / ".join(texts[intent][:3]),
+                                 "intents": [intent], "status": "published", "updated_at": stamp})
         _write(con, lake, articles, "staged", "kb_articles", day)
     con.close()
     return truth

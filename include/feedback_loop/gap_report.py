@@ -43,12 +43,12 @@ def render(dt: str, rows: list[dict], meta: dict) -> str:
         f"<title>Knowledge-base gaps {e(dt)}</title><style>{STYLE}</style></head><body>",
         f"<p class='muted'><a href='index.html'>&larr; daily report {e(dt)}</a></p>",
         f"<h1>Knowledge-base gaps, {e(dt)}</h1>",
-        f"<p class='muted'>Window {e(str(meta.get('window_start')))} to {e(str(meta.get('window_end')))} "
+        (f"<p class='muted'>Window {e(str(meta.get('window_start')))} to {e(str(meta.get('window_end')))} "
         f"({meta.get('n_conversations', 0)} conversations, {meta.get('n_signals', 0)} with gap signals, "
         f"{meta.get('n_topics', 0)} topics, {meta.get('n_noise', 0)} signals left as noise); "
         f"KB snapshot {e(str(meta.get('kb_snapshot')))} with {meta.get('kb_published', 0)} published articles. "
         f"Method: {e(str(meta.get('params', {}).get('backend', 'tfidf')))} + "
-        f"{e(str(meta.get('params', {}).get('algorithm', '')))}; see <code>docs/gaps.md</code>.</p>",
+        f"{e(str(meta.get('params', {}).get('algorithm', '')))}; see <code>docs/gaps.md</code>.</p>"),
         "<p>" + " &middot; ".join(f"<span class='kind {k}'>{e(t)}</span> {by_kind[k]}" for k, t in KIND_TEXT.items())
         + f" &middot; <span class='kind closed'>closed</span> {len(closed)}</p>",
     ]
@@ -83,8 +83,8 @@ def render(dt: str, rows: list[dict], meta: dict) -> str:
 def _detail(r: dict) -> str:
     e = escape
     parts = [f"<div class='gap' id='{e(r['gap_id'])}'>",
-             f"<h3>#{r.get('rank')} <span class='kind {e(r['kind'])}'>{e(KIND_TEXT[r['kind']])}</span> "
-             f"{e(r['label'])} <code>{e(r['gap_id'])}</code></h3>"]
+             (f"<h3>#{r.get('rank')} <span class='kind {e(r['kind'])}'>{e(KIND_TEXT[r['kind']])}</span> "
+             f"{e(r['label'])} <code>{e(r['gap_id'])}</code></h3>")]
     facts = []
     if r.get("reason"):
         facts.append("<b>why</b>: " + e(r["reason"]))

@@ -97,7 +97,7 @@ class GapParams:
     sample_share: float = 1.0  # evaluation only: keep this share of conversations (by a hash of the id)
 
     @classmethod
-    def from_settings(cls, settings: Settings, window_days: int | None = None) -> "GapParams":
+    def from_settings(cls, settings: Settings, window_days: int | None = None) -> GapParams:
         known = {f.name for f in fields(cls)}
         given = dict((settings.extra or {}).get("gaps", {}))
         unknown = set(given) - known
@@ -352,7 +352,7 @@ def find_gaps(con, p: GapParams, dt: str, meta: dict, settings: Settings | None 
     label_x, _vocab = gt.label_features(labels_of)
     x = gt.combine(space.semantic[:n_conv], label_x, p.label_weight)
     nc = len(clustered)
-    min_size = p.min_topic_size or max(4, int(round(0.003 * len(sig))))
+    min_size = p.min_topic_size or max(4, round(0.003 * len(sig)))
     topic = gt.cluster(x[:nc], algorithm=p.algorithm, distance_threshold=p.distance_threshold, min_size=min_size)
     topic = _merge_same_anchor(topic, [labels_of[i] for i in range(nc)], p)
     cents = gt.centroids(x[:nc], topic)
@@ -470,7 +470,7 @@ def _merge_same_anchor(topic: np.ndarray, labels: list, p: GapParams) -> np.ndar
 
 
 def _article_text(a) -> str:
-    article_id, title, body, intents = a[0], a[1] or "", a[2] or "", a[3] or []
+    _article_id, title, body, intents = a[0], a[1] or "", a[2] or "", a[3] or []
     return " ".join([title, title, body, " ".join(i.replace("_", " ") for i in intents)])
 
 
@@ -578,7 +578,7 @@ def _stale_articles(con, p: GapParams, published: list, meta: dict, dt: str) -> 
     """Articles nothing retrieves any more, or whose conversations humans keep overriding on a clause."""
     if not published:
         return []
-    stats = con.execute(f"""
+    stats = con.execute("""
         WITH u AS (SELECT conversation_id, customer_id, in_window, override_clauses, n_overrides_failed, weight,
                           escalated, handle_time_s, unnest(kb_articles) AS article_id FROM conv)
         SELECT article_id,
