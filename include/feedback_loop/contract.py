@@ -195,7 +195,13 @@ OVERRIDES = Source(
         Field("outcome", STR, True, values=("corrected", "escalated", "approved")),
     ),
     references=(
-        Reference("conversation_id", "agent_events", "conversation_id", description="overrides review known conversations"),
+        Reference(
+            "conversation_id",
+            "agent_events",
+            "conversation_id",
+            where="event_type = 'customer_message'",
+            description="overrides review conversations that a customer message opened",
+        ),
     ),
 )
 
