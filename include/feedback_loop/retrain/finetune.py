@@ -462,7 +462,13 @@ def start(settings: Settings, request: dict, plan: dict, backend, run_id: str | 
         record["history"] = existing.get("history", []) + [{"at": _now(), "status": "resubmitted",
                                                             "previous_job_id": existing.get("job_id")}]
     write_record(settings, record)  # before submitting: a crash right after leaves a trace
-    job = backend.submit(request, plan)
+    try:
+        job = backend.submit(request, plan)
+    except Exception as exc:
+        record.update(status="submit_failed", error=str(exc)[:500])
+        record["history"].append({"at": _now(), "status": "submit_failed"})
+        write_record(settings, record)
+        raise
     record["job_id"] = job["job_id"]
     record["submitted_at"] = _now()
     record["backend_details"] = {k: job[k] for k in ("uploaded_files", "pid", "command") if k in job}
