@@ -82,6 +82,7 @@ class GapParams:
     label_anchor_share: float = 0.5  # a topic whose main label has this share is anchored on it
     text_cover_cos: float = 0.45  # an unanchored topic is covered by an article at least this similar
     revise_rate_ratio: float = 2.0  # covered topic failing this many times the base rate: revise
+    revise_keep_ratio: float = 1.5  # ... and an open one stays open until it falls below this ratio
     absorb_miss_share: float = 0.5  # a covered topic whose retrieval mostly failed, and ...
     absorb_cos: float = 0.6  # ... whose text is this close to a missing-article topic, hands it its misses
     stale_override_share: float = 0.3  # share of an article's conversations overridden on a policy clause
@@ -518,6 +519,9 @@ def _topic_gap(p: GapParams, members: list[dict], label_share: dict, terms: list
             status, closed_reason = "addressed", f"article {covering[0]} published {str(updated)[:10]}"
         elif rate >= p.revise_rate_ratio * base_rate:
             kind = "revise_article"
+        elif rate >= p.revise_keep_ratio * base_rate:
+            # Hysteresis: kept open only if it was open last night, so a gap near the line does not flicker.
+            kind, status = "revise_article", "watch"
         else:
             return None
     n_customers = len({m["customer_id"] for m in members})
@@ -680,6 +684,10 @@ def assign_ids(rows: list[dict], previous: list[dict], dt: str, p: GapParams) ->
     taken: set[str] = set()
     for i, r in enumerate(rows):
         q = matched.get(i)
+        if r["status"] == "watch":
+            if q is None or q["status"] != "open":
+                continue
+            r = {**r, "status": "open"}
         if r["status"] == "addressed":
             if q is None:
                 continue  # covered now and never reported open: nothing to tell
