@@ -39,7 +39,7 @@ from datetime import date, timedelta
 from . import contract, curation, formats, pii, tokens
 from .config import Settings
 from .curation import Example, Step
-from .lake import Lake, is_remote, join
+from .lake import Lake, _fs, is_remote, join
 
 log = logging.getLogger(__name__)
 
@@ -733,9 +733,8 @@ def _previous_ids(lake: Lake, name: str, latest: dict | None) -> set[str]:
 
     path = join(lake.root, "datasets", name, latest["version"], "examples.parquet")
     if is_remote(path):
-        import fsspec
-
-        with fsspec.open(path, "rb") as fh:
+        fs, key = _fs(path)
+        with fs.open(key, "rb") as fh:
             return set(pq.read_table(fh, columns=["example_id"]).column(0).to_pylist())
     return set(pq.read_table(path, columns=["example_id"]).column(0).to_pylist())
 
@@ -871,9 +870,7 @@ def _publish(lake: Lake, name: str, cfg: Config, examples: list[Example], confli
 
 def _exists(target: str) -> bool:
     if is_remote(target):
-        import fsspec
-
-        fs, path = fsspec.core.url_to_fs(join(target, "manifest.json"))
+        fs, path = _fs(join(target, "manifest.json"))
         return fs.exists(path)
     return os.path.exists(os.path.join(target, "manifest.json"))
 
@@ -883,9 +880,7 @@ def _move_into_place(tmp: str, target: str) -> None:
     if not is_remote(target):
         os.replace(tmp, target)
         return
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(target)
+    fs, path = _fs(target)
     for root, _, names in os.walk(tmp):
         for n in sorted(names, key=lambda n: n == "manifest.json"):
             local = os.path.join(root, n)
