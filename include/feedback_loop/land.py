@@ -334,7 +334,11 @@ def _head(path: str, n: int, line: bool = False) -> bytes:
                 fh = stack.enter_context(gzip.open(path, "rb"))
             else:
                 fh = stack.enter_context(open(path, "rb"))
-            return fh.readline(n) if line else fh.read(n)
+            if not line:
+                return fh.read(n)
+            head = fh.read(n)  # not fh.readline(n): fsspec's remote files take no size argument
+            end = head.find(b"\n")
+            return head[: end + 1] if end >= 0 else head
     except (OSError, EOFError):  # a broken gzip: the reader names the problem
         return b""
 
