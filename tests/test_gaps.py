@@ -235,3 +235,16 @@ def test_action_queue_rows_point_at_gaps(settings):
     links = con.execute("SELECT action_id, gap_id, link FROM kb_gap_actions ORDER BY action_id").fetchall()
     assert links == [("a-example", gap["gap_id"], "conversations"), ("a-intent", gap["gap_id"], "intent")]
     con.close()
+
+
+def test_messages_without_topic_words_or_labels_are_noise():
+    import numpy as np
+    from feedback_loop.gap_topics import NOISE, cluster
+
+    x = np.zeros((12, 4), dtype=np.float32)
+    x[:6, 0] = 1.0
+    x[6:11, 1] = 1.0  # row 11 stays all zero: no topic word, no label
+    for algorithm in ("agglomerative", "hdbscan"):
+        labels = cluster(x, algorithm=algorithm, distance_threshold=0.5, min_size=3)
+        assert labels[11] == NOISE and len(set(labels[:6])) == 1 and len(set(labels[6:11])) == 1
+        assert labels[0] != labels[6] and NOISE not in labels[:11]

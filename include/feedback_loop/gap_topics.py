@@ -146,8 +146,14 @@ def cluster(x: np.ndarray, *, algorithm: str = "agglomerative", distance_thresho
             min_size: int = 5) -> np.ndarray:
     """Cluster ids per row (rows L2-normalised); clusters smaller than `min_size` become NOISE."""
     n = x.shape[0]
-    if n < max(2, min_size):
+    usable = np.linalg.norm(x, axis=1) > 0  # a message with no topic word and no label is noise
+    if usable.sum() < max(2, min_size):
         return np.full(n, NOISE)
+    if not usable.all():
+        out = np.full(n, NOISE)
+        out[usable] = cluster(x[usable], algorithm=algorithm, distance_threshold=distance_threshold,
+                              min_size=min_size)
+        return out
     if algorithm == "agglomerative":
         from sklearn.cluster import AgglomerativeClustering
 
