@@ -294,7 +294,7 @@ def _load(con, lake: Lake, sources: dict, red: Redaction) -> tuple[dict[str, Con
     return convs, corrections, kb
 
 
-def _incomplete_triads(con, lake: Lake, days: list[str], start: str, end: str) -> dict:
+def _incomplete_triads(con, lake: Lake, days: list[str]) -> dict:
     """Corrections the quality stage quarantined as incomplete triads, counted by the part that was missing."""
     staged = con.execute("SELECT stage, count(*) FROM ovr WHERE outcome = 'corrected' GROUP BY 1").fetchall()
     out = {"corrections_staged_by_stage": dict(sorted(staged)), "incomplete_total": 0, "incomplete_by_missing": {},
@@ -791,7 +791,7 @@ def build_datasets(settings: Settings, dt: str | date | None = None, window_days
     con = connect()
     try:
         convs, corrections, kb = _load(con, lake, sources, red)
-        triads = (_incomplete_triads(con, lake, sources[("quarantine", "overrides")], start, end) if convs
+        triads = (_incomplete_triads(con, lake, sources[("quarantine", "overrides")]) if convs
                   else {"incomplete_total": 0})
     finally:
         con.close()
