@@ -1,0 +1,350 @@
+"""Benchmark of the nightly run against a bare DuckDB scan of the same day (`make bench`, docs/benchmark.md).
+
+Every measurement runs in a fresh child process; wall time comes from this process's clock, CPU time
+(user + system) and peak RSS from `os.wait4` on that child, so one stage's caches or imports never help
+the next. The reference - DuckDB turning the day's agent_events files into Parquet, nothing else - is
+measured in the same run, so ratios stay meaningful on a machine whose load changes between runs.
+
+    python bench/run_bench.py                              # ~2 M events (200,000 conversations)
+    python bench/run_bench.py --events 10000000            # ~10 M events
+    python bench/run_bench.py --sweep                      # 0.25x, 0.5x, 1x, 2x of the scale
+    python bench/run_bench.py --conversations-per-day 300  # the smoke test's size
+
+Generated days are cached under bench/.cache/ by (conversations, seed); figures go to
+bench/results/<timestamp>.json and bench/results/latest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+EVENTS_PER_CONVERSATION = 9.3  # measured: 200,000 conversations/day give about 1.86 M agent_events
+DAY = "2026-11-20"
+# The stages of nightly.run_day, in its order; land and validate cover all six sources.
+STAGES = ["land", "validate", "model", "summarize", "signals", "gaps", "datasets", "publish", "decide"]
+
+
+# ----------------------------------------------------------------------------------------------- children
+def _child(spec: dict) -> dict:
+    """Runs inside the measured child process: one stage (or the reference, or the generator)."""
+    kind = spec["kind"]
+    out: dict = {}
+    if kind == "generate":
+        from feedback_loop.generator import generate
+
+        d = date.fromisoformat(spec["dt"])
+        generate(spec["landing"], d, d, conversations_per_day=spec["conversations"], seed=spec["seed"])
+        return out
+    if kind == "reference":
+        import duckdb
+
+        con = duckdb.connect()
+        files = sorted(str(p) for p in Path(spec["folder"]).iterdir() if not p.name.startswith((".", "_")))
+        fl = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+        con.execute(f"COPY (SELECT * FROM read_json([{fl}])) TO '{spec['target']}' (FORMAT parquet)")
+        out["rows"] = con.execute(f"SELECT count(*) FROM '{spec['target']}'").fetchone()[0]
+        return out
+
+    from feedback_loop import contract, nightly
+    from feedback_loop.config import Settings
+
+    settings = Settings.load()
+    dt = spec["dt"]
+    per_source = {}
+    if kind == "land":
+        for source in contract.SOURCE_NAMES:
+            t = time.perf_counter()
+            r = nightly.land(settings, source, dt)
+            per_source[source] = {"wall_s": round(time.perf_counter() - t, 3), "rows": r["rows_read"]}
+    elif kind == "validate":
+        for source in contract.SOURCE_NAMES:
+            t = time.perf_counter()
+            r = nightly.validate(settings, source, dt)
+            per_source[source] = {"wall_s": round(time.perf_counter() - t, 3), "rows": r["rows_read"],
+                                  "quarantined": r["rows_quarantined"]}
+    elif kind == "model":
+        out["counts"] = nightly.model(settings, dt)
+    elif kind == "summarize":
+        counts = json.loads(Path(spec["model_counts"]).read_text()) if spec.get("model_counts") else {}
+        nightly.summarize(settings, dt, {"model": counts})
+    elif kind == "signals":
+        nightly.signals(settings, dt)
+    elif kind == "gaps":
+        nightly.detect_gaps(settings, dt)
+    elif kind == "datasets":
+        nightly.build_datasets(settings, dt)
+    elif kind == "publish":
+        nightly.publish_warehouse(settings)
+    elif kind == "decide":
+        nightly.decide_retraining(settings, dt)
+    else:
+        raise SystemExit(f"unknown measurement {kind}")
+    if per_source:
+        out["per_source"] = per_source
+    return out
+
+
+def measure(spec: dict, env: dict | None = None, log: Path | None = None) -> dict:
+    """Run one measurement in a fresh interpreter: wall, CPU and peak RSS of that child alone."""
+    with tempfile.NamedTemporaryFile("w+", suffix=".json", delete=False) as fh:
+        result_file = fh.name
+    spec = dict(spec, result_file=result_file)
+    out = open(log, "ab") if log else subprocess.DEVNULL
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)],
+                            env=env or os.environ.copy(), stdout=out, stderr=out)
+    _, status, ru = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if log:
+        out.close()
+    detail = {}
+    try:
+        detail = json.loads(Path(result_file).read_text() or "{}")
+    except (OSError, ValueError):
+        pass
+    finally:
+        Path(result_file).unlink(missing_ok=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{spec['kind']} failed (exit {proc.returncode}); see {log}")
+    return {"wall_s": round(wall, 3), "cpu_s": round(ru.ru_utime + ru.ru_stime, 3),
+            "peak_rss_mib": round(ru.ru_maxrss / 1024, 1), **detail}
+
+
+# ----------------------------------------------------------------------------------------------- the day
+def cached_day(conversations: int, seed: int, log: Path) -> tuple[Path, dict | None]:
+    """The generated landing folder for this scale and seed, generating it once (under bench/.cache/)."""
+    base = HERE / ".cache" / f"c{conversations}-s{seed}"
+    landing = base / "landing"
+    if (landing / ".complete").exists():
+        return landing, None
+    shutil.rmtree(landing, ignore_errors=True)
+    landing.mkdir(parents=True)
+    print(f"generating {conversations:,} conversations (seed {seed}) into {landing} ...", flush=True)
+    gen = measure({"kind": "generate", "landing": str(landing), "dt": DAY, "conversations": conversations,
+                   "seed": seed}, log=log)
+    (landing / ".complete").write_text(json.dumps(gen))
+    return landing, gen
+
+
+def _bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.exists() else 0
+
+
+def run_scale(conversations: int, seed: int, stages: list[str], log: Path, keep: bool = False) -> dict:
+    """The reference, then every stage of one day in order, each in a fresh process."""
+    landing, gen = cached_day(conversations, seed, log)
+    events_dir = landing / "agent_events" / f"dt={DAY}"
+    work = Path(tempfile.mkdtemp(prefix=f"run-c{conversations}-", dir=HERE / ".cache"))
+    env = os.environ.copy()
+    env.update({"ACSR_DATA_DIR": str(work), "ACSR_LANDING": str(landing), "ACSR_LAKE": str(work / "lake"),
+                "ACSR_WAREHOUSE": str(work / "warehouse.duckdb"), "PYTHONWARNINGS": "ignore"})
+    for var in ("ACSR_EXTRA",):
+        env.pop(var, None)
+    try:
+        ref = measure({"kind": "reference", "folder": str(events_dir), "target": str(work / "reference.parquet")},
+                      env, log)
+        events = ref.pop("rows")
+        print(f"  reference (DuckDB read_json -> Parquet, {events:,} events): {ref['wall_s']:.2f} s wall, "
+              f"{ref['cpu_s']:.2f} s CPU, {ref['peak_rss_mib']:.0f} MiB", flush=True)
+        results = {}
+        counts_file = work / "model_counts.json"
+        for stage in stages:
+            spec = {"kind": stage, "dt": DAY}
+            if stage == "summarize" and counts_file.exists():
+                spec["model_counts"] = str(counts_file)
+            r = measure(spec, env, log)
+            if stage == "model" and "counts" in r:
+                counts_file.write_text(json.dumps(r["counts"]))
+            r["ratio"] = round(r["wall_s"] / ref["wall_s"], 2)
+            results[stage] = r
+            print(f"  {stage:<10} {r['wall_s']:8.2f} s wall {r['cpu_s']:8.2f} s CPU {r['peak_rss_mib']:7.0f} MiB "
+                  f"  {r['ratio']:6.2f}x reference", flush=True)
+        total_wall = sum(r["wall_s"] for r in results.values())
+        total_cpu = sum(r["cpu_s"] for r in results.values())
+        return {
+            "conversations_per_day": conversations, "seed": seed, "events": events,
+            "agent_events_bytes": _bytes(events_dir), "landing_bytes": _bytes(landing),
+            "generate": gen, "reference": ref, "stages": results,
+            "whole_run": {"wall_s": round(total_wall, 2), "cpu_s": round(total_cpu, 2),
+                          "ratio": round(total_wall / ref["wall_s"], 2),
+                          "events_per_s": round(events / total_wall) if total_wall else None,
+                          "peak_rss_mib": max((r["peak_rss_mib"] for r in results.values()), default=0)},
+        }
+    finally:
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------------- Airflow
+def dag_parse_times(log: Path) -> dict:
+    """Each DAG file parsed alone by DagBag in a fresh interpreter (Airflow's import excluded and reported)."""
+    code = (
+        "import json, sys, time\n"
+        "t0 = time.perf_counter()\n"
+        "from airflow.dag_processing.dagbag import DagBag\n"
+        "t1 = time.perf_counter()\n"
+        "bag = DagBag(dag_folder=sys.argv[1])\n"
+        "t2 = time.perf_counter()\n"
+        "print(json.dumps({'parse_ms': round((t2 - t1) * 1000, 1), 'airflow_import_ms': round((t1 - t0) * 1000, 1),"
+        " 'dags': sorted(bag.dag_ids), 'errors': {k: str(v)[:300] for k, v in bag.import_errors.items()}}))\n"
+    )
+    out = {}
+    for path in sorted((ROOT / "dags").glob("*.py")):
+        p = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, cwd=ROOT)
+        line = (p.stdout.strip().splitlines() or ["{}"])[-1]
+        try:
+            out[path.name] = json.loads(line)
+        except ValueError:
+            out[path.name] = {"error": (p.stderr or p.stdout)[-500:]}
+        with open(log, "a") as fh:
+            fh.write(p.stderr)
+    return out
+
+
+NOOP_DAG = '''
+from airflow.sdk import dag, task
+
+
+@task
+def noop(i: int) -> int:
+    return i
+
+
+@dag(dag_id="bench_noop_{n}", schedule=None, catchup=False)
+def bench_noop():
+    for i in range({n}):
+        noop.override(task_id=f"noop_{{i}}")(i)
+
+
+bench_noop()
+'''
+
+
+def task_overhead(log: Path) -> dict:
+    """Airflow's cost per task: dag.test() of 1 and of 11 no-op tasks; the difference / 10 is per task."""
+    home = HERE / ".cache" / "airflow_home"
+    dags = home / "dags"
+    dags.mkdir(parents=True, exist_ok=True)
+    for n in (1, 11):
+        (dags / f"bench_noop_{n}.py").write_text(NOOP_DAG.format(n=n))
+    env = os.environ.copy()
+    env.update({"AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db"})
+    if not (home / ".migrated").exists():
+        subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True,
+                       stdout=subprocess.DEVNULL, stderr=open(log, "a"))
+        (home / ".migrated").write_text("ok")
+    code = (
+        "import json, sys, time\n"
+        "from airflow.dag_processing.dagbag import DagBag\n"
+        "bag = DagBag(dag_folder=sys.argv[1])\n"
+        "dag = next(iter(bag.dags.values()))\n"
+        "t = time.perf_counter(); run = dag.test(); wall = time.perf_counter() - t\n"
+        "print(json.dumps({'wall_s': round(wall, 3), 'state': str(run.state)}))\n"
+    )
+    out = {}
+    for n in (1, 11):
+        p = subprocess.run([sys.executable, "-c", code, str(dags / f"bench_noop_{n}.py"), str(n)], env=env,
+                           capture_output=True, text=True)
+        with open(log, "a") as fh:
+            fh.write(p.stderr[-20000:])
+        try:
+            out[f"dag_test_{n}_tasks"] = json.loads(p.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            out[f"dag_test_{n}_tasks"] = {"error": p.stderr[-500:]}
+    a, b = out["dag_test_1_tasks"].get("wall_s"), out["dag_test_11_tasks"].get("wall_s")
+    if a is not None and b is not None:
+        out["per_task_s"] = round((b - a) / 10, 3)
+        out["direct_call_s"] = 0.0  # the no-op function itself costs microseconds
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    g = ap.add_mutually_exclusive_group()
+    g.add_argument("--conversations-per-day", type=int, help="conversations in the day (default 200,000)")
+    g.add_argument("--events", type=int, help="approximate agent events in the day (up to ~10 M)")
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply the day's size (e.g. 5 for ~10 M events)")
+    ap.add_argument("--sweep", action="store_true", help="also run 0.25x, 0.5x and 2x of the scale")
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset of " + ",".join(STAGES))
+    ap.add_argument("--no-airflow", action="store_true", help="skip DAG parse times and per-task overhead")
+    ap.add_argument("--out", type=Path, default=HERE / "results", help="folder for the JSON figures")
+    ap.add_argument("--keep", action="store_true", help="keep each run's lake (under bench/.cache/run-*)")
+    args = ap.parse_args(argv)
+
+    if args.child:
+        spec = json.loads(args.child)
+        result = _child(spec)
+        Path(spec["result_file"]).write_text(json.dumps(result, default=str))
+        return 0
+
+    if args.events:
+        base = max(1, round(args.events / EVENTS_PER_CONVERSATION))
+    else:
+        base = args.conversations_per_day or 200_000
+    base = max(1, round(base * args.scale))
+    stages = [s for s in args.stages.split(",") if s]
+    unknown = set(stages) - set(STAGES)
+    if unknown:
+        ap.error(f"unknown stage(s): {', '.join(sorted(unknown))}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (HERE / ".cache").mkdir(exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    log = HERE / ".cache" / f"bench-{stamp}.log"
+    doc = {"started": stamp, "machine": {"cpus": os.cpu_count(), "load_avg_at_start": os.getloadavg()},
+           "day": DAY, "runs": []}
+    scales = [0.25, 0.5, 1.0, 2.0] if args.sweep else [1.0]
+    for factor in scales:
+        n = max(1, round(base * factor))
+        print(f"== {n:,} conversations/day ({factor}x) ==", flush=True)
+        run = run_scale(n, args.seed, stages, log, keep=args.keep)
+        run["factor"] = factor
+        run["load_avg_after"] = os.getloadavg()
+        doc["runs"].append(run)
+        w = run["whole_run"]
+        print(f"  whole run: {w['wall_s']:.1f} s wall = {w['ratio']:.2f}x reference; {w['events_per_s']:,} events/s; "
+              f"peak {w['peak_rss_mib']:.0f} MiB", flush=True)
+    if len(doc["runs"]) > 1:
+        first = doc["runs"][0]
+        doc["sweep"] = [
+            {"factor": r["factor"], "events": r["events"], "reference_s": r["reference"]["wall_s"],
+             "whole_run_s": r["whole_run"]["wall_s"], "ratio": r["whole_run"]["ratio"],
+             "peak_rss_mib": r["whole_run"]["peak_rss_mib"],
+             "time_per_event_vs_smallest": round((r["whole_run"]["wall_s"] / r["events"])
+                                                 / (first["whole_run"]["wall_s"] / first["events"]), 2)}
+            for r in doc["runs"]
+        ]
+        print("sweep:", json.dumps(doc["sweep"], indent=1))
+    if not args.no_airflow:
+        doc["dag_parse"] = dag_parse_times(log)
+        for name, r in doc["dag_parse"].items():
+            print(f"  parse {name}: {r.get('parse_ms')} ms (+{r.get('airflow_import_ms')} ms importing Airflow)"
+                  f"{'  ERRORS ' + str(r.get('errors') or r.get('error')) if r.get('errors') or r.get('error') else ''}")
+        doc["task_overhead"] = task_overhead(log)
+        print(f"  Airflow per-task overhead (dag.test, 11 vs 1 no-op tasks): {doc['task_overhead'].get('per_task_s')} s")
+    doc["load_avg_at_end"] = os.getloadavg()
+    text = json.dumps(doc, indent=1, default=str)
+    (args.out / f"{stamp}.json").write_text(text)
+    (args.out / "latest.json").write_text(text)
+    print(f"figures: {args.out / (stamp + '.json')} (and latest.json); log: {log}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
