@@ -9,6 +9,9 @@
     acsr datasets --start 2026-11-01 --end 2026-11-25      # fine-tuning dataset versions for a window
     acsr signals --date 2026-11-25                         # signal metrics, action queue, HTML report
     acsr warehouse                                         # rebuild the DuckDB warehouse from the lake
+    acsr decide --date 2026-11-25                          # the night's retraining decision and its reasons
+    acsr retrain-intent [--dataset-version latest]         # champion/challenger retraining (docs/retraining.md)
+    acsr finetune --backend dry_run|openai|command         # a reasoning-model fine-tuning job
     acsr contract docs/contract                            # export the input contract as JSON Schema
 """
 
@@ -188,6 +191,14 @@ def contract(out: Path = typer.Argument(Path("docs/contract"), help="folder for 
     for src in c.SOURCES.values():
         (out / f"{src.name}.schema.json").write_text(json.dumps(c.json_schema(src), indent=2) + "\n")
     typer.echo(f"wrote {len(c.SOURCES)} schemas to {out}")
+
+
+# Retraining (feedback_loop.retrain.commands): the functions the retraining DAGs call, in this process.
+from .retrain import commands as _retrain  # noqa: E402 - typer only; the heavy imports are inside
+
+app.command("decide")(_retrain.decide)
+app.command("retrain-intent")(_retrain.retrain_intent)
+app.command("finetune")(_retrain.finetune)
 
 
 def main():  # pragma: no cover - console entry point
