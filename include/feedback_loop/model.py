@@ -45,9 +45,9 @@ def build_model(settings: Settings, dt: date | str) -> dict:
           "NULL::TIMESTAMPTZ last_reopened_at, NULL::DOUBLE handle_time_s, NULL::VARCHAR category, NULL::VARCHAR[] tags, "
           "NULL::DATE dt, NULL::BIGINT _row_id WHERE false")
     _view(con, "surveys", _files(lake, "staged", "surveys", first, dt),
-          "SELECT NULL::VARCHAR case_id, NULL::VARCHAR kind, NULL::BIGINT score, NULL::TIMESTAMPTZ submitted_at WHERE false")
+          "SELECT NULL::VARCHAR survey_id, NULL::VARCHAR case_id, NULL::VARCHAR kind, NULL::BIGINT score, NULL::TIMESTAMPTZ submitted_at WHERE false")
     _view(con, "overrides", _files(lake, "staged", "overrides", first, dt),
-          "SELECT NULL::VARCHAR conversation_id, NULL::VARCHAR stage, NULL::VARCHAR outcome, NULL::VARCHAR human_decision, "
+          "SELECT NULL::VARCHAR override_id, NULL::VARCHAR conversation_id, NULL::VARCHAR stage, NULL::VARCHAR outcome, NULL::VARCHAR human_decision, "
           "NULL::TIMESTAMPTZ ts, NULL::VARCHAR policy_clause_id WHERE false")
     _view(con, "checks", _files(lake, "staged", "outcome_checks", first, dt),
           "SELECT NULL::VARCHAR case_id, NULL::BOOLEAN verified WHERE false")
@@ -55,27 +55,27 @@ def build_model(settings: Settings, dt: date | str) -> dict:
     facts = f"""
     WITH conv AS (
         SELECT conversation_id,
-            any_value(customer_id) AS customer_id,
+            max(customer_id) AS customer_id,
             max(case_id) AS case_id,
             min(ts) AS started_at, max(ts) AS ended_at,
             count(*) AS n_events,
             max(turn) + 1 AS n_turns,
             count(*) FILTER (event_type = 'customer_message') AS n_customer_messages,
-            arg_min(text, ts) FILTER (event_type = 'customer_message') AS first_customer_text,
+            arg_min(text, (ts, _row_id)) FILTER (event_type = 'customer_message') AS first_customer_text,
             list(intent ORDER BY ts, _row_id) FILTER (event_type = 'intent_classified') AS intent_path,
-            arg_min(intent, ts) FILTER (event_type = 'intent_classified') AS first_intent,
-            arg_max(intent, ts) FILTER (event_type = 'intent_classified') AS final_intent,
-            arg_max(confidence, ts) FILTER (event_type = 'intent_classified') AS final_confidence,
+            arg_min(intent, (ts, _row_id)) FILTER (event_type = 'intent_classified') AS first_intent,
+            arg_max(intent, (ts, _row_id)) FILTER (event_type = 'intent_classified') AS final_intent,
+            arg_max(confidence, (ts, _row_id)) FILTER (event_type = 'intent_classified') AS final_confidence,
             min(confidence) FILTER (event_type = 'intent_classified') AS min_confidence,
             count(*) FILTER (event_type = 'kb_query') AS n_kb_queries,
             count(*) FILTER (event_type = 'kb_query' AND coalesce(len(kb_results), 0) = 0) AS n_kb_empty,
             max(list_max(list_transform(kb_results, lambda r: r.score))) AS kb_max_score,
-            list(DISTINCT r.article_id) FILTER (r.article_id IS NOT NULL) AS kb_articles,
+            list(DISTINCT r.article_id ORDER BY r.article_id) FILTER (r.article_id IS NOT NULL) AS kb_articles,
             count(*) FILTER (policy_outcome = 'pass') AS n_policy_pass,
             count(*) FILTER (policy_outcome = 'fail') AS n_policy_fail,
             count(*) FILTER (policy_outcome = 'waived') AS n_policy_waived,
-            list(DISTINCT policy_id) FILTER (policy_id IS NOT NULL) AS policy_ids,
-            list(action ORDER BY ts) FILTER (event_type = 'action_executed') AS actions_executed,
+            list(DISTINCT policy_id ORDER BY policy_id) FILTER (policy_id IS NOT NULL) AS policy_ids,
+            list(action ORDER BY ts, _row_id) FILTER (event_type = 'action_executed') AS actions_executed,
             count(*) FILTER (event_type = 'action_proposed') AS n_actions_proposed,
             count(*) FILTER (event_type = 'agent_response') AS n_agent_responses,
             count(*) FILTER (event_type = 'suggestion_shown') AS n_suggestions_shown,
@@ -86,9 +86,9 @@ def build_model(settings: Settings, dt: date | str) -> dict:
             count(*) FILTER (event_type = 'escalated') > 0 AS agent_escalated,
             count(*) FILTER (event_type = 'fallback') AS n_fallbacks,
             count(*) FILTER (event_type = 'error') AS n_errors,
-            mode(strategy) AS strategy,
-            mode(mode) AS mode,
-            mode(model) AS model,
+            max(strategy) AS strategy,
+            max(mode) AS mode,
+            max(model) AS model,
             coalesce(sum(input_tokens), 0) AS input_tokens,
             coalesce(sum(output_tokens), 0) AS output_tokens,
             coalesce(sum(cost_usd), 0) AS cost_usd,
@@ -97,13 +97,13 @@ def build_model(settings: Settings, dt: date | str) -> dict:
         GROUP BY conversation_id
     ),
     case_state AS (
-        SELECT case_id, arg_max(COLUMNS(* EXCLUDE (case_id)), updated_at) FROM cases GROUP BY case_id
+        SELECT case_id, arg_max(COLUMNS(* EXCLUDE (case_id)), (updated_at, dt, _row_id)) FROM cases GROUP BY case_id
     ),
     case_states AS (SELECT case_id, count(*) AS n_case_states FROM cases GROUP BY case_id),
     srv AS (
         SELECT case_id,
-            arg_max(score, submitted_at) FILTER (kind = 'csat') AS csat,
-            arg_max(score, submitted_at) FILTER (kind = 'ces') AS ces,
+            arg_max(score, (submitted_at, survey_id)) FILTER (kind = 'csat') AS csat,
+            arg_max(score, (submitted_at, survey_id)) FILTER (kind = 'ces') AS ces,
             count(*) AS n_surveys
         FROM surveys GROUP BY case_id
     ),
@@ -111,9 +111,9 @@ def build_model(settings: Settings, dt: date | str) -> dict:
         SELECT conversation_id,
             count(*) AS n_overrides,
             count(*) FILTER (outcome = 'corrected') AS n_corrections,
-            list(DISTINCT stage) AS override_stages,
-            arg_max(human_decision, ts) FILTER (stage = 'intent' AND outcome = 'corrected') AS human_intent,
-            list(DISTINCT policy_clause_id) FILTER (policy_clause_id IS NOT NULL) AS override_policy_clauses
+            list(DISTINCT stage ORDER BY stage) AS override_stages,
+            arg_max(human_decision, (ts, override_id)) FILTER (stage = 'intent' AND outcome = 'corrected') AS human_intent,
+            list(DISTINCT policy_clause_id ORDER BY policy_clause_id) FILTER (policy_clause_id IS NOT NULL) AS override_policy_clauses
         FROM overrides GROUP BY conversation_id
     ),
     chk AS (
