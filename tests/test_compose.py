@@ -87,8 +87,8 @@ def test_airflow_services_share_the_celery_postgres_and_s3_configuration(compose
 
 def test_the_image_installs_the_pinned_requirements_and_the_package():
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert re.search(r"^FROM apache/airflow:3\.3\.2", dockerfile, re.M)
-    pinned = re.search(r"^apache-airflow==(\S+)", (ROOT / "requirements.txt").read_text(), re.M).group(1)
+    assert re.search(r"^FROM apache/airflow:3\.3\.2", dockerfile, re.MULTILINE)
+    pinned = re.search(r"^apache-airflow==(\S+)", (ROOT / "requirements.txt").read_text(), re.MULTILINE).group(1)
     assert f"apache/airflow:{pinned}-" in dockerfile, "the image and requirements.txt pin the same Airflow"
     assert "pip install --no-cache-dir -r /opt/acsr/requirements.txt" in dockerfile
     assert "pip install --no-cache-dir --no-deps /opt/acsr" in dockerfile

@@ -1,5 +1,5 @@
-"""The lake on object storage: every nightly stage against a real S3-compatible server (moto's server mode),
-with DuckDB reading and writing s3:// through fsspec/s3fs."""
+"""The landing area and the lake on object storage: every nightly stage against a real S3-compatible server
+(moto's server mode), with DuckDB reading and writing s3:// through fsspec/s3fs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from s3_server import S3Server
 
 BUCKET = "acsr-lake"
-DAYS = ("2026-11-20", "2026-11-21")
+DAYS = ("2026-11-20",)
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +27,8 @@ def s3_settings(s3, tmp_path, monkeypatch):
     s3.create_bucket(bucket)
     monkeypatch.setenv("ACSR_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("ACSR_LAKE", f"s3://{bucket}/lake")
-    for var in ("ACSR_LANDING", "ACSR_WAREHOUSE"):
-        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("ACSR_LANDING", f"s3://{bucket}/landing")
+    monkeypatch.delenv("ACSR_WAREHOUSE", raising=False)
     from feedback_loop.config import Settings
 
     return Settings.load()
@@ -43,7 +43,6 @@ def _digest(con, url: str):
 
 def test_every_stage_runs_with_the_lake_on_s3_and_reruns_identically(s3_settings, tmp_path):
     import duckdb
-
     from feedback_loop.generator import generate
     from feedback_loop.lake import Lake
     from feedback_loop.land import connect
@@ -52,11 +51,13 @@ def test_every_stage_runs_with_the_lake_on_s3_and_reruns_identically(s3_settings
     from feedback_loop.quality import gx_root
 
     settings = s3_settings
-    generate(settings.landing, date.fromisoformat(DAYS[0]), date.fromisoformat(DAYS[-1]), conversations_per_day=40)
-    summaries = [run_day(settings, day) for day in DAYS]
-    assert [s["status"] for s in summaries] == ["ok", "ok"]
-
     fs = s3_filesystem()
+    generate(tmp_path / "export", date.fromisoformat(DAYS[0]), date.fromisoformat(DAYS[-1]), conversations_per_day=30)
+    fs.put(f"{tmp_path / 'export'}/", settings.landing.removeprefix("s3://") + "/", recursive=True)
+    summaries = [run_day(settings, day) for day in DAYS]
+    assert [s["status"] for s in summaries] == ["ok"] * len(DAYS)
+    assert all(f["file"].startswith("s3://") for s in summaries[0]["sources"].values() for f in s["files"])
+
     lake = Lake(settings.lake)
     keys = fs.find(settings.lake.removeprefix("s3://"))
     for day in DAYS:
@@ -65,7 +66,7 @@ def test_every_stage_runs_with_the_lake_on_s3_and_reruns_identically(s3_settings
         assert lake.has_partition("marts", "conversation_facts", day)
         assert lake.read_json("runs", f"dt={day}", "summary.json")["status"] == "ok"
     assert not any("/.tmp-" in k for k in keys), "no temporary objects are left on the object store"
-    assert not (tmp_path / "lake").exists(), "nothing of the lake was written to the local disk"
+    assert not (tmp_path / "lake").exists() and not (tmp_path / "landing").exists(), "nothing local but GX"
     assert (tmp_path / "gx").is_dir() and gx_root(settings) == str(tmp_path / "gx")  # GX results stay local
 
     # The warehouse's views read the lake on S3.

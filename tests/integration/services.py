@@ -55,7 +55,8 @@ class Postgres:
                  interval=0.5, what="PostgreSQL to accept connections")
         subprocess.run([*psql, "-c", "CREATE DATABASE airflow"], check=True, capture_output=True)
         self.url = f"postgresql+psycopg2://airflow@127.0.0.1:{self.port}/airflow"
-        self.celery_result_backend = f"db+postgresql://airflow@127.0.0.1:{self.port}/airflow"
+        # SQLAlchemy 2.1 defaults postgresql:// to psycopg 3: name the installed driver.
+        self.celery_result_backend = f"db+postgresql+psycopg2://airflow@127.0.0.1:{self.port}/airflow"
 
     def cleanup(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)

@@ -55,9 +55,12 @@ def celery_stack(request, tmp_path_factory, s3):
     return stack
 
 
-def test_the_nightly_run_on_celery_postgres_redis_and_s3(celery_stack, tmp_path):
+def test_the_nightly_run_on_celery_postgres_redis_and_s3(celery_stack, s3, tmp_path, monkeypatch):
     from feedback_loop.generator import generate
     from feedback_loop.object_store import s3_filesystem
+
+    for key, value in s3.env.items():
+        monkeypatch.setenv(key, value)
 
     day = yesterday()
     generate(tmp_path / "landing", day, day, conversations_per_day=CONVERSATIONS_PER_DAY)

@@ -32,7 +32,8 @@ def test_trigger_the_intent_classifier_retraining_with_a_conf(airflow_stack):
     [done] = stack.wait_runs(INTENT, [run["dag_run_id"]], timeout=900)
     assert done["state"] == "success"
     request = stack.xcom(INTENT, run["dag_run_id"], "resolve_request")
-    assert request["reason"] == "integration test" and request["promotion_policy"] == "evidence"
+    assert request["reason"] == "integration test" and request["policy"]["mode"] == "evidence"
+    assert request["base_per_intent"] == 20
 
     lake = Path(stack.env["ACSR_DATA_DIR"]) / "lake"
     pointer = json.loads((lake / "models" / "intent_classifier" / "champion.json").read_text())
