@@ -272,7 +272,7 @@ def detect_gaps(settings: Settings, dt: str, window_days: int | None = None) -> 
     con = connect()
     try:
         meta = load_window(con, settings, dt, p)
-        rows, stats = find_gaps(con, p, dt, meta, settings)
+        rows, stats = find_gaps(con, p, settings)
         previous = _previous_gaps(con, lake, dt, p)
         rows = assign_ids(rows, previous, dt, p)
         link_actions(con, lake, dt, rows)
@@ -299,7 +299,7 @@ def detect_gaps(settings: Settings, dt: str, window_days: int | None = None) -> 
     return summary
 
 
-def find_gaps(con, p: GapParams, dt: str, meta: dict, settings: Settings | None = None) -> tuple[list[dict], dict]:
+def find_gaps(con, p: GapParams, settings: Settings | None = None) -> tuple[list[dict], dict]:
     """The gap rows (without ids) of the window loaded in `conv` / `kb`, and counts for the summary."""
     from . import gap_topics as gt
     from .pii import redactor
@@ -331,7 +331,7 @@ def find_gaps(con, p: GapParams, dt: str, meta: dict, settings: Settings | None 
     stats = {"n_conversations": n_total, "n_signals": len(sig), "n_topics": 0, "n_noise": 0,
              "kb_published": len(published)}
     rows: list[dict] = []
-    rows.extend(_stale_articles(con, p, published, meta, dt))
+    rows.extend(_stale_articles(con, p, published))
     if len(sig) < 2:
         return _rank(rows), stats
 
@@ -420,7 +420,9 @@ def find_gaps(con, p: GapParams, dt: str, meta: dict, settings: Settings | None 
               for t, idx, tc, ls, cov, _c, _m in topics]
     # The base failure rate: conversations outside the topics that no article covers.
     uncovered = [(len(idx), traffic) for _t, idx, _c, _l, traffic, cov in topics if cov is None]
-    base_rate = (len(sig) - sum(u[0] for u in uncovered)) / max(1.0, len(sig) + len(other) * scale - sum(u[1] for u in uncovered))
+    failing_elsewhere = len(sig) - sum(u[0] for u in uncovered)
+    traffic_elsewhere = len(sig) + len(other) * scale - sum(u[1] for u in uncovered)
+    base_rate = failing_elsewhere / max(1.0, traffic_elsewhere)
     stats["base_failure_rate"] = round(base_rate, 4)
     for t, idx, text_cos, label_share, traffic, covering in topics:
         row = _topic_gap(p, [sig[i] for i in idx], label_share, terms[t], published, text_cos, covering,
@@ -578,7 +580,7 @@ def _topic_gap(p: GapParams, members: list[dict], label_share: dict, terms: list
     }
 
 
-def _stale_articles(con, p: GapParams, published: list, meta: dict, dt: str) -> list[dict]:
+def _stale_articles(con, p: GapParams, published: list) -> list[dict]:
     """Articles nothing retrieves any more, or whose conversations humans keep overriding on a clause."""
     if not published:
         return []
