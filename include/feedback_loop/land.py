@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import tempfile
 from dataclasses import dataclass
 from datetime import date
 
@@ -82,6 +83,10 @@ def connect():
 
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
+    # DuckDB takes 80% of the machine's memory by default: a large day's land held 12 GiB. Bounded, it
+    # spills sorts and joins to a per-process folder instead (docs/benchmark.md).
+    con.execute(f"SET memory_limit = '{os.environ.get('ACSR_DUCKDB_MEMORY_LIMIT', '1GB')}'")
+    con.execute(f"SET temp_directory = '{_q(os.path.join(tempfile.gettempdir(), f'acsr-duckdb-{os.getpid()}'))}'")
     if _lake_on_object_store():
         from .object_store import configure_duckdb
 
@@ -160,7 +165,7 @@ def _read_jsonl(con, src: Source, path: str, idx: int) -> None:
         f"""CREATE TEMP TABLE lines_{idx} AS
         SELECT line FROM read_csv('{_q(path)}', columns={{'line': 'VARCHAR'}}, header=false, delim='\\0',
             quote='', escape='', auto_detect=false, ignore_errors=true, store_rejects=true,
-            rejects_table='{rejects}', rejects_scan='scan_{idx}', strict_mode=false, max_line_size=67108864, hive_partitioning=false)"""
+            rejects_table='{rejects}', rejects_scan='scan_{idx}', strict_mode=false, max_line_size=67108864, buffer_size=134217728, hive_partitioning=false)"""
     )
     bad = _reject_records(con, rejects, idx, header_lines=0)
     con.execute(
@@ -193,7 +198,7 @@ def _read_csv(con, src: Source, path: str, idx: int) -> None:
     rel = (
         f"read_csv('{_q(path)}', header=true, auto_detect=false, columns={columns}, delim='{_q(delim)}', "
         "quote='\"', escape='\"', ignore_errors=true, store_rejects=true, "
-        f"rejects_table='{rejects}', rejects_scan='scan_{idx}', max_line_size=67108864, hive_partitioning=false)"
+        f"rejects_table='{rejects}', rejects_scan='scan_{idx}', max_line_size=67108864, buffer_size=134217728, hive_partitioning=false)"
     )
     con.execute(f"CREATE TEMP TABLE csv_{idx} AS SELECT to_json(t) AS j FROM {rel} t")
     bad = _reject_records(con, rejects, idx, header_lines=1)
@@ -356,24 +361,30 @@ def typed_select(src: Source) -> str:
     """SQL that turns `rows` (raw JSON text per record) into the contract's typed columns."""
     paths = ", ".join(f"'$.\"{f.name}\"'" for f in src.fields)
     core = ", ".join(f"'{f.name}'" for f in src.fields)
+    # Nested values are extracted once per row (every json_* call parses the whole record again).
+    nested = [f for f in src.fields if f.type not in _SCALAR_TYPES]
+    nested_col = (", json_extract(_j, [" + ", ".join(f"'$.\"{f.name}\"'" for f in nested) + "]) AS _n") if nested else ""
     typed, errors = [], []
     for i, f in enumerate(src.fields, start=1):
         text = f"_v[{i}]"
-        expr, bad = _typed(f, text)
+        value = f"_n[{nested.index(f) + 1}]" if f in nested else None
+        expr, bad = _typed(f, text, value)
         typed.append(f"{expr} AS \"{f.name}\"")
         errors.append(f"CASE WHEN {bad} THEN '{f.name}: {_type_note(f)}' END")
+    # A plain expression, not a scalar subquery: DuckDB decorrelated that into a join on the whole record
+    # text, which held every record in a hash table.
+    extra_keys = f"list_filter(json_keys(_j), lambda k: NOT list_contains([{core}], k))"
     return f"""
     WITH src AS (
-        SELECT *, json_extract_string(_j, [{paths}]) AS _v
+        SELECT *, json_extract_string(_j, [{paths}]) AS _v{nested_col}
         FROM (SELECT *, CASE WHEN _parse_error IS NULL THEN _raw END::JSON AS _j FROM rows)
     )
     SELECT row_number() OVER (ORDER BY _source_file, _line) AS _row_id,
            {", ".join(typed)},
            nullif(concat_ws('; ', {", ".join(errors)}), '') AS _type_errors,
-           (SELECT CASE WHEN len(ks) > 0 THEN to_json(map_from_entries(list_transform(ks,
+           CASE WHEN len({extra_keys}) > 0 THEN to_json(map_from_entries(list_transform({extra_keys},
                    lambda k: {{'key': k, 'value': json_extract(_j, '$."' || replace(k, '"', '\\"') || '"')}})))::VARCHAR
-               END FROM (SELECT list_filter(json_keys(_j), lambda k: NOT list_contains([{core}], k)) AS ks)
-           ) AS _extra,
+           END AS _extra,
            _parse_error,
            CASE WHEN _parse_error IS NOT NULL THEN left(_raw, {RAW_TEXT_LIMIT}) END AS _raw_text,
            _source_file, _line
@@ -381,8 +392,13 @@ def typed_select(src: Source) -> str:
     ORDER BY _row_id"""
 
 
-def _typed(f: contract.Field, text: str) -> tuple[str, str]:
-    """(typed expression, 'the value was given but does not fit' predicate) for one field."""
+_SCALAR_TYPES = (contract.STR, contract.INT, contract.BOOL, contract.DBL, contract.TS)
+
+
+def _typed(f: contract.Field, text: str, value: str | None = None) -> tuple[str, str]:
+    """(typed expression, 'the value was given but does not fit' predicate) for one field.
+
+    `text` is the field's value as text; `value`, for nested types, the field's JSON value."""
     t = f.type
     if t == contract.STR:
         return text, "false"
@@ -403,10 +419,11 @@ def _typed(f: contract.Field, text: str) -> tuple[str, str]:
         expr = f"CASE WHEN regexp_matches({text}, '{RFC3339_WITH_OFFSET}') THEN TRY_CAST({text} AS TIMESTAMPTZ) END"
         return expr, f"({text} IS NOT NULL AND ({expr}) IS NULL)"
     # Nested types: a JSON value, or (from CSV) a string holding JSON.
-    j = f"""(CASE WHEN json_type(_j, '$."{f.name}"') = 'VARCHAR'
+    value = value or f"""json_extract(_j, '$."{f.name}"')"""
+    j = f"""(CASE WHEN json_type({value}) = 'VARCHAR'
                    THEN CASE WHEN json_valid({text}) THEN {text}::JSON END
-              WHEN json_type(_j, '$."{f.name}"') = 'NULL' THEN NULL
-              ELSE json_extract(_j, '$."{f.name}"') END)"""
+              WHEN json_type({value}) = 'NULL' THEN NULL
+              ELSE {value} END)"""
     if t == contract.JSON:
         expr = f"CASE WHEN json_type({j}) = 'OBJECT' THEN {j} END"
     else:
