@@ -64,7 +64,7 @@ def test_openai_backend_uploads_creates_polls_and_records(ft, stub):
 def test_openai_preference_jobs_use_dpo_files(ft, stub):
     from feedback_loop.retrain import finetune
 
-    s, versions = ft
+    s, _ = ft
     record = finetune.run(s, _request(s, dataset="preference", backend="openai", base_model="succeed"),
                           backend=finetune.OpenAIBackend(stub.base_url, KEY))
     assert record["status"] == "succeeded"
@@ -125,7 +125,7 @@ def test_dry_run_shows_exactly_what_would_be_sent_and_sends_nothing(ft, stub):
     s, versions = ft
     record = finetune.run(s, _request(s, backend="dry_run", hyperparameters={"n_epochs": 3}))
     assert record["status"] == "dry_run" and record["job_id"] is None and stub.requests == []
-    upload, upload_val, create, poll = record["would_send"]
+    upload, _, create, poll = record["would_send"]
     assert upload["url"].endswith("/files") and upload["headers"]["Authorization"] == "Bearer ***"
     assert upload["multipart"]["purpose"] == "fine-tune"
     assert upload["multipart"]["file"]["sha256"] == record["files"][0]["sha256"]
@@ -152,7 +152,7 @@ def test_validation_refuses_a_file_its_consumer_would_reject(ft):
 def test_command_backend_runs_a_real_local_training(ft):
     from feedback_loop.retrain import finetune
 
-    s, versions = ft
+    s, _ = ft
     record = finetune.run(s, _request(s, backend="command", base_model="tiny-local", poll_seconds=0.2))
     assert record["status"] == "succeeded", record
     assert record["result_model"].startswith("local:tiny-local:acsr-")
@@ -187,7 +187,7 @@ def test_the_trigger_polls_a_command_job_until_it_ends(ft):
     rec = finetune.start(s, req, plan, finetune.CommandBackend(s))
     trigger = FineTuneJobTrigger(job_key=rec["job_key"], backend="command", job_id=rec["job_id"], lake=s.lake,
                                  poll_seconds=0.2, deadline=finetune.deadline_iso(0.05))
-    classpath, kwargs = trigger.serialize()
+    _, kwargs = trigger.serialize()
     assert "lake" in kwargs and not any("key" in k.lower() and k != "job_key" for k in kwargs)
 
     async def first_event():

@@ -34,7 +34,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from ..config import Settings
 from ..lake import Lake, is_remote, join
@@ -67,7 +67,7 @@ class FineTuneError(RuntimeError):
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 # ------------------------------------------------------------------------------------------------ request
@@ -511,7 +511,7 @@ def poll_until_done(backend, job_id: str, poll_seconds: float, timeout_hours: fl
 
 
 def deadline_iso(hours: float) -> str:
-    return (datetime.now(timezone.utc) + timedelta(hours=hours)).isoformat()
+    return (datetime.now(UTC) + timedelta(hours=hours)).isoformat()
 
 
 def run(settings: Settings, request: dict, *, backend=None, wait: bool = True) -> dict:

@@ -164,7 +164,7 @@ def evaluate(model, texts: list[str], truth: list[str]) -> dict:
     correct = pred == truth
     per = per_intent_f1(truth, pred)
     supported = [v["f1"] for v in per.values() if v["support"]]
-    return {"n": int(len(truth)), "accuracy": float(correct.mean()), "macro_f1": float(np.mean(supported)),
+    return {"n": len(truth), "accuracy": float(correct.mean()), "macro_f1": float(np.mean(supported)),
             "ece": expected_calibration_error(conf, correct), "mean_confidence": float(conf.mean()),
             "per_intent": per, "correct": correct.astype(int).tolist()}
 

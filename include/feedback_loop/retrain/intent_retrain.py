@@ -34,7 +34,7 @@ import os
 import re
 import uuid
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ..config import Settings
@@ -272,11 +272,19 @@ def assemble(settings: Settings, request: dict, *, dataset_version: str | None =
 
 
 def _reference_distribution(settings: Settings, window: dict) -> dict | None:
-    """The live intent distribution over the dataset's window: what the nightly drift check compares with."""
+    """The live intent distribution the nightly drift check compares with: over the dataset's window, or
+    for a model trained on the base set only, over the last `retrain_window_days` of traffic before it
+    went into service (None before any traffic: then the check falls back to the training labels)."""
+    from datetime import date, timedelta
+
     from .decide import live_intent_distribution
 
     if not window.get("end"):
-        return None
+        days = Lake(settings.lake).days("marts", "conversation_facts")
+        if not days:
+            return None
+        end = days[-1]
+        window = {"start": str(date.fromisoformat(end) - timedelta(days=settings.retrain_window_days - 1)), "end": end}
     dist = live_intent_distribution(settings, window["start"], window["end"])
     return dist if dist["n"] else None
 
@@ -406,7 +414,7 @@ def finalize(settings: Settings, evaluation: dict, registered: dict, run_id: str
             "train_file": assembly["files"]["train"], "label_distribution": assembly["label_distribution"],
             "reference_distribution": assembly.get("reference_distribution"),
             "gold": {k: ch["gold"][k] for k in ("accuracy", "macro_f1", "ece", "n")},
-            "promoted_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "promoted_by_run": run_id,
+            "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"), "promoted_by_run": run_id,
             "reasons": decision["reasons"], "previous_version": current and current.get("version"),
             "model_card": card_path,
         }
@@ -435,36 +443,37 @@ def model_card(version: str, assembly: dict, evaluation: dict, *, promoted: bool
     c = assembly["counts"]
     lines = [
         f"# {registry.INTENT_MODEL} v{version}", "",
-        "Classifies a customer's message into one of the bank's support intents (Banking77 labels plus any "
-        "label people assigned in production). Used by the support agent to route the conversation.", "",
+        ("Classifies a customer's message into one of the bank's support intents (Banking77 labels plus any "
+         "label people assigned in production). Used by the support agent to route the conversation."), "",
         f"- Training key: `{evaluation['training_key']}`",
         f"- Relabel dataset: `{assembly['dataset_version'] or 'none (base set only)'}`"
         + (f" (window {assembly['dataset_window']['start']} .. {assembly['dataset_window']['end']})"
            if assembly.get("dataset_window") else ""),
         f"- Base set: {assembly['base']['source']}, "
         + (f"{assembly['base']['per_intent']} per intent" if assembly["base"]["per_intent"] else "all examples"),
-        f"- Model: {MODEL_CONFIG['features']}; {MODEL_CONFIG['classifier']} (C={MODEL_CONFIG['C']}); "
-        f"{MODEL_CONFIG['calibration']}",
+        (f"- Model: {MODEL_CONFIG['features']}; {MODEL_CONFIG['classifier']} (C={MODEL_CONFIG['C']}); "
+         f"{MODEL_CONFIG['calibration']}"),
         f"- Decision: **{'promoted to champion' if promoted else 'not promoted; champion stays ' + str((previous or {}).get('version'))}**",
         *[f"  - {r}" for r in d["reasons"]], "",
         "## Training data", "",
-        f"{c['train']} examples by origin: {json.dumps(c['train_by_origin'])}. Weights: base 1.0, relabels as the "
-        "dataset assigns them (human override 1.0, escalation category 0.8, confirmed by outcome 0.5).",
-        f"Leak guards: {c.get('base_in_gold_removed', 0) + c.get('relabel_in_gold_removed', 0)} training texts also in "
-        f"the gold set removed; {c.get('base_replaced_by_relabel', 0)} base texts replaced by a person's relabel; "
-        f"{c.get('holdout_seen_in_training_removed', 0)} held-out relabels removed because their text is trained on.", "",
+        (f"{c['train']} examples by origin: {json.dumps(c['train_by_origin'])}. Weights: base 1.0, relabels as the "
+         "dataset assigns them (human override 1.0, escalation category 0.8, confirmed by outcome 0.5)."),
+        (f"Leak guards: {c.get('base_in_gold_removed', 0) + c.get('relabel_in_gold_removed', 0)} training texts also "
+         f"in the gold set removed; {c.get('base_replaced_by_relabel', 0)} base texts replaced by a person's relabel; "
+         f"{c.get('holdout_seen_in_training_removed', 0)} held-out relabels removed because their text is trained on."),
+        "",
         "## Evaluation (same sets for both models)", "",
-        f"Gold: Banking77 test, {c['gold']} examples, never trained on. Held out: {c['holdout']} recent relabels "
-        "(test split of the dataset; over-represents the champion's own mistakes, so it guards against a loss but "
-        "cannot prove a gain).", "",
+        (f"Gold: Banking77 test, {c['gold']} examples, never trained on. Held out: {c['holdout']} recent relabels "
+         "(test split of the dataset; over-represents the champion's own mistakes, so it guards against a loss but "
+         "cannot prove a gain)."), "",
         f"| metric | champion{' v' + str(evaluation['champion']['version']) if evaluation.get('champion') else ''} | challenger v{version} |",
         "| --- | ---: | ---: |",
         *[row(s, k) for s in ("gold", "holdout") for k in ("accuracy", "macro_f1", "ece")], "",
     ]
     if d.get("mcnemar"):
         t = d["mcnemar"]
-        lines += [f"Paired test on gold: {t['test']}: only the challenger right on {t['only_challenger_right']}, only "
-                  f"the champion right on {t['only_champion_right']}, p = {t['p_value']:.3g}.", ""]
+        lines += [(f"Paired test on gold: {t['test']}: only the challenger right on {t['only_challenger_right']}, "
+                   f"only the champion right on {t['only_champion_right']}, p = {t['p_value']:.3g}."), ""]
     if d.get("checks"):
         lines += ["| check | passed | detail |", "| --- | --- | --- |"]
         lines += [f"| {k} | {'yes' if v['passed'] else 'NO'} | "

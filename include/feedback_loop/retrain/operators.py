@@ -60,6 +60,7 @@ class FineTuneOperator(BaseOperator):
 
     def execute_complete(self, context, event=None):
         from airflow.sdk.exceptions import AirflowFailException
+
         from feedback_loop.retrain import finetune
 
         settings = self._settings()

@@ -90,10 +90,12 @@ def _flat(prefix: str, metrics: dict) -> dict:
 def find_version(settings: Settings, training_key: str) -> dict | None:
     """The registered version trained from exactly this training key (makes registration idempotent)."""
     with mlflow_for(settings) as mlflow:
+        from mlflow.exceptions import MlflowException
+
         client = mlflow.MlflowClient()
         try:
             found = client.search_model_versions(f"name = '{INTENT_MODEL}' and tags.training_key = '{training_key}'")
-        except Exception:  # the registered model does not exist yet
+        except MlflowException:  # the registered model does not exist yet
             return None
         if not found:
             return None
@@ -167,9 +169,11 @@ def promote(settings: Settings, version: str, pointer: dict) -> dict:
 def alias_version(settings: Settings, alias: str) -> str | None:
     """The version an alias points at in MLflow (None when unset)."""
     with mlflow_for(settings) as mlflow:
+        from mlflow.exceptions import MlflowException
+
         try:
             return str(mlflow.MlflowClient().get_model_version_by_alias(INTENT_MODEL, alias).version)
-        except Exception:
+        except MlflowException:  # no such model or alias yet
             return None
 
 
@@ -198,11 +202,10 @@ def log_finetune_job(settings: Settings, record: dict) -> str:
         params = {"dataset": record["dataset"], "dataset_version": record["dataset_version"],
                   "backend": record["backend"], "base_model": record.get("base_model") or "",
                   "training_file_sha256": (record.get("files") or [{}])[0].get("sha256", "")}
+        logged = client.get_run(run_id).data.params
         for k, v in params.items():
-            try:
+            if k not in logged:  # params are immutable: a re-log of the same job keeps the first values
                 client.log_param(run_id, k, str(v))
-            except Exception:  # params are immutable: a re-log of the same job keeps the first values
-                pass
         for k in ("trained_tokens", "cost_usd", "training_examples"):
             if record.get(k) is not None:
                 client.log_metric(run_id, k, float(record[k]))

@@ -9,7 +9,7 @@ triggerer, never serialised into the trigger row.
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
@@ -58,7 +58,7 @@ class FineTuneJobTrigger(BaseTrigger):
             if status in ("succeeded", "failed", "cancelled"):
                 yield TriggerEvent({"status": status, "job": job, "job_key": self.job_key})
                 return
-            if deadline and datetime.now(timezone.utc) >= deadline:
+            if deadline and datetime.now(UTC) >= deadline:
                 yield TriggerEvent({"status": "timed_out", "job": job, "job_key": self.job_key})
                 return
             self.log.info("job %s is %s; next poll in %ss", self.job_id, status, self.poll_seconds)

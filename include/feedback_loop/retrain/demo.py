@@ -1,0 +1,56 @@
+"""The retraining part of `make demo`: run both retraining DAGs once through Airflow (`dag.test()`), the
+fine-tuning one as a dry run, and summarise the nightly decisions, the registered classifier and the job."""
+
+from __future__ import annotations
+
+from ..config import Settings
+from ..lake import Lake
+
+
+def run_retraining_dags() -> dict[str, str]:
+    """dag.test() of the intent classifier DAG (bootstrap + challenger) and of the fine-tuning DAG (dry run)."""
+    from ..demo_runner import load_dag
+
+    states = {}
+    for dag_id, conf in (("acsr_retrain_intent_classifier", {"reason": "make demo"}),
+                         ("acsr_finetune_reasoning_model", {"backend": "dry_run", "dataset": "sft", "reason": "make demo"})):
+        run = load_dag(dag_id).test(run_conf=conf)
+        states[dag_id] = str(getattr(run, "state", run))
+        print(f"[demo] {dag_id}: {states[dag_id]}", flush=True)
+    return states
+
+
+def retraining_summary(settings: Settings, days: list[str]) -> str:
+    lake = Lake(settings.lake)
+    lines = ["[demo] retraining decision per night (marts/retrain_decisions, `acsr decide --date D`)"]
+    for d in days:
+        doc = lake.read_json("runs", f"dt={d}", "retrain_decision.json")
+        if not doc:
+            lines.append(f"  {d}  (no decision)")
+            continue
+        ic, rm = doc["intent_classifier"], doc["reasoning_model"]
+        lines.append(f"  {d}  intent classifier: {'RETRAIN' if ic['retrain'] else 'keep'} - {'; '.join(ic['reasons'])}")
+        lines.append(f"              reasoning model: {'FINE-TUNE' if rm['finetune'] else 'keep'} - {'; '.join(rm['reasons'])}")
+    from .registry import champion
+
+    ptr = champion(settings)
+    if ptr:
+        lines.append(f"[demo] intent classifier champion: acsr-intent-classifier v{ptr['version']} (MLflow alias "
+                     f"'champion', {ptr['model_uri']}), gold accuracy {ptr['gold']['accuracy']:.4f}, trained on "
+                     f"{ptr['dataset_version'] or 'the base set'}; {'; '.join(ptr['reasons'])}")
+        lines.append(f"  model card        {ptr['model_card']}")
+        lines.append(f"  MLflow store      {settings.mlflow_tracking_uri or 'sqlite:///' + settings.lake + '/mlflow/mlflow.db'}")
+    import glob
+    import json
+    import os
+
+    jobs = sorted(glob.glob(os.path.join(settings.lake, "finetune_jobs", "*.json")), key=os.path.getmtime)
+    if jobs:
+        with open(jobs[-1]) as fh:
+            job = json.load(fh)
+        create = next((r for r in job.get("would_send", []) if r.get("url", "").endswith("/fine_tuning/jobs")), None)
+        lines.append(f"[demo] fine-tuning job {job['job_key']}: {job['status']} ({job['training_examples']} training "
+                     f"examples of {job['dataset']} {job['dataset_version']}); would create: "
+                     f"{json.dumps(create['json'])[:300] if create else '-'}")
+        lines.append(f"  job record        {jobs[-1]}")
+    return "\n".join(lines)
