@@ -55,7 +55,8 @@ def render(dt: str, rows: list[dict], meta: dict) -> str:
     if not rows:
         out.append("<p>No gaps in this window.</p>")
     out.append("<h2>Ranked gaps</h2><table><tr><th>#</th><th>gap</th><th>kind</th><th>label</th>"
-               "<th>impact</th><th>conversations</th><th>customers</th><th>escalated</th><th>trend</th>"
+               "<th>impact</th><th>conversations</th><th>customers</th><th>escalated</th>"
+               "<th title='failing conversations against the previous window'>trend</th>"
                "<th>first seen</th></tr>")
     for r in open_rows:
         out.append(
@@ -132,7 +133,7 @@ def _num(v) -> str:
 
 
 def _trend(v) -> str:
-    return "new" if v is None else f"{v:+.0%}"
+    return "&ndash;" if v is None else f"{v:+.0%}"  # no previous window in the lake yet
 
 
 def page_path(lake: Lake, dt: str) -> str:

@@ -425,6 +425,8 @@ def find_gaps(con, p: GapParams, settings: Settings | None = None) -> tuple[list
     base_rate = failing_elsewhere / max(1.0, traffic_elsewhere)
     stats["base_failure_rate"] = round(base_rate, 4)
     for t, idx, text_cos, label_share, traffic, covering in topics:
+        if len(idx) < min_size:
+            continue  # a topic that handed its conversations to a missing-article gap is too small now
         row = _topic_gap(p, [sig[i] for i in idx], label_share, terms[t], published, text_cos, covering,
                          traffic, base_rate, int((prev_topic == t).sum()), bool(has_prev_window),
                          x[idx], cents[t])
