@@ -37,6 +37,10 @@ def main() -> int:
     days = [(start + timedelta(days=i)).isoformat() for i in range(args.days)]
     states = run_nightly_dag_for_days(days)
 
+    from feedback_loop.retrain.demo import retraining_summary, run_retraining_dags
+
+    states.update(run_retraining_dags())  # the classifier champion/challenger and a dry-run fine-tuning job
+
     from feedback_loop.lake import Lake
     from feedback_loop.report_text import summary_table
 
@@ -56,6 +60,7 @@ def main() -> int:
           f"README.md; `acsr datasets --start D1 --end D2`, docs/datasets.md)")
     print("\n[demo] run summary per day")
     print(summary_table(Lake(settings.lake), days))
+    print("\n" + retraining_summary(settings, days))
     failed = {d: s for d, s in states.items() if s != "success"}
     if failed:
         print(f"\n[demo] runs that did not succeed: {failed}")

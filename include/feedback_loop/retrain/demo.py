@@ -44,6 +44,14 @@ def retraining_summary(settings: Settings, days: list[str]) -> str:
     import json
     import os
 
+    outcomes = sorted(glob.glob(os.path.join(settings.lake, "retrain", "intent_classifier", "*", "outcome-v*.json")),
+                      key=os.path.getmtime)
+    if outcomes:
+        with open(outcomes[-1]) as fh:
+            last = json.load(fh)
+        lines.append(f"[demo] last challenger v{last['version']}: {'PROMOTED' if last['promoted'] else 'not promoted'} - "
+                     f"{'; '.join(last['reasons'])}")
+
     jobs = sorted(glob.glob(os.path.join(settings.lake, "finetune_jobs", "*.json")), key=os.path.getmtime)
     if jobs:
         with open(jobs[-1]) as fh:
