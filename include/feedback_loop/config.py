@@ -27,6 +27,9 @@ class Settings:
     landing: str = field(default_factory=lambda: _default("landing"))
     lake: str = field(default_factory=lambda: _default("lake"))
     warehouse: str = field(default_factory=lambda: _default("warehouse.duckdb"))
+    # How long publishing waits for another process's read-write connection to the warehouse file to close
+    # before it fails (read-only connections never block it; docs/reliability.md).
+    warehouse_lock_wait_seconds: float = 60.0
 
     # Data quality.
     lateness_hours: float = 48.0  # rows up to this much before the interval are accepted as late data

@@ -4,17 +4,32 @@ Layout: `<lake>/<layer>/<name>/dt=YYYY-MM-DD/part.parquet` for day-partitioned d
 documents (run summaries, manifests) under `<lake>/runs/...`. Every write goes to a temporary name in
 the same folder and is renamed into place, so a killed task never leaves a half-written partition
 visible and a re-run replaces the day. On object storage (s3://) a single PUT is atomic already.
+
+Temporary files are named `.tmp-<pid>@<host>@<random>`: readers never glob them (they read
+`dt=*/part.parquet`), and the next write into the same folder removes those whose process is gone
+(a task killed mid-write), so retries do not accumulate them. A write that fails (a full disk) raises
+`LakeWriteError` naming the target; nothing is published and the previous version stays in place.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import socket
+import time
 import uuid
 from datetime import date
 from pathlib import Path
 
 PART = "part.parquet"
+TMP_PREFIX = ".tmp-"
+_TMP_OWNER = re.compile(r"^\.tmp-(?P<pid>\d+)@(?P<host>[^@/]*)@[0-9a-f]{32}")
+STALE_TMP_SECONDS = 24 * 3600  # a temp file of another host (or of an older naming) is removed after this
+
+
+class LakeWriteError(OSError):
+    """A partition or document could not be written (disk full, permissions); the target is named."""
 
 
 def is_remote(root: str) -> bool:
@@ -100,11 +115,17 @@ def copy_atomic(con, query: str, target: str) -> str:
         return target
     folder = os.path.dirname(target)
     os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".tmp-{uuid.uuid4().hex}.parquet")
+    remove_stale_tmp(folder)
+    tmp = os.path.join(folder, f"{tmp_name()}.parquet")
     try:
         con.execute(f"COPY ({query}) TO '{tmp}' (FORMAT parquet, COMPRESSION zstd)")
         _fsync(tmp)
         os.replace(tmp, target)
+    except Exception as exc:
+        if _is_write_failure(exc):
+            raise LakeWriteError(f"{target}: could not write the partition ({exc}); nothing was published, "
+                                 "the previous version (if any) is unchanged") from exc
+        raise
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -118,16 +139,77 @@ def write_bytes_atomic(target: str, data: bytes) -> None:
             fh.write(data)
         return
     os.makedirs(os.path.dirname(target), exist_ok=True)
-    tmp = f"{os.path.dirname(target)}/.tmp-{uuid.uuid4().hex}"
+    remove_stale_tmp(os.path.dirname(target))
+    tmp = f"{os.path.dirname(target)}/{tmp_name()}"
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, target)
+    except OSError as exc:
+        raise LakeWriteError(f"{target}: could not write ({exc}); the previous version (if any) is unchanged") from exc
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def tmp_name() -> str:
+    """A temporary file name that says which process writes it: `.tmp-<pid>@<host>@<random>`."""
+    return f"{TMP_PREFIX}{os.getpid()}@{socket.gethostname()}@{uuid.uuid4().hex}"
+
+
+def remove_stale_tmp(folder: str) -> list[str]:
+    """Remove the temp files in `folder` that no running writer owns; returns their paths.
+
+    A temp file belongs to a live writer while its process runs on this host; one of a dead process (a
+    task killed mid-write) is removed at once. Files of other hosts, or without an owner in their name,
+    are removed only when older than STALE_TMP_SECONDS, so a concurrent writer elsewhere is never cut."""
+    removed = []
+    try:
+        names = [n for n in os.listdir(folder) if n.startswith(TMP_PREFIX)]
+    except FileNotFoundError:
+        return removed
+    host = socket.gethostname()
+    for name in names:
+        path = os.path.join(folder, name)
+        m = _TMP_OWNER.match(name)
+        try:
+            if not os.path.isfile(path):  # a writer's temp folder is its own business
+                continue
+            if m and m["host"] == host:
+                stale = not _alive(int(m["pid"]))
+            else:
+                stale = time.time() - os.path.getmtime(path) > STALE_TMP_SECONDS
+            if stale:
+                os.remove(path)
+                removed.append(path)
+        except FileNotFoundError:  # its writer renamed or removed it meanwhile
+            continue
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _is_write_failure(exc: Exception) -> bool:
+    """An OS-level write failure (ENOSPC, EDQUOT, EACCES, EROFS...) rather than a bug in the query."""
+    if isinstance(exc, OSError):
+        return True
+    try:
+        import duckdb
+    except ImportError:  # pragma: no cover - duckdb is a dependency
+        return False
+    return isinstance(exc, duckdb.IOException)
 
 
 def _fsync(path: str) -> None:

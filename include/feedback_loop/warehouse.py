@@ -9,11 +9,15 @@ lets several days run at once and lets tasks run on other workers.
 from __future__ import annotations
 
 import importlib
+import logging
 import os
-import uuid
+import re
+import time
 
 from .config import Settings
-from .lake import Lake, join
+from .lake import Lake, join, remove_stale_tmp, tmp_name
+
+log = logging.getLogger(__name__)
 
 # (view name, layer, dataset) for every day-partitioned dataset the warehouse exposes.
 LAYERS = ("raw", "staged", "quarantine", "marts")
@@ -73,14 +77,25 @@ def register_extra_views(fn):
     return fn
 
 
+class WarehouseLockedError(RuntimeError):
+    """Another process holds the warehouse file open for writing."""
+
+
 def publish(settings: Settings) -> dict:
-    """Rebuild the warehouse file's views and swap it in atomically."""
+    """Rebuild the warehouse file's views and swap it in atomically.
+
+    Readers that hold the file open read-only keep their old catalogue until they reconnect; nothing
+    waits for them. A process holding it read-write could be writing to it, and its write-ahead log would
+    not match the new file (every later connection would fail), so publishing waits for it to close, up to
+    `warehouse_lock_wait_seconds`, then fails naming the file and the process."""
     import duckdb
 
     target = settings.warehouse
     folder = os.path.dirname(os.path.abspath(target))
     os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".tmp-{uuid.uuid4().hex}.duckdb")
+    remove_stale_tmp(folder)
+    _wait_for_writers(target, settings.warehouse_lock_wait_seconds)
+    tmp = os.path.join(folder, f"{tmp_name()}.duckdb")
     try:
         con = duckdb.connect(tmp)
         con.execute("SET TimeZone = 'UTC'")
@@ -90,9 +105,47 @@ def publish(settings: Settings) -> dict:
             configure_duckdb(con)
         views = register_views(con, settings)
         con.close()
+        if os.path.exists(target + ".wal"):  # the log of the file being replaced (its writer is gone)
+            os.remove(target + ".wal")
         os.replace(tmp, target)
     finally:
         for p in (tmp, tmp + ".wal"):
             if os.path.exists(p):
                 os.remove(p)
     return {"warehouse": target, "views": views}
+
+
+def _wait_for_writers(target: str, wait_seconds: float) -> None:
+    """Return once no other process holds `target` open read-write; raise WarehouseLockedError after the wait.
+
+    A read-only open succeeds beside read-only holders and fails with a lock conflict beside a read-write
+    one, which is exactly the holder the swap must not run beside."""
+    import duckdb
+
+    if not os.path.exists(target):
+        return
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            duckdb.connect(target, read_only=True).close()
+            return
+        except duckdb.IOException as exc:
+            message = str(exc)
+            if "WAL" in message and "lock" not in message.lower():
+                # A log left beside an earlier file by a writer that died: it belongs to no database.
+                log.warning("removing %s.wal, which does not belong to %s: %s", target, target, message)
+                os.remove(target + ".wal")
+                continue
+            if "lock" not in message.lower():
+                raise
+            found = re.search(r"Conflicting lock is held in (.*?\(PID \d+\))", message)
+            holder = found.group(1) if found else "unknown process"
+            if time.monotonic() >= deadline:
+                raise WarehouseLockedError(
+                    f"{target}: another process holds the warehouse open for writing ({holder}) and did not "
+                    f"close it within {wait_seconds:g} s; the warehouse was not republished (the lake is "
+                    "complete). Close that connection, or open the warehouse read-only "
+                    "(duckdb -readonly / duckdb.connect(path, read_only=True)), then retry the task."
+                ) from exc
+            log.warning("%s is held open for writing by %s; waiting for it to close", target, holder)
+            time.sleep(max(0.0, min(2.0, deadline - time.monotonic())))
