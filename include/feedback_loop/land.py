@@ -140,8 +140,8 @@ def land_source(settings: Settings, source: str, dt: date | str) -> LandResult:
             _READERS[fmt](con, src, path, i)
         except LandingError:
             raise
-        except Exception as exc:  # DuckDB names the problem; we add the file
-            raise LandingError(f"{path}: cannot be read as {fmt}: {exc}") from exc
+        except Exception as exc:  # DuckDB names the problem; we add the file (and the line when we can)
+            raise LandingError(f"{path}: cannot be read as {fmt}{_locate(path, fmt, exc)}: {exc}") from exc
         n = con.execute("SELECT count(*) FROM rows").fetchone()[0] - before
         file_stats.append({"file": path, "format": fmt, "rows": n})
 
@@ -238,6 +238,33 @@ def _read_parquet(con, src: Source, path: str, idx: int) -> None:
 
 
 _READERS = {"jsonl": _read_jsonl, "csv": _read_csv, "parquet": _read_parquet}
+
+
+def _locate(path: str, fmt: str, exc: Exception) -> str:
+    """Where in the file DuckDB's CSV parser gave up, for the errors that do not say it themselves.
+
+    The strict parser rejects a whole file (rather than one record) for a carriage return that ends no
+    line, e.g. an LF followed by a CR; strict mode stays on because without it a record with too many
+    fields is silently cut short."""
+    if fmt != "csv" or "state machine reached an invalid state" not in str(exc):
+        return ""
+    import gzip
+    import re
+
+    quoted = False  # RFC 4180: '"' opens and closes quoted fields, '""' inside one toggles twice
+    opener = gzip.open if path.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as fh:
+            for number, line in enumerate(fh, start=1):
+                body = line[:-2] if line.endswith(b"\r\n") else line.rstrip(b"\n")
+                for m in re.finditer(rb'["\r]', body):
+                    if m.group() == b'"':
+                        quoted = not quoted
+                    elif not quoted:
+                        return f" (line {number}: a carriage return outside quotes that ends no line)"
+    except OSError:
+        pass
+    return ""
 
 
 def _check_columns(src: Source, path: str, cols: list[str]) -> None:
