@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -85,19 +87,27 @@ def settings_for(root: Path) -> Settings:
                     max_bad_row_share=1.0, reference_lookback_days=1, missing_source="fail")
 
 
+_ROOT = re.compile(r"/[^\s'\"]*?/(landing|lake|gx|warehouse\.duckdb)(?=[/'\"\s,\]}]|$)")
+
+
+def _normalise(text: str) -> str:
+    """Paths of any data folder read as <root>/...: states are copied between folders."""
+    return _ROOT.sub(lambda m: f"<root>/{m.group(1)}", text)
+
+
 def snapshot(root: Path) -> dict[str, str]:
     """Every visible output, normalised: partitions (their rows), JSON documents, the warehouse's views."""
     out = {}
     lake = Path(root) / "lake"
     for path in sorted(lake.rglob("part.parquet")):
         rows = duckdb.sql(f"SELECT * FROM read_parquet('{path}')").fetchall()
-        out[str(path.relative_to(root))] = repr(rows).replace(str(root), "<root>")
+        out[str(path.relative_to(root))] = _normalise(repr(rows))
     for path in sorted((lake / "runs").rglob("*.json")) if (lake / "runs").exists() else []:
         doc = json.loads(path.read_text())
         for src in doc.get("sources", {}).values() if isinstance(doc.get("sources"), dict) else []:
             src.get("suite", {}).pop("result_json", None)
         doc.get("suite", {}).pop("result_json", None)
-        out[str(path.relative_to(root))] = json.dumps(doc, sort_keys=True).replace(str(root), "<root>")
+        out[str(path.relative_to(root))] = _normalise(json.dumps(doc, sort_keys=True))
     warehouse = Path(root) / "warehouse.duckdb"
     if warehouse.exists():
         con = duckdb.connect(str(warehouse), read_only=True)
@@ -132,44 +142,61 @@ def assert_nothing_partial_is_visible(root: Path, reference: dict[str, str]) -> 
 
 @pytest.fixture(scope="module")
 def undisturbed(tmp_path_factory):
-    """Two days run one after the other without a fault: the reference every faulty run must end equal to."""
+    """Two days run one after the other without a fault, the second stage by stage with a copy of the data
+    folder before each stage: the reference every faulty run must end equal to, and its starting points."""
     root = tmp_path_factory.mktemp("undisturbed")
     settings = settings_for(root)
     for day in (PREV, DAY):
         write_fault_day(settings.landing, day)
-    for day in (PREV, DAY):
-        run_stages(settings, day, STAGES)
-    return root, snapshot(root)
+    run_stages(settings, PREV, STAGES)
+    states = {}
+    for stage in STAGES:
+        states[stage] = tmp_path_factory.mktemp(f"before-{stage}")
+        shutil.copytree(root, states[stage], dirs_exist_ok=True)
+        run_stages(settings, DAY, [stage])
+    return snapshot(root), states
 
 
-def _only(reference: dict[str, str], days: tuple[str, ...]) -> dict[str, str]:
-    """The reference restricted to the partitions and documents of `days` (the warehouse excluded)."""
-    return {k: v for k, v in reference.items() if any(f"dt={d}" in k for d in days)}
+def start_from(states: dict, stage: str, root: Path) -> Settings:
+    """The data folder as it was just before `stage` ran for DAY (PREV complete). The copied warehouse's
+    views would read the original folder: it is published again here when the stage needs one."""
+    shutil.copytree(states[stage], root, dirs_exist_ok=True)
+    settings = settings_for(root)
+    os.remove(settings.warehouse)
+    if stage == "publish":
+        nightly.publish_warehouse(settings)
+    return settings
+
+
+def assert_matches(root: Path, reference: dict[str, str], stages: list[str]) -> None:
+    """The outputs equal the reference's, and the stages' outputs are all there."""
+    got = snapshot(root)
+    assert got == {k: reference[k] for k in got if k in reference} and set(got) <= set(reference)
+    produced = {"land": f"lake/raw/surveys/dt={DAY}/part.parquet",
+                "validate": f"lake/runs/dt={DAY}/sources/kb_articles.json",
+                "model": f"lake/marts/case_history/dt={DAY}/part.parquet",
+                "summarize": f"lake/runs/dt={DAY}/summary.json", "publish": "warehouse.duckdb"}
+    assert {produced[s] for s in stages} <= set(got)
 
 
 KILLS = [
-    # (stages run before, stage killed, kill point): one per write of each stage, complete or half written.
-    ([], "land", "half_written:1"),  # raw/agent_events partition
-    ([], "land", "before_rename:2"),  # runs/.../land/agent_events.json
-    ([], "land", "before_rename:5"),  # raw/surveys partition
-    (["land"], "validate", "half_written:1"),  # quarantine/agent_events
-    (["land"], "validate", "before_rename:2"),  # staged/agent_events
-    (["land"], "validate", "half_written:6"),  # runs/.../sources/crm_cases.json
-    (["land", "validate"], "model", "half_written:1"),  # marts/conversation_facts
-    (["land", "validate"], "model", "before_rename:2"),  # marts/case_history
-    (["land", "validate", "model", "summarize"], "publish", "in_views:3"),  # warehouse temp file, 3 views made
-    (["land", "validate", "model", "summarize"], "publish", "before_rename:1"),  # warehouse temp file complete
+    # (stage killed, kill point): complete-but-unrenamed or half-written temp files of partitions and documents.
+    ("land", "half_written:1"),  # raw/agent_events partition
+    ("land", "before_rename:2"),  # runs/.../land/agent_events.json
+    ("validate", "half_written:1"),  # quarantine/agent_events
+    ("validate", "before_rename:2"),  # staged/agent_events
+    ("model", "half_written:1"),  # marts/conversation_facts
+    ("model", "before_rename:2"),  # marts/case_history
+    ("summarize", "half_written:1"),  # runs/.../summary.json
+    ("publish", "in_views:3"),  # the warehouse's temp file, 3 views made
+    ("publish", "before_rename:1"),  # the warehouse's temp file, complete
 ]
 
 
-@pytest.mark.parametrize("before,stage,kill", KILLS, ids=[f"{s}-{k}" for _, s, k in KILLS])
-def test_a_task_killed_mid_write_leaves_nothing_partial_and_its_retry_matches(tmp_path, undisturbed, before, stage, kill):
-    _, reference = undisturbed
-    settings = settings_for(tmp_path)
-    write_fault_day(settings.landing, PREV)
-    run_stages(settings, PREV, STAGES)  # an earlier day, complete: the day under test reads it
-    write_fault_day(settings.landing, DAY)
-    run_stages(settings, DAY, before)
+@pytest.mark.parametrize("stage,kill", KILLS, ids=[f"{s}-{k}" for s, k in KILLS])
+def test_a_task_killed_mid_write_leaves_nothing_partial_and_its_retry_matches(tmp_path, undisturbed, stage, kill):
+    reference, states = undisturbed
+    settings = start_from(states, stage, tmp_path)
     proc = child(tmp_path, DAY, [stage], kill)
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == -signal.SIGKILL, out  # it died at the injected point, not before or after
@@ -179,38 +206,36 @@ def test_a_task_killed_mid_write_leaves_nothing_partial_and_its_retry_matches(tm
     if kill.startswith("half_written"):  # the half-written bytes exist only under the temp name
         assert any(p.stat().st_size > 0 for p in temps)
 
-    run_stages(settings, DAY, STAGES[STAGES.index(stage):])  # the retry, then the rest of the day
-    assert snapshot(tmp_path) == reference
+    run_stages(settings, DAY, [stage])  # the retry
+    assert_matches(tmp_path, reference, STAGES[: STAGES.index(stage) + 1])
     assert leftovers(tmp_path) == [], "the retry removes the temp files of the dead writer"
 
 
 def test_a_rerun_killed_mid_write_keeps_the_previous_version(tmp_path, undisturbed):
     """A day re-run after its landing files changed: killed mid-write, the old partition stays in place."""
-    _, reference = undisturbed
-    settings = settings_for(tmp_path)
-    write_fault_day(settings.landing, DAY, n=3)  # the first export of the day
+    reference, states = undisturbed
+    settings = start_from(states, "land", tmp_path)
+    shutil.move(f"{settings.landing}/agent_events/dt={DAY}", tmp_path / "complete-export")
+    write_fault_day(str(tmp_path / "partial"), DAY, n=3)  # a first, partial export of the day
+    shutil.move(tmp_path / "partial" / "agent_events" / f"dt={DAY}", f"{settings.landing}/agent_events/dt={DAY}")
     run_stages(settings, DAY, ["land"])
     raw = f"{settings.lake}/raw/agent_events/dt={DAY}/part.parquet"
     first = duckdb.sql(f"SELECT * FROM '{raw}'").fetchall()
-    write_fault_day(settings.landing, PREV)
-    write_fault_day(settings.landing, DAY)  # the corrected, complete export
-    run_stages(settings, PREV, STAGES)
+    shutil.rmtree(f"{settings.landing}/agent_events/dt={DAY}")
+    shutil.move(tmp_path / "complete-export", f"{settings.landing}/agent_events/dt={DAY}")  # the corrected one
     proc = child(tmp_path, DAY, ["land"], "half_written:1")
     proc.communicate(timeout=600)
     assert proc.returncode == -signal.SIGKILL
-    assert duckdb.sql(f"SELECT * FROM '{raw}'").fetchall() == first  # old version intact, not a mix
-    run_stages(settings, DAY, STAGES)
-    assert snapshot(tmp_path) == reference
+    assert duckdb.sql(f"SELECT * FROM '{raw}'").fetchall() == first  # the old version intact, not a mix
+    run_stages(settings, DAY, ["land"])
+    assert_matches(tmp_path, reference, ["land"])
 
 
 def test_a_run_killed_at_a_random_moment_then_rerun_matches(tmp_path, undisturbed):
-    _, reference = undisturbed
+    reference, states = undisturbed
     seed = random.randrange(1 << 30)
-    delay = random.Random(seed).uniform(0.5, 6.0)
-    settings = settings_for(tmp_path)
-    for day in (PREV, DAY):
-        write_fault_day(settings.landing, day)
-    run_stages(settings, PREV, STAGES)
+    delay = random.Random(seed).uniform(0.5, 8.0)
+    settings = start_from(states, "land", tmp_path)
     proc = child(tmp_path, DAY, STAGES)
     time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
@@ -223,11 +248,8 @@ def test_a_run_killed_at_a_random_moment_then_rerun_matches(tmp_path, undisturbe
 
 
 def test_two_runs_of_the_same_day_at_once(tmp_path, undisturbed):
-    _, reference = undisturbed
-    settings = settings_for(tmp_path)
-    for day in (PREV, DAY):
-        write_fault_day(settings.landing, day)
-    run_stages(settings, PREV, STAGES)
+    reference, states = undisturbed
+    start_from(states, "land", tmp_path)
     procs = [child(tmp_path, DAY, STAGES) for _ in range(2)]
     outs = [p.communicate(timeout=900)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
@@ -236,7 +258,7 @@ def test_two_runs_of_the_same_day_at_once(tmp_path, undisturbed):
 
 
 def test_two_different_days_at_once(tmp_path, undisturbed):
-    _, reference = undisturbed
+    reference, _ = undisturbed
     settings = settings_for(tmp_path)
     for day in (PREV, DAY):
         write_fault_day(settings.landing, day)
@@ -265,10 +287,10 @@ def _holder(path: str, read_only: bool, write: bool = False) -> subprocess.Popen
 
 
 @pytest.fixture
-def published(tmp_path):
-    settings = replace(settings_for(tmp_path), warehouse_lock_wait_seconds=1.0)
-    write_fault_day(settings.landing, DAY)
-    run_stages(settings, DAY, STAGES)
+def published(tmp_path, undisturbed):
+    _, states = undisturbed
+    settings = replace(start_from(states, "publish", tmp_path), warehouse_lock_wait_seconds=1.0)
+    nightly.publish_warehouse(settings)
     return settings
 
 
@@ -276,10 +298,11 @@ def test_readers_holding_the_warehouse_do_not_block_publishing(published):
     settings = published
     holder = _holder(settings.warehouse, read_only=True)
     assert "staged_surveys" in holder.first_line
-    os.remove(f"{settings.lake}/marts/case_history/dt={DAY}/part.parquet")  # so the new file differs
+    shutil.rmtree(f"{settings.lake}/marts/case_history")  # so the new catalogue differs
     nightly.publish_warehouse(settings)
     con = duckdb.connect(settings.warehouse, read_only=True)
-    assert "case_history" not in {r[0] for r in con.execute("SELECT view_name FROM duckdb_views()").fetchall()}
+    views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+    assert "staged_surveys" in views and "case_history" not in views
     con.close()
     out, _ = holder.communicate("\n", timeout=60)  # the reader still queries its (old) catalogue
     assert holder.returncode == 0 and int(out.strip()) > 0
@@ -351,3 +374,25 @@ def test_a_full_disk_fails_naming_the_partition_and_publishes_nothing(small_lake
     assert message.startswith(f"{target}: could not write the partition") and "No space left on device" in message
     assert duckdb.sql(f"SELECT * FROM '{target}'").fetchall() == first  # the previous version is intact
     assert leftovers(Path(settings.lake)) == []  # the failed temp file is removed, the space is free again
+
+
+def test_only_temp_files_of_dead_writers_are_removed(tmp_path):
+    """The clean-up on the next write never cuts a live writer's temp file, here or on another host."""
+    from feedback_loop.lake import STALE_TMP_SECONDS, remove_stale_tmp, tmp_name
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    mine = tmp_path / f"{tmp_name()}.parquet"
+    theirs = tmp_path / tmp_name().replace(f".tmp-{os.getpid()}@", f".tmp-{dead}@")
+    other_host_fresh = tmp_path / ".tmp-1@elsewhere@0123456789abcdef0123456789abcdef"
+    other_host_old = tmp_path / ".tmp-2@elsewhere@fedcba9876543210fedcba9876543210"
+    unowned_old = tmp_path / ".tmp-0123456789abcdef0123456789abcdef.duckdb"
+    for path in (mine, theirs, other_host_fresh, other_host_old, unowned_old):
+        path.write_bytes(b"x")
+    old = time.time() - STALE_TMP_SECONDS - 60
+    for path in (other_host_old, unowned_old):
+        os.utime(path, (old, old))
+    (tmp_path / ".tmp-a-folder").mkdir()
+    removed = remove_stale_tmp(str(tmp_path))
+    assert sorted(removed) == sorted(str(p) for p in (theirs, other_host_old, unowned_old))
+    assert mine.exists() and other_host_fresh.exists() and (tmp_path / ".tmp-a-folder").is_dir()
