@@ -136,9 +136,15 @@ def test_hand_built_gaps_found_ranked_and_described(settings):
 
 
 def test_complete_kb_gives_no_missing_article(settings):
+    from feedback_loop.cli import app
+    from typer.testing import CliRunner
+
     build_lake(settings, START, 7, {})
-    out = detect_gaps(settings, "2026-03-07", window_days=7)
-    assert out["gaps_by_kind"]["missing_article"] == 0
+    result = CliRunner().invoke(app, ["gaps", "--date", "2026-03-07", "--window-days", "7"])
+    assert result.exit_code == 0, result.output
+    assert '"missing_article": 0' in result.output and "gaps.html" in result.output
+    out = json.loads(Path(settings.lake, "runs", "dt=2026-03-07", "gaps.json").read_text())
+    assert out["window_start"] == "2026-03-01" and out["gaps_by_kind"]["missing_article"] == 0
     assert not [r for r in gap_rows(settings, "2026-03-07") if r["kind"] == "missing_article"]
 
 
