@@ -353,7 +353,10 @@ def _check_encoding(path: str) -> None:
 
 
 def _head(path: str, n: int, line: bool = False) -> bytes:
-    """The first `n` bytes of a file (decompressed), or its first line when `line`."""
+    """The first `n` bytes of a file (decompressed), or its first line (up to `n` bytes) when `line`.
+
+    A file that cannot be decompressed gives b"" for the bytes (the reader names the problem later) and
+    raises for the line: a CSV's header must not look empty because its gzip was cut short."""
     import gzip
 
     try:
@@ -368,10 +371,17 @@ def _head(path: str, n: int, line: bool = False) -> bytes:
                 fh = stack.enter_context(open(path, "rb"))
             if not line:
                 return fh.read(n)
-            head = fh.read(n)  # not fh.readline(n): fsspec's remote files take no size argument
+            head = b""  # read in chunks, not fh.readline(n): fsspec's remote files take no size argument
+            while len(head) < n and b"\n" not in head:
+                chunk = fh.read(min(1 << 16, n - len(head)))
+                if not chunk:
+                    break
+                head += chunk
             end = head.find(b"\n")
             return head[: end + 1] if end >= 0 else head
-    except (OSError, EOFError):  # a broken gzip: the reader names the problem
+    except (OSError, EOFError):
+        if line:
+            raise
         return b""
 
 
