@@ -129,6 +129,10 @@ def _wait_for_writers(target: str, wait_seconds: float) -> None:
         try:
             duckdb.connect(target, read_only=True).close()
             return
+        except duckdb.ConnectionException as exc:  # this very process holds it read-write: no use waiting
+            raise WarehouseLockedError(
+                f"{target}: this process holds the warehouse open for writing ({exc}); close that connection "
+                "before publishing") from exc
         except duckdb.IOException as exc:
             message = str(exc)
             if "WAL" in message and "lock" not in message.lower():
