@@ -19,8 +19,8 @@ log = logging.getLogger(__name__)
 
 NIGHTLY = "acsr_nightly"
 RETRAIN_INTENT = "acsr_retrain_intent_classifier"
-TABLE_ROWS = 15
-CELL_CHARS = 160
+TABLE_ROWS = 10
+CELL_CHARS = 120
 
 # The run that produced a day's outputs: (dag_id, day) -> run_id or None. The plugin looks it up in
 # Airflow's metadata; tests pass a dict's get.
@@ -40,8 +40,19 @@ def report_section(lake: Lake) -> dict:
             "gaps_page": f"reports/dt={day}/gaps.html" if day in gaps_page else None}
 
 
+# The columns a person scans first, per mart (those that exist, in this order); other marts show their
+# first MAX_COLUMNS columns. The full rows are in the warehouse views of the same names.
+PREFERRED_COLUMNS = {
+    "kb_gaps": ("rank", "kind", "label", "status", "first_seen", "impact", "impact_score", "n_conversations",
+                "conversations", "failure_rate", "recommendation", "article_id", "gap_id"),
+    "action_queue": ("severity", "component", "route", "metric", "scope", "dimension", "value", "trigger",
+                     "threshold", "summary", "title", "first_raised_date", "action_id"),
+}
+MAX_COLUMNS = 9
+
+
 def mart_section(lake: Lake, name: str, con_factory: Callable) -> dict:
-    """The latest partition of a mart, its row count and its first rows (text cells shortened)."""
+    """The latest partition of a mart, its row count and its first rows (key columns, text shortened)."""
     day = _latest(lake.days("marts", name))
     if day is None:
         return {"status": "missing"}
@@ -49,12 +60,18 @@ def mart_section(lake: Lake, name: str, con_factory: Callable) -> dict:
     try:
         rel = f"read_parquet('{lake.partition_file('marts', name, day)}', hive_partitioning=false)"
         total = con.execute(f"SELECT count(*) FROM {rel}").fetchone()[0]
-        cur = con.execute(f"SELECT * FROM {rel} LIMIT {TABLE_ROWS}")
+        available = [d[0] for d in con.execute(f"SELECT * FROM {rel} LIMIT 0").description]
+        chosen = [c for c in PREFERRED_COLUMNS.get(name, ()) if c in available][:MAX_COLUMNS]
+        if len(chosen) < 3:
+            chosen = available[:MAX_COLUMNS]
+        cols = ", ".join('"' + c.replace('"', '""') + '"' for c in chosen)
+        cur = con.execute(f"SELECT {cols} FROM {rel} LIMIT {TABLE_ROWS}")
         columns = [d[0] for d in cur.description]
         rows = [[_cell(v) for v in r] for r in cur.fetchall()]
     finally:
         con.close()
-    return {"status": "ok", "dt": day, "rows_total": total, "columns": columns, "rows": rows}
+    return {"status": "ok", "dt": day, "rows_total": total, "columns": columns, "rows": rows,
+            "columns_total": len(available)}
 
 
 def _cell(value) -> str:
@@ -205,7 +222,9 @@ def render(sections: dict, lookup: RunLookup, prefix: str = "/flywheel") -> str:
         parts.append(f"<section id='{key}'><h2>{title}</h2>")
         if sec.get("status") == "ok":
             parts.append(f"<p class='meta'>Day {_e(sec['dt'])} · {sec['rows_total']} rows (first "
-                         f"{len(sec['rows'])} shown) · {_run_link(lookup, NIGHTLY, sec['dt'])}</p>")
+                         f"{len(sec['rows'])} shown, {len(sec['columns'])} of {sec['columns_total']} columns; "
+                         f"all in the warehouse view <code>{key}</code>) · "
+                         f"{_run_link(lookup, NIGHTLY, sec['dt'])}</p>")
             parts.append(_table(sec) if sec["rows"] else "<p class='missing'>No rows on that day.</p>")
         else:
             parts.append(_section_state(sec, title.lower(), stage))

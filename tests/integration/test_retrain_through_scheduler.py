@@ -42,7 +42,7 @@ def test_trigger_the_intent_classifier_retraining_with_a_conf(airflow_stack):
     models = sections["models"]
     assert models["status"] == "ok", models
     champion = models["aliases"]["champion"]
-    assert champion["version"] == str(pointer["version"])
+    assert str(champion["version"]) == str(pointer["version"])
     runs = {r["dag_run_id"] for r in stack.dag_runs(INTENT)}
     assert champion["airflow_run_id"] in runs  # the registry names the Airflow run that trained it
     _, page = stack.api("GET", "/flywheel/", raw=True)
