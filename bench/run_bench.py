@@ -142,7 +142,8 @@ def _bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.exists() else 0
 
 
-def run_scale(conversations: int, seed: int, stages: list[str], log: Path, keep: bool = False) -> dict:
+def run_scale(conversations: int, seed: int, stages: list[str], log: Path, keep: bool = False,
+              progress=None) -> dict:
     """The reference, then every stage of one day in order, each in a fresh process."""
     landing, gen = cached_day(conversations, seed, log)
     events_dir = landing / "agent_events" / f"dt={DAY}"
@@ -172,6 +173,9 @@ def run_scale(conversations: int, seed: int, stages: list[str], log: Path, keep:
             results[stage] = r
             print(f"  {stage:<10} {r['wall_s']:8.2f} s wall {r['cpu_s']:8.2f} s CPU {r['peak_rss_mib']:7.0f} MiB "
                   f"  {r['ratio']:6.2f}x reference ({r['cpu_ratio']}x in CPU)", flush=True)
+            if progress:  # a long run leaves its figures so far even if it is stopped
+                progress({"conversations_per_day": conversations, "events": events, "reference": ref,
+                          "stages": results, "partial": True})
         total_wall = sum(r["wall_s"] for r in results.values())
         total_cpu = sum(r["cpu_s"] for r in results.values())
         return {
@@ -318,10 +322,14 @@ def main(argv: list[str] | None = None) -> int:
     doc = {"started": stamp, "machine": {"cpus": os.cpu_count(), "load_avg_at_start": os.getloadavg()},
            "day": DAY, "runs": []}
     scales = [0.25, 0.5, 1.0, 2.0] if args.sweep else [1.0]
+    partial_file = args.out / f"{stamp}.partial.json"
+
+    def progress(run: dict) -> None:
+        partial_file.write_text(json.dumps(dict(doc, runs=[*doc["runs"], run]), indent=1, default=str))
     for factor in scales:
         n = max(1, round(base * factor))
         print(f"== {n:,} conversations/day ({factor}x) ==", flush=True)
-        run = run_scale(n, args.seed, stages, log, keep=args.keep)
+        run = run_scale(n, args.seed, stages, log, keep=args.keep, progress=progress)
         run["factor"] = factor
         run["load_avg_after"] = os.getloadavg()
         doc["runs"].append(run)
@@ -354,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(doc, indent=1, default=str)
     (args.out / f"{stamp}.json").write_text(text)
     (args.out / "latest.json").write_text(text)
+    partial_file.unlink(missing_ok=True)
     print(f"figures: {args.out / (stamp + '.json')} (and latest.json); log: {log}")
     return 0
 
