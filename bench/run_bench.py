@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -100,15 +100,13 @@ def measure(spec: dict, env: dict | None = None, log: Path | None = None) -> dic
     with tempfile.NamedTemporaryFile("w+", suffix=".json", delete=False) as fh:
         result_file = fh.name
     spec = dict(spec, result_file=result_file)
-    out = open(log, "ab") if log else subprocess.DEVNULL
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)],
-                            env=env or os.environ.copy(), stdout=out, stderr=out)
-    _, status, ru = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if log:
-        out.close()
+    with open(log or os.devnull, "ab") as out:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)],
+                                env=env or os.environ.copy(), stdout=out, stderr=out)
+        _, status, ru = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
     detail = {}
     try:
         detail = json.loads(Path(result_file).read_text() or "{}")
@@ -211,7 +209,8 @@ def dag_parse_times(log: Path) -> dict:
     env = os.environ.copy()
     env.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
     for path in sorted((ROOT / "dags").glob("*.py")):
-        p = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, cwd=ROOT, env=env)
+        p = subprocess.run([sys.executable, "-c", code, str(path)], check=False, capture_output=True, text=True,
+                           cwd=ROOT, env=env)
         line = (p.stdout.strip().splitlines() or ["{}"])[-1]
         try:
             out[path.name] = json.loads(line)
@@ -253,8 +252,9 @@ def task_overhead(log: Path) -> dict:
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db"})
     if not (home / ".migrated").exists():
-        subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True,
-                       stdout=subprocess.DEVNULL, stderr=open(log, "a"))
+        with open(log, "a") as err:
+            subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True,
+                           stdout=subprocess.DEVNULL, stderr=err)
         (home / ".migrated").write_text("ok")
     # One process: a warm-up dag.test() pays the one-off imports and DB connection, then each DAG is timed.
     code = (
@@ -270,7 +270,7 @@ def task_overhead(log: Path) -> dict:
         " 'cpu_s': round(time.process_time() - c, 3), 'state': str(run.state)}\n"
         "print(json.dumps(out))\n"
     )
-    p = subprocess.run([sys.executable, "-c", code, str(dags)], env=env, capture_output=True, text=True)
+    p = subprocess.run([sys.executable, "-c", code, str(dags)], env=env, check=False, capture_output=True, text=True)
     with open(log, "a") as fh:
         fh.write(p.stderr[-20000:])
     try:
@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown stage(s): {', '.join(sorted(unknown))}")
     args.out.mkdir(parents=True, exist_ok=True)
     (HERE / ".cache").mkdir(exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     log = HERE / ".cache" / f"bench-{stamp}.log"
     doc = {"started": stamp, "machine": {"cpus": os.cpu_count(), "load_avg_at_start": os.getloadavg()},
            "day": DAY, "runs": []}
