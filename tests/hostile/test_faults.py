@@ -184,7 +184,6 @@ KILLS = [
     ("land", "half_written:1"),  # raw/agent_events partition
     ("land", "before_rename:2"),  # runs/.../land/agent_events.json
     ("validate", "half_written:1"),  # quarantine/agent_events
-    ("validate", "before_rename:2"),  # staged/agent_events
     ("model", "half_written:1"),  # marts/conversation_facts
     ("model", "before_rename:2"),  # marts/case_history
     ("summarize", "half_written:1"),  # runs/.../summary.json

@@ -77,7 +77,7 @@ def _settings(root: str) -> Settings:
                     max_bad_row_share=1.0, reference_lookback_days=0)
 
 
-@settings(max_examples=40, **SETTINGS)
+@settings(max_examples=25, **SETTINGS)
 @given(days())
 def test_landing_keeps_one_row_per_record_with_its_problem(day):
     source, specs = day
@@ -97,8 +97,8 @@ def test_landing_keeps_one_row_per_record_with_its_problem(day):
                 assert r["_raw_text"] is not None or rec.kind == "invalid_utf8"
 
 
-@settings(max_examples=10, **SETTINGS)
-@given(days(max_records=6))
+@settings(max_examples=6, **SETTINGS)
+@given(days(max_records=8))
 def test_validation_stages_or_quarantines_every_record_with_its_reason(day):
     source, specs = day
     with tempfile.TemporaryDirectory() as root:
@@ -123,7 +123,7 @@ def _jsonl_lines(data: bytes) -> int:
 DAMAGE = st.sampled_from([b"\x00", b"\xff", b"\xc3", b"\r", b"\n", b'"', b"{", b"\t", b"\xef\xbb\xbf", b"\\"])
 
 
-@settings(max_examples=40, **SETTINGS)
+@settings(max_examples=25, **SETTINGS)
 @given(source=st.sampled_from(contract.SOURCE_NAMES), n=st.integers(1, 6), data=st.data())
 def test_damaged_bytes_fail_naming_the_file_or_keep_every_line(source, n, data):
     body = b"".join(json.dumps(good_row(source, i), ensure_ascii=False).encode() + b"\n" for i in range(n))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -28,11 +29,10 @@ TOKEN = "tok-acsr-9e8d7c6b5a41"
 SECRETS = (PASSWORD, API_KEY, TOKEN)
 
 PROBE = '''
-import logging, sys
+import logging
 from datetime import datetime, timezone
 from airflow.sdk import DAG, BaseHook, task
 from airflow.providers.standard.operators.bash import BashOperator
-from feedback_loop.demo_runner import mask_secrets_in_logs
 
 log = logging.getLogger("acsr.probe")
 with DAG("acsr_secret_probe", schedule=None, start_date=datetime(2026, 11, 1, tzinfo=timezone.utc)) as dag:
@@ -40,7 +40,7 @@ with DAG("acsr_secret_probe", schedule=None, start_date=datetime(2026, 11, 1, tz
     def use_the_connection():
         """What careless code would do: log every secret of the connection it uses."""
         from feedback_loop.retrain.finetune import openai_from_connection
-        conn = BaseHook.get_connection("acsr_ft_probe")
+        conn = BaseHook.get_connection("acsr_ft_leak")
         backend = openai_from_connection(conn)
         log.info("password=%s api_key=%s token=%s extra=%s", conn.password, conn.extra_dejson["api_key"],
                  conn.extra_dejson["token"], conn.extra)
@@ -48,12 +48,23 @@ with DAG("acsr_secret_probe", schedule=None, start_date=datetime(2026, 11, 1, tz
         return {"used": conn.conn_id}
 
     rendered = BashOperator(task_id="rendered_template", do_xcom_push=False,
-                            bash_command="echo {{ conn.acsr_ft_probe.password }} {{ conn.acsr_ft_probe.extra_dejson.api_key }}")
+                            bash_command="echo {{ conn.acsr_ft_leak.password }} {{ conn.acsr_ft_leak.extra_dejson.api_key }}")
     use_the_connection() >> rendered
+'''
 
-if __name__ == "__main__":  # the DAG bag imports this file too
-    mask_secrets_in_logs()
-    print("STATE", dag.test().state, flush=True)
+RUNNER = '''
+import os
+from airflow.dag_processing.dagbag import DagBag
+from feedback_loop.demo_runner import mask_secrets_in_logs
+
+mask_secrets_in_logs()
+dags = DagBag(os.environ["AIRFLOW__CORE__DAGS_FOLDER"]).dags
+print("STATE probe", dags["acsr_secret_probe"].test().state, flush=True)
+finetune = dags["acsr_finetune_reasoning_model"]
+finetune.deadline = None
+run = finetune.test(run_conf={"backend": "openai", "base_model": "succeed", "connection_id": "acsr_ft_leak",
+                              "poll_seconds": 1, "reason": "secrets test"})
+print("STATE finetune", run.state, flush=True)
 '''
 
 
@@ -75,28 +86,46 @@ def _db_rows(airflow_home: str, dag_id: str) -> list[str]:
 
 
 def _task_log_files(airflow_home: str) -> str:
-    out = []
-    for path in Path(airflow_home, "logs").rglob("*"):
-        if path.is_file():
-            out.append(path.read_text(errors="replace"))
-    return "\n".join(out)
+    return "\n".join(p.read_text(errors="replace") for p in Path(airflow_home, "logs").rglob("*") if p.is_file())
 
 
-def _run(script_args: list[str], env: dict, cwd: Path) -> str:
-    proc = subprocess.run([sys.executable, *script_args], env=env, cwd=cwd, capture_output=True, text=True,
-                          timeout=900, check=False)
-    return proc.stdout + proc.stderr
+@pytest.fixture(scope="module")
+def runs(airflow_db, tmp_path_factory):
+    """A probe DAG and the real fine-tuning DAG (against a local OpenAI-compatible stub), both through
+    dag.test() in one child process, with the key in the Airflow connection `acsr_ft_leak`."""
+    from feedback_loop.config import Settings
+    from openai_stub import OpenAIStub
+    from retrain_helpers import mlflow_db, write_chat_version
 
-
-def test_airflow_masks_a_connection_in_task_logs_and_rendered_templates(airflow_db, tmp_path):
-    dags = tmp_path / "dags"
+    root = tmp_path_factory.mktemp("secrets")
+    data = root / "data"
+    settings = Settings.load(landing=str(data / "landing"), lake=str(data / "lake"),
+                             warehouse=str(data / "warehouse.duckdb"))
+    write_chat_version(settings, "sft", "2026-11-25")
+    mlflow_db(settings, tmp_path_factory.getbasetemp() / "mlflow-template")
+    dags = root / "dags"
     dags.mkdir()
     (dags / "probe.py").write_text(PROBE)
-    env = private_airflow_env(airflow_db, tmp_path, dags_folder=str(dags), ACSR_DATA_DIR=str(tmp_path / "data"),
-                              AIRFLOW_CONN_ACSR_FT_PROBE=_connection("http://127.0.0.1:9"))
-    home = env["AIRFLOW_HOME"]
-    out = _run([str(dags / "probe.py")], env, tmp_path)
-    assert "STATE success" in out, out[-3000:]
+    shutil.copy(Path(__file__).resolve().parents[2] / "dags" / "acsr_finetune_reasoning_model.py", dags)
+    (root / "runner.py").write_text(RUNNER)
+    stub = OpenAIStub(key=PASSWORD)
+    try:
+        env = private_airflow_env(airflow_db, root, dags_folder=str(dags), ACSR_DATA_DIR=str(data),
+                                  AIRFLOW_CONN_ACSR_FT_LEAK=_connection(stub.base_url))
+        for var in ("ACSR_LANDING", "ACSR_LAKE", "ACSR_WAREHOUSE"):
+            env.pop(var, None)
+        proc = subprocess.run([sys.executable, "runner.py"], env=env, cwd=root, capture_output=True, text=True,
+                              timeout=900, check=False)
+        requests = list(stub.requests)
+    finally:
+        stub.close()
+    out = proc.stdout + proc.stderr
+    assert "STATE probe success" in out and "STATE finetune success" in out, out[-4000:]
+    return {"console": out, "home": env["AIRFLOW_HOME"], "data": data, "requests": requests}
+
+
+def test_airflow_masks_a_connection_in_task_logs_and_rendered_templates(runs):
+    out, home = runs["console"], runs["home"]
     assert "password=*** api_key=*** token=***" in out and "Bearer ***" in out  # logged, and masked
     assert "echo *** ***" in out  # the bash command as rendered and logged
     stored = _db_rows(home, "acsr_secret_probe")
@@ -105,48 +134,12 @@ def test_airflow_masks_a_connection_in_task_logs_and_rendered_templates(airflow_
     assert not leaked, f"secrets in logs or the metadata DB: {leaked}"
 
 
-FINETUNE = '''
-import json, os, sys
-from airflow.dag_processing.dagbag import DagBag
-from feedback_loop.demo_runner import mask_secrets_in_logs
-
-mask_secrets_in_logs()
-dag = DagBag(os.environ["AIRFLOW__CORE__DAGS_FOLDER"]).dags["acsr_finetune_reasoning_model"]
-dag.deadline = None
-run = dag.test(run_conf={"backend": "openai", "base_model": "succeed", "connection_id": "acsr_ft_leak",
-                         "poll_seconds": 1, "reason": "secrets test"})
-print("STATE", run.state, flush=True)
-'''
-
-
-def test_the_fine_tuning_dag_never_shows_its_api_key(airflow_db, tmp_path, tmp_path_factory):
-    """The real fine-tuning DAG against a local OpenAI-compatible stub, the key in an Airflow connection."""
-    from feedback_loop.config import Settings
-    from openai_stub import OpenAIStub
-    from retrain_helpers import mlflow_db, write_chat_version
-
-    data = tmp_path / "data"
-    settings = Settings.load(landing=str(data / "landing"), lake=str(data / "lake"),
-                             warehouse=str(data / "warehouse.duckdb"))
-    write_chat_version(settings, "sft", "2026-11-25")
-    mlflow_db(settings, tmp_path_factory.getbasetemp() / "mlflow-template")
-    stub = OpenAIStub(key=PASSWORD)
-    try:
-        (tmp_path / "finetune.py").write_text(FINETUNE)
-        env = private_airflow_env(airflow_db, tmp_path, ACSR_DATA_DIR=str(data),
-                                  AIRFLOW_CONN_ACSR_FT_LEAK=_connection(stub.base_url))
-        for var in ("ACSR_LANDING", "ACSR_LAKE", "ACSR_WAREHOUSE"):
-            env.pop(var, None)
-        out = _run(["finetune.py"], env, tmp_path)
-        requests = list(stub.requests)
-    finally:
-        stub.close()
-    assert "STATE success" in out, out[-3000:]
-    assert requests and all(r["auth"] == f"Bearer {PASSWORD}" for r in requests)  # the key was used
-    written = "\n".join(p.read_text(errors="replace") for p in data.rglob("*")
+def test_the_fine_tuning_dag_never_shows_its_api_key(runs):
+    assert runs["requests"] and all(r["auth"] == f"Bearer {PASSWORD}" for r in runs["requests"])  # it was used
+    written = "\n".join(p.read_text(errors="replace") for p in runs["data"].rglob("*")
                         if p.is_file() and p.suffix in (".json", ".jsonl", ".md", ".txt", ".yaml", ".html"))
-    home = env["AIRFLOW_HOME"]
-    places = {"console": out, "task log files": _task_log_files(home), "lake files": written,
+    home = runs["home"]
+    places = {"console": runs["console"], "task log files": _task_log_files(home), "lake files": written,
               "XCom and rendered templates": "\n".join(_db_rows(home, "acsr_finetune_reasoning_model"))}
     leaks = {where: [s for s in SECRETS if s in text] for where, text in places.items()}
     assert not any(leaks.values()), leaks
