@@ -122,7 +122,7 @@ def copy_atomic(con, query: str, target: str) -> str:
         _fsync(tmp)
         os.replace(tmp, target)
     except Exception as exc:
-        if _is_write_failure(exc):
+        if _is_write_failure(exc, tmp):
             raise LakeWriteError(f"{target}: could not write the partition ({exc}); nothing was published, "
                                  "the previous version (if any) is unchanged") from exc
         raise
@@ -201,15 +201,16 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _is_write_failure(exc: Exception) -> bool:
-    """An OS-level write failure (ENOSPC, EDQUOT, EACCES, EROFS...) rather than a bug in the query."""
+def _is_write_failure(exc: Exception, tmp: str) -> bool:
+    """A failure to write the temp file or rename it (ENOSPC, EDQUOT, EACCES, EROFS...), not a failure to
+    read the query's inputs (DuckDB raises IOException for both; only a write names the temp file)."""
     if isinstance(exc, OSError):
         return True
     try:
         import duckdb
     except ImportError:  # pragma: no cover - duckdb is a dependency
         return False
-    return isinstance(exc, duckdb.IOException)
+    return isinstance(exc, duckdb.IOException) and os.path.basename(tmp) in str(exc)
 
 
 def _fsync(path: str) -> None:
