@@ -210,7 +210,7 @@ def compare(champion: dict | None, challenger: dict, policy: dict) -> dict:
     ece_increase = gold_ch["ece"] - gold_cp["ece"]
     checks = {
         "margin": {"passed": gain >= policy["margin"], "gain": round(gain, 4), "required": policy["margin"]},
-        "significance": {"passed": test["p_value"] < policy["alpha"], "p_value": round(test["p_value"], 6),
+        "significance": {"passed": test["p_value"] < policy["alpha"], "p_value": float(f"{test['p_value']:.3g}"),
                          "alpha": policy["alpha"]},
         "protected_intents": {"passed": not protected_bad, "limit": policy["max_intent_regression"],
                               "regressed": [w["intent"] for w in protected_bad]},
@@ -225,7 +225,7 @@ def compare(champion: dict | None, challenger: dict, policy: dict) -> dict:
         checks["holdout_not_worse"] = {"passed": back["p_value"] >= policy["alpha"],
                                        "challenger_accuracy": round(hold_ch["accuracy"], 4),
                                        "champion_accuracy": round(hold_cp["accuracy"], 4),
-                                       "p_value_champion_better": round(back["p_value"], 6)}
+                                       "p_value_champion_better": float(f"{back['p_value']:.3g}")}
     failed = [k for k, v in checks.items() if not v["passed"]]
     reasons = []
     if policy.get("mode") == "never":
