@@ -6,8 +6,15 @@ import json
 
 import duckdb
 import pytest
-from retrain_helpers import (days, write_action_queue, write_champion, write_chat_version, write_facts,
-                             write_overrides, write_relabel_version)
+from retrain_helpers import (
+    days,
+    write_action_queue,
+    write_champion,
+    write_chat_version,
+    write_facts,
+    write_overrides,
+    write_relabel_version,
+)
 
 DT = "2026-11-25"
 INTENTS = {"card_arrival": 100, "top_up_failed": 100, "exchange_rate": 100, "lost_or_stolen_card": 100}

@@ -153,7 +153,8 @@ def test_champion_challenger_through_the_registry(retrain_settings):
 
 
 def test_the_champion_model_classifies_for_the_sample_agent(retrain_settings):
-    from feedback_loop.retrain import intent_model, intent_retrain as ir, registry
+    from feedback_loop.retrain import intent_model, registry
+    from feedback_loop.retrain import intent_retrain as ir
 
     s = retrain_settings
     ir.ensure_champion(s, ir.resolve_request(s, {}))
