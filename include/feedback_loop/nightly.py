@@ -55,7 +55,7 @@ def earlier_days_pending(settings: Settings, dt: str) -> list[str]:
     pending = []
     for i in range(lookback, 0, -1):
         earlier = (day - timedelta(days=i)).isoformat()
-        if earlier in done:
+        if earlier in done or day_failed(lake, earlier):
             continue
         for source in contract.SOURCE_NAMES:
             fs, path = _fs(landing_dir(settings, source, earlier))
@@ -65,10 +65,26 @@ def earlier_days_pending(settings: Settings, dt: str) -> list[str]:
     return pending
 
 
-def land(settings: Settings, source: str, dt: str) -> dict:
-    from .land import land_source
+def day_failed(lake: Lake, dt: str) -> bool:
+    """A day whose land or validate step failed (it will not be summarized until someone re-runs it):
+    later days go on without it rather than waiting for a run that is not coming."""
+    for step in ("land", "sources"):
+        for source in contract.SOURCE_NAMES:
+            doc = lake.read_json("runs", f"dt={dt}", step, f"{source}.json")
+            if doc and doc.get("status") == "failed":
+                return True
+    return False
 
-    result = land_source(settings, source, dt).as_dict()
+
+def land(settings: Settings, source: str, dt: str) -> dict:
+    from .land import LandingError, land_source
+
+    try:
+        result = land_source(settings, source, dt).as_dict()
+    except LandingError as exc:  # recorded, so the day counts as settled (failed) for later days
+        Lake(settings.lake).write_json({"source": source, "dt": dt, "status": "failed", "error": str(exc)},
+                                       "runs", f"dt={dt}", "land", f"{source}.json")
+        raise
     log.info("landed %s %s: %s rows from %s files", source, dt, result["rows_read"], len(result["files"]))
     Lake(settings.lake).write_json(result, "runs", f"dt={dt}", "land", f"{source}.json")
     return {k: result[k] for k in ("source", "dt", "rows_read", "parse_errors", "missing_folder")}
