@@ -10,6 +10,16 @@ from pathlib import Path
 # new file on every run by design, so they are left out of the comparison.
 VOLATILE_KEYS = {"result_json"}
 
+# Outputs that depend on the loop's state at the time of the run rather than on the day's data: the
+# nightly retraining decision reads the latest relabel dataset version and the current champion, so
+# re-running an earlier day after later days gives another decision (see the issue 7 notes). They are
+# checked to exist, not to be identical.
+STATE_DEPENDENT = ("marts/retrain_decisions/", "/retrain_decision.json")
+
+
+def state_dependent(path: str) -> bool:
+    return any(marker in path for marker in STATE_DEPENDENT)
+
 
 def _strip(doc):
     if isinstance(doc, dict):
