@@ -21,11 +21,18 @@ def state_dependent(path: str) -> bool:
     return any(marker in path for marker in STATE_DEPENDENT)
 
 
-def _strip(doc):
+# What one attempt did, per run document: the dataset stage notes whether this attempt published a version
+# or found the same content-addressed version published already ("unchanged", 0 new examples). The version
+# ids, paths and example counts are still compared.
+ATTEMPT_KEYS = {"datasets.json": {"status", "reason", "new_examples", "supersedes"}}
+
+
+def _strip(doc, drop=frozenset()):
+    drop = VOLATILE_KEYS | drop
     if isinstance(doc, dict):
-        return {k: _strip(v) for k, v in doc.items() if k not in VOLATILE_KEYS}
+        return {k: _strip(v, drop) for k, v in doc.items() if k not in drop}
     if isinstance(doc, list):
-        return [_strip(v) for v in doc]
+        return [_strip(v, drop) for v in doc]
     return doc
 
 
@@ -50,7 +57,7 @@ def day_outputs(lake: Path, day: str) -> dict[str, object]:
         if path.suffix == ".parquet":
             out[rel] = parquet_digest(con, path)
         elif path.suffix == ".json":
-            out[rel] = _strip(json.loads(path.read_text()))
+            out[rel] = _strip(json.loads(path.read_text()), frozenset(ATTEMPT_KEYS.get(path.name, ())))
     con.close()
     return out
 
