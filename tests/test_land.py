@@ -7,7 +7,6 @@ import json
 
 import duckdb
 import pytest
-
 from feedback_loop import contract
 from feedback_loop.land import LandingError, land_source
 
@@ -182,7 +181,7 @@ def test_published_json_schemas_match_the_contract():
     folder = Path(__file__).resolve().parents[1] / "docs" / "contract"
     for src in contract.SOURCES.values():
         published = json.loads((folder / f"{src.name}.schema.json").read_text())
-        assert published == contract.json_schema(src), f"re-export with: python -m feedback_loop contract"
+        assert published == contract.json_schema(src), "re-export with: python -m feedback_loop contract"
 
 
 def test_json_schema_accepts_a_contract_row_and_rejects_a_bad_one():

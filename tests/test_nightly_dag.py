@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import os
 from datetime import date
+from pathlib import Path
 
 import duckdb
 import pytest
-
 from feedback_loop.config import Settings
 
 DAYS = ["2026-11-18", "2026-11-19", "2026-11-20"]
@@ -63,7 +63,7 @@ def test_every_day_succeeds_and_accounts_for_every_row(nightly_runs):
     settings, truth, states = nightly_runs
     assert states == {d: "success" for d in DAYS}
     for d in DAYS:
-        summary = json.load(open(f"{settings.lake}/runs/dt={d}/summary.json"))
+        summary = json.loads(Path(f"{settings.lake}/runs/dt={d}/summary.json").read_text())
         assert summary["status"] == "ok"
         for name, s in summary["sources"].items():
             assert s["rows_read"] == s["rows_staged"] + s["rows_quarantined"], (d, name)
@@ -124,7 +124,7 @@ def test_data_docs_are_built(nightly_runs):
     from feedback_loop.quality import gx_root
 
     index = [os.path.join(r, f) for r, _, fs in os.walk(gx_root(settings)) for f in fs if f == "index.html"]
-    assert index and "agent_events" in open(index[0]).read()
+    assert index and "agent_events" in Path(index[0]).read_text()
 
 
 def test_a_second_run_of_a_day_leaves_identical_outputs(nightly_runs):
@@ -141,7 +141,7 @@ def test_a_second_run_of_a_day_leaves_identical_outputs(nightly_runs):
                 path = f"{base}/{name}/dt={day}/part.parquet"
                 if os.path.exists(path):
                     out[path] = duckdb.sql(f"SELECT * FROM '{path}'").fetchall()
-        s = json.load(open(f"{settings.lake}/runs/dt={day}/summary.json"))
+        s = json.loads(Path(f"{settings.lake}/runs/dt={day}/summary.json").read_text())
         for src in s["sources"].values():
             src["suite"].pop("result_json", None)
         return out, s

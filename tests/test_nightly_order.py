@@ -5,10 +5,9 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from feedback_loop import nightly
-from feedback_loop.land import LandingError
 from feedback_loop.lake import Lake
+from feedback_loop.land import LandingError
 
 
 def _landing(settings, day, source="surveys"):

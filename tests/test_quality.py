@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import replace
+from pathlib import Path
 
 import duckdb
 import pytest
-
 from feedback_loop import nightly
 from feedback_loop.quality import DataQualityError
 
@@ -20,8 +20,7 @@ def _jsonl(settings, source, rows, day=DAY, name="part.jsonl"):
     folder = f"{settings.landing}/{source}/dt={day}"
     os.makedirs(folder, exist_ok=True)
     with open(f"{folder}/{name}", "w") as fh:
-        for r in rows:
-            fh.write((r if isinstance(r, str) else json.dumps(r)) + "\n")
+        fh.writelines((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows)
 
 
 def _ev(i, conv="c1", etype="customer_message", **kw):
@@ -169,10 +168,10 @@ def test_rerunning_a_day_gives_identical_outputs(day_with_every_problem):
         return out
 
     first = snapshot()
-    summary1 = json.load(open(f"{settings.lake}/runs/dt={DAY}/summary.json"))
+    summary1 = json.loads(Path(f"{settings.lake}/runs/dt={DAY}/summary.json").read_text())
     nightly.run_day(settings, DAY, data_docs=False)
     assert snapshot() == first
-    summary2 = json.load(open(f"{settings.lake}/runs/dt={DAY}/summary.json"))
+    summary2 = json.loads(Path(f"{settings.lake}/runs/dt={DAY}/summary.json").read_text())
     for s in (summary1, summary2):
         for src in s["sources"].values():
             src["suite"].pop("result_json", None)

@@ -21,7 +21,6 @@ import json
 import logging
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -30,7 +29,7 @@ from .config import Settings
 app = typer.Typer(help="ACSR feedback loop: the nightly stages on the command line.", no_args_is_help=True)
 
 
-def _days(day: Optional[str], start: Optional[str], end: Optional[str]) -> list[str]:
+def _days(day: str | None, start: str | None, end: str | None) -> list[str]:
     from .nightly import days_between
 
     if day:
@@ -183,7 +182,7 @@ def warehouse():
 
 
 @app.command()
-def contract(out: Path = typer.Argument(Path("docs/contract"), help="folder for the JSON Schema files")):
+def contract(out: Path = typer.Argument(Path("docs/contract"), help="folder for the JSON Schema files")):  # noqa: B008 (Typer idiom)
     """Export the input contract as JSON Schema, one file per source."""
     from . import contract as c
 
@@ -194,7 +193,7 @@ def contract(out: Path = typer.Argument(Path("docs/contract"), help="folder for 
 
 
 # Retraining (feedback_loop.retrain.commands): the functions the retraining DAGs call, in this process.
-from .retrain import commands as _retrain  # noqa: E402 - typer only; the heavy imports are inside
+from .retrain import commands as _retrain
 
 app.command("decide")(_retrain.decide)
 app.command("retrain-intent")(_retrain.retrain_intent)

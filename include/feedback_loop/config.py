@@ -101,7 +101,7 @@ class Settings:
     extra: dict = field(default_factory=dict)
 
     @classmethod
-    def load(cls, **overrides) -> "Settings":
+    def load(cls, **overrides) -> Settings:
         """Build the settings from defaults, Airflow Variables, the environment and `overrides`."""
         values: dict = {}
         for f in dataclasses.fields(cls):
@@ -137,5 +137,5 @@ def _airflow_variable(key: str):
         from airflow.sdk import Variable
 
         return Variable.get(key, default=None)
-    except Exception:  # no Variable backend reachable: fall back to env and defaults
+    except Exception:  # noqa: BLE001 - no Variable backend reachable: fall back to env and defaults
         return None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 def load_dag(dag_id: str = "acsr_nightly"):
@@ -42,7 +42,7 @@ def run_nightly_dag_for_days(days: list[str], dag_id: str = "acsr_nightly") -> d
     dag.deadline = None
     states = {}
     for d in days:
-        logical = datetime.fromisoformat(d).replace(tzinfo=timezone.utc)
+        logical = datetime.fromisoformat(d).replace(tzinfo=UTC)
         run = dag.test(logical_date=logical, run_conf={"date": d})
         states[d] = str(getattr(run, "state", run))
         print(f"[demo] {dag_id} {d}: {states[d]}", flush=True)

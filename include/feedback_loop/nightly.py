@@ -7,7 +7,7 @@ fine-tuning datasets -> publish the warehouse.
 from __future__ import annotations
 
 import logging
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 from . import contract
 from .config import Settings
@@ -31,7 +31,7 @@ def partition_day(conf_date: str | None = None, partition_key: str | None = None
     for candidate in (conf_date, partition_key):
         if candidate:
             return date.fromisoformat(str(candidate)[:10]).isoformat()
-    moment = logical_date or run_after or datetime.now(timezone.utc)
+    moment = logical_date or run_after or datetime.now(UTC)
     return (moment.date() - timedelta(days=1)).isoformat()
 
 

@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 from . import contract
 from .config import Settings
@@ -88,8 +88,8 @@ def _computed_checks(src: Source) -> list[tuple[str, str, str]]:
         out.append(("_scale_problem", "score_outside_scale", "csat scores are 1-5 and ces scores 1-7"))
     if src.name == "overrides":
         out.append(("_triad_missing", "incomplete_triad",
-                    "a corrected override has the agent's decision and confidence, the human's decision and "
-                    "rationale, and a policy clause or evidence"))
+                    ("a corrected override has the agent's decision and confidence, the human's decision and "
+                    "rationale, and a policy clause or evidence")))
     return out
 
 
@@ -104,7 +104,7 @@ def _dup_key(src: Source) -> str:
 
 def interval(dt: date | str) -> tuple[datetime, datetime]:
     d = date.fromisoformat(str(dt))
-    start = datetime(d.year, d.month, d.day, tzinfo=timezone.utc)
+    start = datetime(d.year, d.month, d.day, tzinfo=UTC)
     return start, start + timedelta(days=1)
 
 
@@ -115,9 +115,9 @@ def candidate_sql(settings: Settings, src: Source, dt: str, lake: Lake) -> str:
     late = end + timedelta(minutes=settings.future_skew_minutes)
     t = f'"{src.time_column}"'
     cols = [
-        f"CASE WHEN row_number() OVER (PARTITION BY {_dup_key(src)} ORDER BY _row_id) > 1 "
+        (f"CASE WHEN row_number() OVER (PARTITION BY {_dup_key(src)} ORDER BY _row_id) > 1 "
         f"THEN 'duplicate of row ' || first(_row_id) OVER (PARTITION BY {_dup_key(src)} ORDER BY _row_id) END "
-        "AS _duplicate_of",
+        "AS _duplicate_of"),
         f"CASE WHEN {t} >= TIMESTAMPTZ '{late.isoformat()}' THEN 'after the interval (future)' "
         + ("" if src.snapshot else f"WHEN {t} < TIMESTAMPTZ '{early.isoformat()}' THEN 'before the interval beyond the lateness allowance' ")
         + "END AS _time_problem",
@@ -232,7 +232,7 @@ def validate_source(settings: Settings, source: str, dt: date | str) -> dict:
         if failures:
             import pandas as pd
 
-            frame = pd.DataFrame(failures, columns=["_row_id", "_rank", "reason"])
+            frame = pd.DataFrame(failures, columns=["_row_id", "_rank", "reason"])  # noqa: F841 (read by name in SQL)
             con.execute("INSERT INTO failures SELECT * FROM frame")
         con.execute(
             """CREATE TABLE reasons AS SELECT _row_id, list(reason ORDER BY _rank) AS quarantine_reasons
