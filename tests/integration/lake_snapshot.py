@@ -21,18 +21,23 @@ def state_dependent(path: str) -> bool:
     return any(marker in path for marker in STATE_DEPENDENT)
 
 
-# What one attempt did, per run document: the dataset stage notes whether this attempt published a version
-# or found the same content-addressed version published already ("unchanged", 0 new examples). The version
-# ids, paths and example counts are still compared.
-ATTEMPT_KEYS = {"datasets.json": {"status", "reason", "new_examples", "supersedes"}}
+# What one attempt did: the dataset stage's run note says whether this attempt published a version or
+# found the same content-addressed version published already (another status, reason, set of keys). What
+# the day produced is compared: each dataset's version id, example count and window.
+def _dataset_outputs(doc: dict) -> dict:
+    return {"window": doc.get("window"),
+            "datasets": {name: {k: d.get(k) for k in ("version", "examples", "window_end")}
+                         for name, d in (doc.get("datasets") or {}).items()}}
 
 
-def _strip(doc, drop=frozenset()):
-    drop = VOLATILE_KEYS | drop
+NORMALISE = {"datasets.json": _dataset_outputs}
+
+
+def _strip(doc):
     if isinstance(doc, dict):
-        return {k: _strip(v, drop) for k, v in doc.items() if k not in drop}
+        return {k: _strip(v) for k, v in doc.items() if k not in VOLATILE_KEYS}
     if isinstance(doc, list):
-        return [_strip(v, drop) for v in doc]
+        return [_strip(v) for v in doc]
     return doc
 
 
@@ -57,7 +62,7 @@ def day_outputs(lake: Path, day: str) -> dict[str, object]:
         if path.suffix == ".parquet":
             out[rel] = parquet_digest(con, path)
         elif path.suffix == ".json":
-            out[rel] = _strip(json.loads(path.read_text()), frozenset(ATTEMPT_KEYS.get(path.name, ())))
+            out[rel] = _strip(NORMALISE.get(path.name, lambda d: d)(json.loads(path.read_text())))
     con.close()
     return out
 
