@@ -74,14 +74,16 @@ class WebhookReceiver:
         self.server.server_close()
 
 
-def yesterday() -> date:
-    return datetime.now(UTC).date() - timedelta(days=1)
+def latest_scheduled_day() -> date:
+    """The day of the latest scheduled interval: the nightly runs at 02:00 UTC for the day before, so
+    between midnight and 02:00 the latest run is still the one for the day before yesterday."""
+    return (datetime.now(UTC) - timedelta(hours=2)).date() - timedelta(days=1)
 
 
 @pytest.fixture(scope="session")
 def days() -> dict:
     """The days the suite works on: the latest scheduled interval's day and the backfill range."""
-    latest = yesterday()
+    latest = latest_scheduled_day()
     return {
         "latest": latest.isoformat(),
         "backfill": [(latest - timedelta(days=i)).isoformat() for i in (2, 1, 0)],

@@ -9,7 +9,7 @@ from datetime import date
 
 import pytest
 from airflow_stack import AIRFLOW, AirflowStack, Processes
-from conftest import CONVERSATIONS_PER_DAY, yesterday
+from conftest import CONVERSATIONS_PER_DAY, latest_scheduled_day
 from s3_server import S3Server
 from services import Postgres, Redis, postgres_bin, redis_bin
 
@@ -62,12 +62,12 @@ def test_the_nightly_run_on_celery_postgres_redis_and_s3(celery_stack, s3, tmp_p
     for key, value in s3.env.items():
         monkeypatch.setenv(key, value)
 
-    day = yesterday()
+    day = latest_scheduled_day()
     generate(tmp_path / "landing", day, day, conversations_per_day=CONVERSATIONS_PER_DAY)
     fs = s3_filesystem()
     fs.put(str(tmp_path / "landing") + "/", "acsr-landing/landing/", recursive=True)
 
-    celery_stack.cli("dags", "unpause", DAG)  # the scheduler creates the latest interval: yesterday
+    celery_stack.cli("dags", "unpause", DAG)  # the scheduler creates the latest interval
     [run] = celery_stack.wait_runs(DAG, count=1, timeout=900)
     assert run["state"] == "success" and run["partition_key"] == day.isoformat()
 
