@@ -39,7 +39,7 @@ from datetime import date, timedelta
 from . import contract, curation, formats, pii, tokens
 from .config import Settings
 from .curation import Example, Step
-from .lake import Lake, _fs, is_remote, join
+from .lake import Lake, _fs, file_sha256, is_remote, join
 
 log = logging.getLogger(__name__)
 
@@ -629,14 +629,6 @@ def _jsonl(records: list[dict]) -> bytes:
     return "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records).encode()
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _write_files(folder: str, name: str, examples: list[Example], conflicts: list[dict]) -> list[dict]:
     """Write every format of every split; return [{path, format, split, rows}] (paths relative to folder)."""
     import pyarrow as pa
@@ -671,7 +663,7 @@ def _write_files(folder: str, name: str, examples: list[Example], conflicts: lis
             fh.write(_jsonl(conflicts))
         files.append({"path": "conflicts.jsonl", "format": "conflicts", "split": None, "rows": len(conflicts)})
     for f in files:
-        f["sha256"] = _sha256(os.path.join(folder, f["path"]))
+        f["sha256"] = file_sha256(os.path.join(folder, f["path"]))
         f["bytes"] = os.path.getsize(os.path.join(folder, f["path"]))
     return files
 
@@ -767,7 +759,7 @@ def _source_files(lake: Lake, sources: dict) -> dict:
             path = lake.partition_file(layer, name, d)
             entry = {"dt": d, "path": path[len(lake.root) + 1:]}
             if not is_remote(path):
-                entry["sha256"] = _sha256(path)
+                entry["sha256"] = file_sha256(path)
             rows.append(entry)
         out[f"{layer}/{name}"] = rows
     return out

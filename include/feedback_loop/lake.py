@@ -178,7 +178,7 @@ def remove_stale_tmp(folder: str) -> list[str]:
             if not os.path.isfile(path):  # a writer's temp folder is its own business
                 continue
             if m and m["host"] == host:
-                stale = not _alive(int(m["pid"]))
+                stale = not process_alive(int(m["pid"]))
             else:
                 stale = time.time() - os.path.getmtime(path) > STALE_TMP_SECONDS
             if stale:
@@ -189,9 +189,16 @@ def remove_stale_tmp(folder: str) -> list[str]:
     return removed
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` still runs (a child of ours that ended is reaped, not reported alive)."""
     if pid == os.getpid():
         return True
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+        if waited == pid:
+            return False
+    except ChildProcessError:
+        pass
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -199,6 +206,17 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def file_sha256(path: str) -> str:
+    """Content hash of a local file, read in 1 MiB chunks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _is_write_failure(exc: Exception, tmp: str) -> bool:

@@ -37,7 +37,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from ..config import Settings
-from ..lake import Lake, is_remote, join
+from ..lake import Lake, file_sha256, is_remote, join, process_alive
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def validate(settings: Settings, request: dict) -> dict:
             continue
         path = join(folder, rel)
         checked = formats.validate_file(path, fmt, settings.dataset_max_tokens)  # raises FormatError
-        if _sha256(path) != listed[rel]["sha256"]:
+        if file_sha256(path) != listed[rel]["sha256"]:
             raise FineTuneError(f"{path} does not match the sha256 in its manifest: the version was modified")
         files.append({"role": role, "path": path, "name": f"acsr-{name}-{version}-{os.path.basename(rel)}",
                       "format": fmt, "records": checked["records"], "bytes": os.path.getsize(path),
@@ -138,14 +138,6 @@ def validate(settings: Settings, request: dict) -> dict:
     return {"dataset": name, "dataset_version": version, "manifest": join(folder, "manifest.json"),
             "files": files, "job_key": key, "record": record_path(settings, key),
             "training_examples": files[0]["records"]}
-
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def job_key(dataset: str, version: str, request: dict) -> str:
@@ -385,7 +377,7 @@ class CommandBackend:
             with open(status) as fh:
                 return json.load(fh)
         pid = _read_pid(out)
-        if pid and _alive(pid):
+        if pid and process_alive(pid):
             return {"status": "running", "pid": pid}
         # The supervisor writes status.json before it exits; gone without one means it was killed.
         return {"status": "failed", "error": "the training process ended without writing status.json"}
@@ -395,7 +387,7 @@ class CommandBackend:
 
     def cancel(self, job_id: str) -> dict:
         pid = _read_pid(self.job_dir(job_id))
-        if pid and _alive(pid):
+        if pid and process_alive(pid):
             os.killpg(pid, signal.SIGTERM)  # the group we started (start_new_session): nothing else
         return {"status": "cancelled"}
 
@@ -406,22 +398,6 @@ def _read_pid(folder: str) -> int | None:
             return int(fh.read().strip())
     except (OSError, ValueError):
         return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        waited, _ = os.waitpid(pid, os.WNOHANG)  # reap it if it is our own child that ended
-        if waited == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def backend_for(settings: Settings, request: dict, connection=None):
