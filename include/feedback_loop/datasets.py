@@ -163,10 +163,26 @@ class Redaction:
         self.texts = 0
         self.changed = 0
 
-    def __call__(self, text, where: str):
+    def part(self) -> Redaction:
+        """A counter of its own with the same redactor, for texts redacted out of the reading order;
+        `absorb` it afterwards (the summary lists kinds in the order they were first found)."""
+        other = object.__new__(Redaction)
+        other.redactor, other.by_kind, other.by_field, other.texts, other.changed = self.redactor, Counter(), Counter(), 0, 0
+        return other
+
+    def absorb(self, other: Redaction) -> None:
+        self.texts += other.texts
+        self.changed += other.changed
+        self.by_kind.update(other.by_kind)
+        self.by_field.update(other.by_field)
+
+    def __call__(self, text, where: str, maybe_pii: bool = True):
+        """`maybe_pii=False`: SQL has shown the detectors cannot find anything in it (`_may_hold_pii`)."""
         if text is None:
             return None
         self.texts += 1
+        if not maybe_pii:
+            return text
         red, counts = self.redactor.redact_counted(text)
         if counts:
             self.changed += 1
@@ -212,11 +228,58 @@ def _sources(lake: Lake, start: str, end: str) -> dict[tuple[str, str], list[str
     return out
 
 
-def _load(con, lake: Lake, sources: dict, red: Redaction) -> tuple[dict[str, Conversation], list[dict], dict]:
-    """Conversations of the window with their outcome, turns and grounding; corrections; KB passages."""
+# Rows fetched from DuckDB at a time: the stream's memory is this many rows, not the window's events.
+STREAM_ROWS = 5_000
+TEXT_EVENTS = ("customer_message", "agent_response")
+
+
+def _may_hold_pii(redactor: pii.Redactor, col: str = "text") -> str:
+    """SQL that is true for every text in which `redactor.find` can find anything (a superset of them).
+
+    The detectors need an '@' (e-mail), two ASCII letters and two digits in a row (IBAN), or 7 digits
+    (phone; a card has 13); a text with any non-ASCII character is always sent (Python's digit classes are
+    wider than ASCII), and so is every text when extra patterns are configured. Texts it rules out are
+    counted as scanned without running the detectors: the counts and outputs are those of a full scan."""
+    if redactor.extra_patterns:
+        return "true"
+    return (f"(contains({col}, '@') OR strlen({col}) <> length({col}) "
+            f"OR regexp_matches({col}, '[A-Za-z]{{2}}[0-9]{{2}}') "
+            f"OR length(regexp_replace({col}, '[^0-9]+', '', 'g')) >= 7)")
+
+
+def _can_yield_sql(cfg: Config) -> str:
+    """SQL over an outcome row: true for every conversation `_Candidates.add` can get anything from (a
+    superset: the Python rules decide). A correction, an escalation category to relabel from, a confirmed
+    intent, or an outcome `_good` or `_bad`; any other conversation yields no candidate and no
+    'unusable' count, so its events are never read into Python."""
+    good, bad = int(cfg.csat_good), int(cfg.csat_bad)
+    return f"""(
+        corrected
+        OR (escalated AND coalesce(human_category, '') <> '' AND human_category IS DISTINCT FROM final_intent)
+        OR (coalesce(final_intent, '') <> '' AND status IN ('solved', 'closed') AND coalesce(reopen_count, 0) = 0
+            AND csat >= {good})
+        OR (status IN ('solved', 'closed') AND NOT coalesce(reopen_count, 0) > 0 AND NOT escalated
+            AND CASE WHEN csat IS NOT NULL THEN csat >= {good}
+                     ELSE coalesce(n_thumbs_up, 0) > 0 AND coalesce(n_thumbs_down, 0) = 0 END)
+        OR CASE WHEN csat IS NOT NULL THEN csat <= {bad}
+                ELSE coalesce(n_thumbs_down, 0) > 0 AND coalesce(n_thumbs_up, 0) = 0 END)"""
+
+
+OUTCOME_COLUMNS = ("conversation_id", "case_id", "fact_date", "final_intent", "final_confidence", "status",
+                   "reopen_count", "human_category", "escalated", "csat", "n_thumbs_up", "n_thumbs_down")
+
+
+def _read(con, lake: Lake, sources: dict, red: Redaction, cfg: Config) -> tuple[int, dict[str, list[Example]],
+                                                                                   dict[str, Counter]]:
+    """(conversations of the window, candidates of every dataset, unusable counts), streaming.
+
+    The outcome of every conversation is computed in SQL; only the conversations that can yield a candidate
+    (`_can_yield_sql`) have their events read into Python, in conversation order, `STREAM_ROWS` at a time,
+    each turned into candidates as soon as its last event is read: memory holds the candidates, not the
+    window's events. Every text is still redacted and counted as before (`_may_hold_pii`)."""
     facts_days = sources[("marts", "conversation_facts")]
     if not facts_days:
-        return {}, [], {}
+        return 0, *_Candidates(cfg, [], {}).result()
     _view(con, "facts", lake, "marts", "conversation_facts", facts_days, "")
     _view(con, "ev", lake, "staged", "agent_events", sources[("staged", "agent_events")],
           _empty("agent_events", ", NULL::BIGINT AS _row_id"))
@@ -225,73 +288,103 @@ def _load(con, lake: Lake, sources: dict, red: Redaction) -> tuple[dict[str, Con
     _view(con, "surveys", lake, "staged", "surveys", sources[("staged", "surveys")], _empty("surveys"))
     _view(con, "kb", lake, "staged", "kb_articles", sources[("staged", "kb_articles")], _empty("kb_articles"))
 
-    # The outcome known at the window's end: the latest case state and CSAT exported inside the window,
-    # not only what the conversation's own day had seen.
-    outcome_sql = """
-    WITH f AS (SELECT * FROM facts QUALIFY row_number() OVER (PARTITION BY conversation_id ORDER BY fact_date DESC) = 1),
-    c AS (SELECT case_id, arg_max(status, updated_at) AS status, arg_max(reopen_count, updated_at) AS reopen_count,
-                 arg_max(category, updated_at) AS category, bool_or(coalesce(escalated, false)) AS escalated
-          FROM cases GROUP BY case_id),
-    s AS (SELECT case_id, arg_max(score, submitted_at) FILTER (kind = 'csat') AS csat FROM surveys GROUP BY case_id)
-    SELECT f.conversation_id, f.case_id, f.fact_date::VARCHAR AS fact_date, f.final_intent, f.final_confidence,
-        coalesce(c.status, f.case_status) AS status,
-        coalesce(c.reopen_count, f.reopen_count, 0) AS reopen_count,
-        coalesce(c.category, f.human_category) AS human_category,
-        coalesce(c.escalated, false) OR coalesce(f.escalated, false) AS escalated,
-        coalesce(s.csat, f.csat) AS csat, f.n_thumbs_up, f.n_thumbs_down
-    FROM f LEFT JOIN c ON c.case_id = f.case_id LEFT JOIN s ON s.case_id = f.case_id
-    ORDER BY f.conversation_id"""
-    cur = con.execute(outcome_sql)
-    cols = [d[0] for d in cur.description]
-    convs = {r[0]: Conversation(r[0], dict(zip(cols, r))) for r in cur.fetchall()}
-
-    events_sql = """
-    SELECT conversation_id, event_type, ts, text, intent, confidence, kb_results, policy_id, policy_outcome, rating
-    FROM ev
-    WHERE event_type IN ('customer_message', 'agent_response', 'intent_classified', 'kb_query', 'policy_check', 'thumbs')
-      AND conversation_id IN (SELECT conversation_id FROM facts)
-    ORDER BY conversation_id, ts, turn, dt, _row_id"""
-    last_user: dict[str, str] = {}
-    for cid, etype, ts, text, intent, conf, kb_results, policy_id, policy_outcome, rating in con.execute(events_sql).fetchall():
-        conv = convs.get(cid)
-        if conv is None:
-            continue
-        if etype in ("customer_message", "agent_response"):
-            clean = red(text, f"agent_events.text ({etype})")
-            if clean and clean.strip():
-                conv.turns.append(Turn("user" if etype == "customer_message" else "assistant", clean.strip(), ts))
-                if etype == "customer_message":
-                    last_user[cid] = clean.strip()
-        elif etype == "intent_classified" and intent:
-            conv.intents.append((ts, intent, conf, last_user.get(cid)))
-        elif etype == "kb_query":
-            for r in kb_results or []:
-                if r and r.get("article_id"):
-                    conv.kb.append((ts, r["article_id"], r.get("score") or 0.0))
-        elif etype == "policy_check" and policy_id:
-            conv.policies.append((ts, policy_id, policy_outcome))
-        elif etype == "thumbs" and rating is not None:
-            conv.thumbs.append((ts, rating))
-
+    # Corrections and KB passages are small: read whole, redacted into counters of their own that are
+    # added after the events' (the order the summary had when they were read after the events).
     corr_sql = """
     SELECT override_id, ts, conversation_id, reviewer_id, stage, agent_decision, agent_confidence, human_decision,
            policy_clause_id
     FROM ovr WHERE outcome = 'corrected' AND stage IN ('intent', 'response')
       AND conversation_id IN (SELECT conversation_id FROM facts)
     ORDER BY ts, override_id"""
+    red_corr, red_kb = red.part(), red.part()
     cur = con.execute(corr_sql)
     cols = [d[0] for d in cur.description]
     corrections = []
     for row in cur.fetchall():
         o = dict(zip(cols, row))
-        o["agent_decision"] = red(o["agent_decision"], f"overrides.agent_decision ({o['stage']})")
-        o["human_decision"] = red(o["human_decision"], f"overrides.human_decision ({o['stage']})")
+        o["agent_decision"] = red_corr(o["agent_decision"], f"overrides.agent_decision ({o['stage']})")
+        o["human_decision"] = red_corr(o["human_decision"], f"overrides.human_decision ({o['stage']})")
         corrections.append(o)
-
     kb = {}
     for aid, title, body in con.execute("SELECT article_id, title, body FROM kb ORDER BY article_id").fetchall():
-        kb[aid] = (red(title, "kb_articles.title") or "", red(body, "kb_articles.body") or "")
-    return convs, corrections, kb
+        kb[aid] = (red_kb(title, "kb_articles.title") or "", red_kb(body, "kb_articles.body") or "")
+
+    # The outcome known at the window's end: the latest case state and CSAT exported inside the window,
+    # not only what the conversation's own day had seen.
+    con.execute(f"""
+    CREATE OR REPLACE TEMP TABLE outcomes AS
+    WITH f AS (SELECT * FROM facts QUALIFY row_number() OVER (PARTITION BY conversation_id ORDER BY fact_date DESC) = 1),
+    c AS (SELECT case_id, arg_max(status, updated_at) AS status, arg_max(reopen_count, updated_at) AS reopen_count,
+                 arg_max(category, updated_at) AS category, bool_or(coalesce(escalated, false)) AS escalated
+          FROM cases GROUP BY case_id),
+    s AS (SELECT case_id, arg_max(score, submitted_at) FILTER (kind = 'csat') AS csat FROM surveys GROUP BY case_id),
+    o AS (
+        SELECT f.conversation_id, f.case_id, f.fact_date::VARCHAR AS fact_date, f.final_intent, f.final_confidence,
+            coalesce(c.status, f.case_status) AS status,
+            coalesce(c.reopen_count, f.reopen_count, 0) AS reopen_count,
+            coalesce(c.category, f.human_category) AS human_category,
+            coalesce(c.escalated, false) OR coalesce(f.escalated, false) AS escalated,
+            coalesce(s.csat, f.csat) AS csat, f.n_thumbs_up, f.n_thumbs_down,
+            f.conversation_id IN (SELECT conversation_id FROM ovr WHERE outcome = 'corrected'
+                                  AND stage IN ('intent', 'response')) AS corrected
+        FROM f LEFT JOIN c ON c.case_id = f.case_id LEFT JOIN s ON s.case_id = f.case_id)
+    SELECT * EXCLUDE (corrected), coalesce({_can_yield_sql(cfg)}, false) AS keep FROM o""")
+    n_conversations, n_texts = con.execute(f"""
+        SELECT (SELECT count(*) FROM outcomes),
+               (SELECT count(e.text) FROM ev e JOIN outcomes o ON o.conversation_id = e.conversation_id
+                WHERE e.event_type IN {TEXT_EVENTS})""").fetchone()
+
+    may = _may_hold_pii(red.redactor, "e.text")
+    outcome = "{" + ", ".join(f"'{c}': {c}" for c in OUTCOME_COLUMNS) + "}"
+    stream_sql = f"""
+    SELECT e.conversation_id, 1 AS part, e.ts, e.turn, e.dt, e._row_id, e.event_type, e.text, e.intent, e.confidence,
+           e.kb_results, e.policy_id, e.policy_outcome, e.rating, o.keep, coalesce(e.text IS NOT NULL AND {may}, false)
+           AS maybe_pii, NULL AS outcome
+    FROM ev e JOIN outcomes o ON o.conversation_id = e.conversation_id
+    WHERE e.event_type IN ('customer_message', 'agent_response', 'intent_classified', 'kb_query', 'policy_check', 'thumbs')
+      AND (o.keep OR (e.event_type IN {TEXT_EVENTS} AND e.text IS NOT NULL AND {may}))
+    UNION ALL
+    SELECT conversation_id, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, true, false,
+           {outcome}
+    FROM outcomes WHERE keep
+    ORDER BY conversation_id, part, ts, turn, dt, _row_id"""
+    builder = _Candidates(cfg, corrections, kb)
+    texts_before = red.texts
+    conv, last_user = None, None
+    cur = con.execute(stream_sql)
+    while rows := cur.fetchmany(STREAM_ROWS):
+        for (cid, part, ts, _turn, _dt, _row_id, etype, text, intent, conf, kb_results, policy_id, policy_outcome,
+             rating, keep, maybe_pii, oc) in rows:
+            if part == 0:  # a conversation that can yield candidates starts: its outcome, then its events
+                if conv is not None:
+                    builder.add(conv)
+                conv, last_user = Conversation(cid, oc), None
+                continue
+            if not keep:  # a text that may hold personal data, of a conversation that yields nothing
+                red(text, f"agent_events.text ({etype})")
+                continue
+            if etype in TEXT_EVENTS:
+                clean = red(text, f"agent_events.text ({etype})", maybe_pii)
+                if clean and clean.strip():
+                    conv.turns.append(Turn("user" if etype == "customer_message" else "assistant", clean.strip(), ts))
+                    if etype == "customer_message":
+                        last_user = clean.strip()
+            elif etype == "intent_classified" and intent:
+                conv.intents.append((ts, intent, conf, last_user))
+            elif etype == "kb_query":
+                for r in kb_results or []:
+                    if r and r.get("article_id"):
+                        conv.kb.append((ts, r["article_id"], r.get("score") or 0.0))
+            elif etype == "policy_check" and policy_id:
+                conv.policies.append((ts, policy_id, policy_outcome))
+            elif etype == "thumbs" and rating is not None:
+                conv.thumbs.append((ts, rating))
+    if conv is not None:
+        builder.add(conv)
+    red.texts = texts_before + n_texts  # the texts ruled out in SQL were scanned too, with nothing found
+    red.absorb(red_corr)
+    red.absorb(red_kb)
+    return n_conversations, *builder.result()
 
 
 def _incomplete_triads(con, lake: Lake, days: list[str]) -> dict:
@@ -412,71 +505,126 @@ def _correction_prompt(cfg, conv, kb, o) -> tuple[list[dict] | None, str, str]:
 def build_candidates(cfg: Config, convs: dict[str, Conversation], corrections: list[dict], kb: dict
                      ) -> tuple[dict[str, list[Example]], dict[str, Counter]]:
     """Candidate examples of every dataset and, per dataset, the candidates that could not be used and why."""
-    cands: dict[str, list[Example]] = {n: [] for n in DATASETS}
-    unusable: dict[str, Counter] = {n: Counter() for n in DATASETS}
-    response_fixed = {o["conversation_id"] for o in corrections if o["stage"] == "response"}
-    intent_fixed = {o["conversation_id"] for o in corrections if o["stage"] == "intent"}
+    builder = _Candidates(cfg, corrections, kb)
+    for conv in convs.values():
+        builder.add(conv)
+    return builder.result()
+
+
+class _Ordered:
+    """A dataset's candidates with the place each would have had in a build over the whole window at once."""
+
+    def __init__(self):
+        self.key: tuple = (0, 0)
+        self.items: list[tuple[tuple, Example]] = []
+
+    def append(self, example: Example) -> None:
+        self.items.append((self.key, example))
+
+
+class _Candidates:
+    """Candidates built one conversation at a time, in conversation order, so the window's events need not
+    be in memory at once.
+
+    Curation breaks ties by input order, so `result` returns them in the order of the four passes a whole
+    window used to get: (0) intent corrections in review order, (1) relabels from each conversation's
+    outcome, (2) SFT/KTO examples from outcomes, in conversation order, (3) response corrections in review
+    order."""
+
+    def __init__(self, cfg: Config, corrections: list[dict], kb: dict):
+        self.cfg, self.kb = cfg, kb
+        self.cands: dict[str, _Ordered] = {n: _Ordered() for n in DATASETS}
+        self.unusable: dict[str, Counter] = {n: Counter() for n in DATASETS}
+        self.response_fixed = {o["conversation_id"] for o in corrections if o["stage"] == "response"}
+        self.intent_fixed = {o["conversation_id"] for o in corrections if o["stage"] == "intent"}
+        self.corrections_of: dict[str, list[tuple[int, dict]]] = {}
+        for i, o in enumerate(corrections):
+            self.corrections_of.setdefault(o["conversation_id"], []).append((i, o))
+        self.seq = 0
+
+    def _at(self, phase: int, position: int) -> None:
+        for c in self.cands.values():
+            c.key = (phase, position)
+
+    def result(self) -> tuple[dict[str, list[Example]], dict[str, Counter]]:
+        return ({n: [e for _, e in sorted(c.items, key=lambda t: t[0])] for n, c in self.cands.items()},
+                self.unusable)
+
+    def add(self, conv: Conversation) -> None:
+        seq, self.seq = self.seq, self.seq + 1
+        mine = self.corrections_of.get(conv.conversation_id, ())
+        for i, o in mine:
+            if o["stage"] == "intent":
+                self._at(0, i)
+                self._intent_correction(conv, o)
+        self._at(1, seq)
+        self._relabel_from_outcome(conv)
+        self._at(2, seq)
+        self._from_outcome(conv)
+        for i, o in mine:
+            if o["stage"] == "response":
+                self._at(3, i)
+                self._response_correction(conv, o)
 
     # Intent relabels ---------------------------------------------------------------------------------------
-    w = cfg.relabel_weights
-
-    def relabel(conv, text, label, source, evidence, reviewer=None, **meta):
+    def _relabel(self, conv, text, label, source, evidence, reviewer=None, **meta):
+        w = self.cfg.relabel_weights
         if not text or not label:
-            unusable["intent_relabels"][f"{source}: no customer text or label"] += 1
+            self.unusable["intent_relabels"][f"{source}: no customer text or label"] += 1
             return
         rec = {"text": text, "label": label, "source": source, "weight": float(w[source]),
                "conversation_id": conv.conversation_id, "fact_date": _fact_date(conv), **meta}
-        cands["intent_relabels"].append(Example(
+        self.cands["intent_relabels"].append(Example(
             "intent_relabels", conv.conversation_id, source, key=text, records={"intent_relabel": rec},
             evidence=evidence, group=label, label=label, reviewer=reviewer, weight=float(w[source]),
             meta={"ts": str(meta.get("reviewed_at") or "")}))
 
-    for o in corrections:
-        conv = convs.get(o["conversation_id"])
-        if conv is None or o["stage"] != "intent":
-            continue
+    def _intent_correction(self, conv: Conversation, o: dict) -> None:
         text = next((u for ts, intent, _, u in reversed(conv.intents)
                      if intent == o["agent_decision"] and (o["ts"] is None or ts <= o["ts"])), None)
         text = text or next((t.text for t in conv.turns if t.role == "user"), None)
-        relabel(conv, text, o["human_decision"], "override", (3, o["agent_confidence"] or 0.0),
-                reviewer=o["reviewer_id"], previous_label=o["agent_decision"],
-                agent_confidence=o["agent_confidence"], reviewers=[o["reviewer_id"]],
-                reviewed_at=str(o["ts"]) if o["ts"] else None, override_id=o["override_id"])
-    for conv in convs.values():
-        oc = conv.outcome
+        self._relabel(conv, text, o["human_decision"], "override", (3, o["agent_confidence"] or 0.0),
+                      reviewer=o["reviewer_id"], previous_label=o["agent_decision"],
+                      agent_confidence=o["agent_confidence"], reviewers=[o["reviewer_id"]],
+                      reviewed_at=str(o["ts"]) if o["ts"] else None, override_id=o["override_id"])
+
+    def _relabel_from_outcome(self, conv: Conversation) -> None:
+        cfg, oc = self.cfg, conv.outcome
         first_text = next((t.text for t in conv.turns if t.role == "user"), None)
         final = conv.intents[-1] if conv.intents else None
         if oc["escalated"] and oc["human_category"] and oc["human_category"] != oc["final_intent"]:
-            relabel(conv, (final[3] if final else None) or first_text, oc["human_category"], "escalation_category",
-                    (2, 0.0), reviewer=f"case:{oc['case_id']}", previous_label=oc["final_intent"],
-                    agent_confidence=oc["final_confidence"], reviewers=[f"case:{oc['case_id']}"])
-        elif (final and conv.conversation_id not in intent_fixed and oc["final_intent"]
+            self._relabel(conv, (final[3] if final else None) or first_text, oc["human_category"],
+                          "escalation_category", (2, 0.0), reviewer=f"case:{oc['case_id']}",
+                          previous_label=oc["final_intent"], agent_confidence=oc["final_confidence"],
+                          reviewers=[f"case:{oc['case_id']}"])
+        elif (final and conv.conversation_id not in self.intent_fixed and oc["final_intent"]
               and oc["human_category"] in (None, oc["final_intent"]) and oc["status"] in ("solved", "closed")
               and not (oc["reopen_count"] or 0) and oc["csat"] is not None and oc["csat"] >= cfg.csat_good):
-            relabel(conv, final[3] or first_text, oc["final_intent"], "confirmed", (1, oc["csat"]),
-                    previous_label=oc["final_intent"], agent_confidence=oc["final_confidence"], reviewers=[],
-                    csat=oc["csat"])
+            self._relabel(conv, final[3] or first_text, oc["final_intent"], "confirmed", (1, oc["csat"]),
+                          previous_label=oc["final_intent"], agent_confidence=oc["final_confidence"], reviewers=[],
+                          csat=oc["csat"])
 
     # SFT, KTO from outcomes ---------------------------------------------------------------------------------
-    for conv in convs.values():
+    def _from_outcome(self, conv: Conversation) -> None:
+        cfg, kb, cands, unusable = self.cfg, self.kb, self.cands, self.unusable
         oc = conv.outcome
-        if conv.conversation_id in response_fixed:
-            continue
+        if conv.conversation_id in self.response_fixed:
+            return
         good, bad = _good(cfg, oc), _bad(cfg, oc)
         if not (good or bad):
-            continue
+            return
         agent_idx = [i for i, t in enumerate(conv.turns) if t.role == "assistant"]
         if good:
             if not agent_idx:
                 unusable["sft"]["good outcome without an agent response"] += 1
                 unusable["kto"]["good outcome without an agent response"] += 1
-                continue
+                return
             last = agent_idx[-1]
             msgs = _messages(conv.turns[: last + 1])
             if len(msgs) < 2 or msgs[-1]["role"] != "assistant":
                 unusable["sft"]["no customer message before the agent's answer"] += 1
                 unusable["kto"]["no customer message before the agent's answer"] += 1
-                continue
+                return
             system = _system(cfg, conv, kb)
             trl = {"messages": [system, *msgs]}
             evidence = (2, oc["csat"] or 0, oc["n_thumbs_up"] or 0)
@@ -492,7 +640,7 @@ def build_candidates(cfg: Config, convs: dict[str, Conversation], corrections: l
         else:
             if not agent_idx:
                 unusable["kto"]["bad outcome without an agent response"] += 1
-                continue
+                return
             # CSAT judges the conversation: label the agent's answer to the request (its first response, not
             # a closing courtesy); a thumbs-down judges the response it was given to.
             j = agent_idx[0]
@@ -503,22 +651,20 @@ def build_candidates(cfg: Config, convs: dict[str, Conversation], corrections: l
             msgs = _messages(conv.turns[: j + 1])
             if len(msgs) < 2 or msgs[-1]["role"] != "assistant":
                 unusable["kto"]["no customer message before the agent's answer"] += 1
-                continue
+                return
             system = _system(cfg, conv, kb, before=conv.turns[j].ts)
             _kto(cands, unusable, conv.conversation_id, [system, *msgs[:-1]], msgs[-1]["content"], False,
                  "bad_outcome", (2, 5 - (oc["csat"] or 3)), _fact_date(conv))
 
     # Human response corrections: SFT, preference pairs, both sides for KTO ----------------------------------
-    for o in corrections:
-        conv = convs.get(o["conversation_id"])
-        if conv is None or o["stage"] != "response":
-            continue
+    def _response_correction(self, conv: Conversation, o: dict) -> None:
+        cfg, kb, cands, unusable = self.cfg, self.kb, self.cands, self.unusable
         human = (o["human_decision"] or "").strip()
         prompt, rejected, why = _correction_prompt(cfg, conv, kb, o) if human else (None, "", "empty human response")
         if prompt is None:
             for n in ("sft", "preference", "kto"):
                 unusable[n][f"correction: {why}"] += 1
-            continue
+            return
         ev = (3, o["agent_confidence"] or 0.0)
         meta = {"fact_date": _fact_date(conv), "override_id": o["override_id"], "reviewer": o["reviewer_id"]}
         openai_msgs = [{**m, "weight": 0} if m["role"] == "assistant" else m for m in prompt]
@@ -540,7 +686,6 @@ def build_candidates(cfg: Config, convs: dict[str, Conversation], corrections: l
         _kto(cands, unusable, conv.conversation_id, prompt, human, True, "correction_chosen", ev, meta["fact_date"])
         _kto(cands, unusable, conv.conversation_id, prompt, rejected.strip(), False, "correction_rejected", ev,
              meta["fact_date"])
-    return cands, unusable
 
 
 def _key(msgs: list[dict]) -> str:
@@ -668,7 +813,27 @@ def _write_files(folder: str, name: str, examples: list[Example], conflicts: lis
     return files
 
 
-def _validate(folder: str, files: list[dict], cfg: Config, redactor: pii.Redactor) -> dict:
+class _ScanMemo:
+    """`find` of a redactor, remembered per distinct string (by a 128-bit digest, not the text itself).
+
+    The files of a version repeat the same strings many times over (the system message with its KB
+    passages in every example, the same messages in the TRL and the OpenAI files, the same prompt in
+    `sft`, `preference` and `kto`); the phone matcher is the costliest step of the stage, so each distinct
+    string is scanned once per build. `find` is a pure function of the string: the answer is the same."""
+
+    def __init__(self, redactor: pii.Redactor):
+        self.redactor = redactor
+        self.seen: dict[bytes, tuple] = {}
+
+    def find(self, text: str) -> tuple:
+        key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        found = self.seen.get(key)
+        if found is None:
+            found = self.seen[key] = tuple(self.redactor.find(text))
+        return found
+
+
+def _validate(folder: str, files: list[dict], cfg: Config, redactor: pii.Redactor | _ScanMemo) -> dict:
     """Every data file read back and checked against its consumer's rules; every string scanned for PII."""
     checked = {}
     for f in files:
@@ -782,22 +947,21 @@ def build_datasets(settings: Settings, dt: str | date | None = None, window_days
     sources = _sources(lake, start, end)
     con = connect()
     try:
-        convs, corrections, kb = _load(con, lake, sources, red)
-        triads = (_incomplete_triads(con, lake, sources[("quarantine", "overrides")]) if convs
+        n_conversations, cands, unusable = _read(con, lake, sources, red, cfg)
+        triads = (_incomplete_triads(con, lake, sources[("quarantine", "overrides")]) if n_conversations
                   else {"incomplete_total": 0})
     finally:
         con.close()
-    cands, unusable = build_candidates(cfg, convs, corrections, kb)
     context = {"window": {"start": start, "end": end, "days": _days(start, end),
                           "days_with_facts": sources[("marts", "conversation_facts")]},
                "sources": _source_files(lake, sources), "data_quality": _dq(lake, start, end),
                "redaction": red.summary(), "incomplete_triads": triads, "config": cfg.as_dict(),
-               "tokenizer": tokens.describe(), "conversations_read": len(convs)}
-    result = {"window": {"start": start, "end": end}, "conversations": len(convs), "datasets": {}}
+               "tokenizer": tokens.describe(), "conversations_read": n_conversations}
+    result = {"window": {"start": start, "end": end}, "conversations": n_conversations, "datasets": {}}
+    scan = _ScanMemo(pii.redactor(settings))  # shared by the datasets: they repeat each other's strings
     for name in only or DATASETS:
         examples, conflicts, steps = curate(name, cfg, cands[name], unusable[name])
-        result["datasets"][name] = _publish(lake, name, cfg, examples, conflicts, steps, context,
-                                            pii.redactor(settings))
+        result["datasets"][name] = _publish(lake, name, cfg, examples, conflicts, steps, context, scan)
         r = result["datasets"][name]
         log.info("dataset %s %s..%s: %s (%s examples, %s new)%s", name, start, end, r["status"], r["examples"],
                  r.get("new_examples"), f" version {r['version']}" if r.get("version") else "")
@@ -806,7 +970,7 @@ def build_datasets(settings: Settings, dt: str | date | None = None, window_days
 
 
 def _publish(lake: Lake, name: str, cfg: Config, examples: list[Example], conflicts: list[dict], steps: list[Step],
-             context: dict, redactor: pii.Redactor) -> dict:
+             context: dict, redactor: pii.Redactor | _ScanMemo) -> dict:
     base = join(lake.root, "datasets", name)
     remote = is_remote(base)
     import tempfile
