@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 # RFC 3339 date-time with a mandatory offset (a space instead of 'T' and "+00" are accepted, as DuckDB
 # and many exporters write them).
 RFC3339_WITH_OFFSET = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+-]\d{2}(:?\d{2})?)$"
+MAX_KEY_SHAPES = 1000  # distinct key lists in one JSON Lines file beyond which the fast path is not tried
 RAW_TEXT_LIMIT = 2000  # characters of an unparseable row kept for the quarantine report
 
 
@@ -118,6 +119,7 @@ def land_source(settings: Settings, source: str, dt: date | str) -> LandResult:
     con.execute(
         "CREATE TABLE rows (_source_file VARCHAR, _line BIGINT, _raw VARCHAR, _parse_error VARCHAR)"
     )
+    fast = []  # (path, table, SQL of _extra) of the JSON Lines files read by _read_jsonl_fast
     file_stats = []
     for i, path in enumerate(files or []):
         fmt = contract.file_format(path)
@@ -135,23 +137,102 @@ def land_source(settings: Settings, source: str, dt: date | str) -> LandResult:
             continue
         if fmt != "parquet":
             _check_encoding(path)
-        before = con.execute("SELECT count(*) FROM rows").fetchone()[0]
+        before = _landed(con, fast)
         try:
-            _READERS[fmt](con, src, path, i)
+            landed = _read_jsonl_fast(con, src, path, i) if fmt == "jsonl" else None
+            if landed:
+                fast.append((path, *landed))
+            else:
+                _READERS[fmt](con, src, path, i)
         except LandingError:
             raise
         except Exception as exc:  # DuckDB names the problem; we add the file (and the line when we can)
             raise LandingError(f"{path}: cannot be read as {fmt}{_locate(path, fmt, exc)}: {exc}") from exc
-        n = con.execute("SELECT count(*) FROM rows").fetchone()[0] - before
+        n = _landed(con, fast) - before
         file_stats.append({"file": path, "format": fmt, "rows": n})
 
     lake = Lake(settings.lake)
-    target = lake.write_query(con, typed_select(src), "raw", source, dt)
-    rows_read, parse_errors = con.execute(
-        "SELECT count(*), count(_parse_error) FROM rows"
-    ).fetchone()
+    target = lake.write_query(con, typed_select(src, fast), "raw", source, dt)
+    rows_read = _landed(con, fast)
+    parse_errors = con.execute("SELECT count(_parse_error) FROM rows").fetchone()[0]
     con.close()
     return LandResult(source, dt, file_stats, rows_read, parse_errors, missing, target)
+
+
+def _landed(con, fast: list) -> int:
+    """Rows landed so far: the line path's `rows` plus the fast path's tables."""
+    tables = ["rows"] + [t for _, t, _ in fast]
+    return con.execute("SELECT " + " + ".join(f"(SELECT count(*) FROM {t})" for t in tables)).fetchone()[0]
+
+
+def _read_jsonl_fast(con, src: Source, path: str, idx: int) -> tuple[str, str] | None:
+    """Land a JSON Lines file whose records are all clean with one JSON parse per record.
+
+    Returns (table, SQL of `_extra`) when the file went this way, None when the caller must take the
+    line path (`_read_jsonl`), which gives every line its row and its problem. The line path parses each
+    record about six times (validity, type, contract values, keys and values of `_extra`, nested
+    values); DuckDB's `read_json` parses it once, and landing was 9x a bare `read_json` (see
+    docs/benchmark.md). Here the file is scanned twice. First as lines, with the line path's own reader
+    (same splitting, same rejects), aggregated: every line must be a JSON object (no blank line either,
+    so that record k is line k); its key lists are collected, one per distinct list. Then with
+    `read_json`, every contract field typed VARCHAR (nested ones and non-contract keys JSON), so nothing
+    is coerced: the values go through the line path's typing SQL. Anything else - an unreadable, blank
+    or invalid line, a duplicate key or keys differing only in case, non-contract keys that differ
+    between records, too many key lists, a read_json error, a count that does not match - keeps
+    nothing and returns None."""
+    import duckdb
+
+    if is_remote(path):
+        return None
+    core = [f.name for f in src.fields]
+    rejects, table = f"fast_rejects_{idx}", f"json_{idx}"
+    landed = None
+    try:
+        shapes = con.execute(
+            f"""SELECT CASE WHEN json_valid(line) AND json_type(line) = 'OBJECT' THEN json_keys(line) END AS keys,
+                       count(*)
+            FROM read_csv('{_q(path)}', columns={{'line': 'VARCHAR'}}, header=false, delim='\\0', quote='',
+                escape='', auto_detect=false, ignore_errors=true, store_rejects=true, rejects_table='{rejects}',
+                rejects_scan='fast_scan_{idx}', strict_mode=false, max_line_size=67108864,
+                buffer_size=134217728, hive_partitioning=false)
+            GROUP BY ALL LIMIT {MAX_KEY_SHAPES + 1}"""
+        ).fetchall()
+        rejected = con.execute(f"SELECT count(*) FROM duckdb_tables() WHERE table_name = '{rejects}'").fetchone()[0]
+        if rejected and con.execute(f"SELECT count(*) FROM {rejects}").fetchone()[0]:
+            return None
+        # A blank, invalid or non-object line has no key list (NULL)
+        if not shapes or len(shapes) > MAX_KEY_SHAPES or any(keys is None for keys, _ in shapes):
+            return None
+        extras = {tuple(k for k in keys if k not in core) for keys, _ in shapes}
+        if len(extras) != 1:
+            return None  # `_extra` would differ by record: left to the line path
+        (extra,) = extras
+        names = [k.lower() for k in core + list(extra)]
+        if len(set(names)) < len(names) or any(len({k.lower() for k in keys}) < len(keys) for keys, _ in shapes):
+            return None  # a duplicate key (the line path keeps its first value), or keys differing in case
+        nested = {f.name for f in src.fields if f.type not in _SCALAR_TYPES}
+        # Scalars as VARCHAR: read_json gives the same text as the line path's json_extract_string for
+        # every kind of JSON value (strings unescaped; numbers, booleans, objects and arrays as JSON).
+        types = {f.name: "JSON" if f.name in nested else "VARCHAR" for f in src.fields} | {k: "JSON" for k in extra}
+        cols = "{" + ", ".join(f"'{_q(c)}': '{t}'" for c, t in types.items()) + "}"
+        con.execute(
+            f"""CREATE TEMP TABLE {table} AS SELECT * FROM read_json('{_q(path)}', columns={cols},
+                format='newline_delimited', records=true, ignore_errors=false, hive_partitioning=false,
+                maximum_object_size=67108864)"""
+        )
+        if con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] != sum(n for _, n in shapes):
+            return None
+        # The line path's `_extra`: the non-contract keys in record order, each with its JSON value.
+        entries = ", ".join(f"{{'key': '{_q(k)}', 'value': {_ident(k)}}}" for k in extra)
+        landed = table, f"to_json(map_from_entries([{entries}]))::VARCHAR" if extra else "NULL::VARCHAR"
+        return landed
+    except duckdb.Error as exc:  # the line path reads the file again and names the problem, if there is one
+        log.debug("%s: fast path not taken (%s)", path, exc)
+        return None
+    finally:
+        con.execute(f"DROP TABLE IF EXISTS {rejects}")
+        if landed is None:
+            con.execute(f"DROP TABLE IF EXISTS {table}")
 
 
 def _read_jsonl(con, src: Source, path: str, idx: int) -> None:
@@ -394,39 +475,53 @@ def _size(path: str) -> int:
     return os.path.getsize(path)
 
 
-def typed_select(src: Source) -> str:
-    """SQL that turns `rows` (raw JSON text per record) into the contract's typed columns."""
+def typed_select(src: Source, fast: list | tuple = ()) -> str:
+    """SQL that turns `rows` (raw JSON text per record) and the fast path's tables into the contract's
+    typed columns, numbered in (file, line) order."""
     paths = ", ".join(f"'$.\"{f.name}\"'" for f in src.fields)
     core = ", ".join(f"'{f.name}'" for f in src.fields)
     # Nested values are extracted once per row (every json_* call parses the whole record again).
     nested = [f for f in src.fields if f.type not in _SCALAR_TYPES]
     nested_col = (", json_extract(_j, [" + ", ".join(f"'$.\"{f.name}\"'" for f in nested) + "]) AS _n") if nested else ""
-    typed, errors = [], []
-    for i, f in enumerate(src.fields, start=1):
-        text = f"_v[{i}]"
-        value = f"_n[{nested.index(f) + 1}]" if f in nested else None
-        expr, bad = _typed(f, text, value)
-        typed.append(f"{expr} AS \"{f.name}\"")
-        errors.append(f"CASE WHEN {bad} THEN '{f.name}: {_type_note(f)}' END")
     # A plain expression, not a scalar subquery: DuckDB decorrelated that into a join on the whole record
     # text, which held every record in a hash table.
     extra_keys = f"list_filter(json_keys(_j), lambda k: NOT list_contains([{core}], k))"
-    return f"""
-    WITH src AS (
-        SELECT *, json_extract_string(_j, [{paths}]) AS _v{nested_col}
-        FROM (SELECT *, CASE WHEN _parse_error IS NULL THEN _raw END::JSON AS _j FROM rows)
-    )
-    SELECT row_number() OVER (ORDER BY _source_file, _line) AS _row_id,
-           {", ".join(typed)},
-           nullif(concat_ws('; ', {", ".join(errors)}), '') AS _type_errors,
-           CASE WHEN len({extra_keys}) > 0 THEN to_json(map_from_entries(list_transform({extra_keys},
+    slow_extra = f"""CASE WHEN len({extra_keys}) > 0 THEN to_json(map_from_entries(list_transform({extra_keys},
                    lambda k: {{'key': k, 'value': json_extract(_j, '$."' || replace(k, '"', '\\"') || '"')}})))::VARCHAR
-           END AS _extra,
+           END"""
+    parts = [f"""
+    SELECT {_typed_columns(src, lambda i, f: f"_v[{i}]", lambda f: f"_n[{nested.index(f) + 1}]")},
+           {slow_extra} AS _extra,
            _parse_error,
            CASE WHEN _parse_error IS NOT NULL THEN left(_raw, {RAW_TEXT_LIMIT}) END AS _raw_text,
            _source_file, _line
-    FROM src
+    FROM (SELECT *, json_extract_string(_j, [{paths}]) AS _v{nested_col}
+          FROM (SELECT *, CASE WHEN _parse_error IS NULL THEN _raw END::JSON AS _j FROM rows))"""]
+    for path, table, extra in fast:  # scalars read as VARCHAR, nested values as JSON (_read_jsonl_fast)
+        def text(i, f):
+            return f"json_extract_string({_ident(f.name)}, '$')" if f in nested else _ident(f.name)
+
+        parts.append(f"""
+    SELECT {_typed_columns(src, text, lambda f: _ident(f.name))},
+           {extra} AS _extra, NULL::VARCHAR AS _parse_error, NULL::VARCHAR AS _raw_text,
+           '{_q(path)}' AS _source_file, rowid + 1 AS _line
+    FROM {table}""")
+    names = ", ".join(_ident(f.name) for f in src.fields)
+    return f"""
+    SELECT row_number() OVER (ORDER BY _source_file, _line) AS _row_id,
+           {names}, _type_errors, _extra, _parse_error, _raw_text, _source_file, _line
+    FROM ({" UNION ALL ".join(parts)})
     ORDER BY _row_id"""
+
+
+def _typed_columns(src: Source, text_of, value_of) -> str:
+    """The contract's typed columns and `_type_errors`, from each field's text and (nested) JSON value."""
+    typed, errors = [], []
+    for i, f in enumerate(src.fields, start=1):
+        expr, bad = _typed(f, text_of(i, f), value_of(f) if f.type not in _SCALAR_TYPES else None)
+        typed.append(f"{expr} AS \"{f.name}\"")
+        errors.append(f"CASE WHEN {bad} THEN '{f.name}: {_type_note(f)}' END")
+    return f"{', '.join(typed)}, nullif(concat_ws('; ', {', '.join(errors)}), '') AS _type_errors"
 
 
 _SCALAR_TYPES = (contract.STR, contract.INT, contract.BOOL, contract.DBL, contract.TS)

@@ -1,0 +1,88 @@
+"""Land's fast path (read_json once per clean JSON Lines file) gives exactly the line path's raw rows."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+
+import duckdb
+import pytest
+from feedback_loop import land
+from feedback_loop.land import land_source
+
+DAY = "2026-11-20"
+
+
+def _event(i, **kw):
+    row = {"event_id": f"e{i}", "ts": f"{DAY}T10:00:{i % 60:02d}+00:00", "conversation_id": "c1",
+           "customer_id": "u1", "turn": i, "event_type": "customer_message", "text": "hello", "true_intent": None}
+    row.update(kw)
+    return row
+
+
+# Clean JSON objects (the fast path takes them) whose values exercise every typing rule of the line path.
+CLEAN = [
+    _event(0),
+    _event(1, turn="7", confidence="0.5", rating=1.0, ts=f"{DAY} 10:00:00+00", true_intent="card_arrival"),
+    _event(2, turn=4.5, cost_usd="NaN", kb_results='[{"article_id": "KB-1", "score": 1}]', action_args=[1]),
+    _event(3, text={"x": [1, 2.50]}, intent=12, model=True, latency_ms=1e308, dwell_ms=-1, input_tokens="x"),
+    _event(4, ts=f"{DAY}T10:00:00", kb_results=[{"article_id": "KB-2", "score": "high"}], action_args={"a": None}),
+    _event(5, ts="yesterday", turn=None, text="h\u00e9 \u2028 \"quoted\" \\ back", true_intent={"nested": [1e5]}),
+    _event(6, text=123456789012345678901234567890, confidence=-0.0, kb_query=None, error_message="line\nbreak"),
+]
+# Files the fast path must leave to the line path; each still lands one row per line, as before.
+DECLINED = {
+    "blank_line": "\n\n",
+    "invalid_line": "\n{not json}\n",
+    "array_line": "\n[1, 2]\n",
+    "duplicate_key": '\n{"event_id": "d1", "event_id": "d2"}\n',
+    "case_collision": '\n{"event_id": "d3", "EVENT_ID": "d4"}\n',
+    "varying_extras": '\n{"event_id": "d5", "other_key": 1}\n',
+}
+
+
+def _land_both_ways(settings, monkeypatch, text: bytes, gz: bool):
+    folder = f"{settings.landing}/agent_events/dt={DAY}"
+    os.makedirs(folder, exist_ok=True)
+    with open(f"{folder}/part.jsonl" + (".gz" if gz else ""), "wb") as fh:
+        fh.write(gzip.compress(text) if gz else text)
+    calls = []
+    real = land._read_jsonl_fast
+
+    def spy(*args):
+        calls.append(result := real(*args))
+        return result
+
+    monkeypatch.setattr(land, "_read_jsonl_fast", spy)
+    fast = land_source(settings, "agent_events", DAY)
+    part = f"{settings.lake}/raw/agent_events/dt={DAY}/part.parquet"
+    os.rename(part, part.replace("part.parquet", "fast.parquet"))
+    monkeypatch.setattr(land, "_read_jsonl_fast", lambda *a: None)
+    line = land_source(settings, "agent_events", DAY)
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    a, b = "'" + part.replace("part.parquet", "fast.parquet") + "'", f"'{part}'"
+    diff = con.execute(f"SELECT (SELECT count(*) FROM (FROM {a} EXCEPT ALL FROM {b})),"
+                       f" (SELECT count(*) FROM (FROM {b} EXCEPT ALL FROM {a}))").fetchone()
+    assert con.execute(f"DESCRIBE FROM {a}").fetchall() == con.execute(f"DESCRIBE FROM {b}").fetchall()
+    assert (fast.rows_read, fast.parse_errors) == (line.rows_read, line.parse_errors)
+    return calls, diff, con, b
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_clean_file_takes_the_fast_path_with_the_line_paths_rows(settings, monkeypatch, gz):
+    text = "\n".join(json.dumps(r) for r in CLEAN).encode() + b"\n"
+    calls, diff, con, part = _land_both_ways(settings, monkeypatch, text, gz)
+    assert calls and calls[0] is not None  # the fast path was taken
+    assert diff == (0, 0)
+    errors = con.execute(f"SELECT count(_type_errors), count(_extra) FROM {part}").fetchone()
+    assert errors == (4, len(CLEAN))  # rows 2..5 carry type errors; every row keeps true_intent in _extra
+
+
+@pytest.mark.parametrize("case", sorted(DECLINED))
+def test_files_the_fast_path_declines_land_as_before(settings, monkeypatch, case):
+    clean = "\n".join(json.dumps(r) for r in CLEAN[:3])
+    calls, diff, _, _ = _land_both_ways(settings, monkeypatch, (clean + DECLINED[case]).encode(), gz=False)
+    assert calls == [None]
+    assert diff == (0, 0)
