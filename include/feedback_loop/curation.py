@@ -137,7 +137,7 @@ def near_duplicates(examples: list[Example], threshold: float, num_perm: int = 2
 
     ordered = _best_first(examples)
     params = _lsh_params(threshold, num_perm)
-    hashes = MinHash.bulk([_shingles(e.key) for e in ordered], num_perm=num_perm, seed=1)
+    hashes = MinHash.bulk([_shingles(e.key) for e in ordered], num_perm=num_perm, seed=1, hashfunc=_shingle_hash)
     lsh: dict[str, MinHashLSH] = {}
     kept_hash: dict[str, MinHash] = {}
     kept: dict[str, Example] = {}
@@ -157,6 +157,15 @@ def near_duplicates(examples: list[Example], threshold: float, num_perm: int = 2
     return out, Step("near_duplicates", len(examples), len(out), {"threshold": threshold, "num_perm": num_perm,
                                                                    "shingles": "character 5-grams",
                                                                    "lsh_weights": [0.1, 0.9]})
+
+
+@lru_cache(maxsize=1 << 18)
+def _shingle_hash(shingle: bytes) -> int:
+    """datasketch's own default hash (the first 4 bytes of SHA-1), remembered: the same 5-grams recur in
+    thousands of texts, and hashing them was most of the cost of this step."""
+    from datasketch.hashfunc import sha1_hash32
+
+    return sha1_hash32(shingle)
 
 
 @lru_cache(maxsize=16)

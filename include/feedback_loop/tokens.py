@@ -47,7 +47,13 @@ def encoding():
 
 def count(text: str) -> int:
     """Tokens in `text` (special-token strings in the text are counted as ordinary text)."""
-    return len(encoding().encode(text or "", disallowed_special=()))
+    return _count(text or "")
+
+
+@lru_cache(maxsize=1 << 15)
+def _count(text: str) -> int:
+    # Remembered: a dataset build counts the same system message and prompt in many examples and files.
+    return len(encoding().encode(text, disallowed_special=()))
 
 
 def count_messages(messages: list[dict]) -> int:
