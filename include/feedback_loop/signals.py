@@ -307,20 +307,25 @@ def run_signals(settings: Settings, dt: date | str) -> dict:
         _load_inputs(con, lake, settings, plan)
         units_sql = _units_sql(con, settings, plan, plan.d(0), plan.d(0), "run")
         con.execute(f"CREATE TEMP TABLE units AS {units_sql}")
+        # Temp tables live in memory under the connection's memory limit: each is dropped once nothing
+        # reads it any more, so that the later steps do not spill (units alone is ~1.5 KB per conversation).
+        con.execute("DROP TABLE run_ev; DROP TABLE run_conv")
         _aggregate(con, plan)
         _baseline(con, lake, settings, plan)
         lake.write_query(con, f"SELECT DATE '{dt}' AS dt, * REPLACE (redact_pii(dimension_value) AS dimension_value) "
                               f"FROM metrics ORDER BY {_KEY}", "marts", METRICS_MART, dt)
+        _action_queue(con, lake, settings, plan)  # the last reader of units
+        n_units = con.execute("SELECT count(*) FROM units").fetchall()[0][0]
+        con.execute("DROP TABLE units")
         ab_rows = _ab_tests(con, settings, plan)
         lake.write_query(con, f"SELECT DATE '{dt}' AS dt, * REPLACE (redact_pii(control) AS control, "
                               "redact_pii(treatment) AS treatment) FROM ab ORDER BY metric, treatment", "marts", AB_MART, dt)
-        _action_queue(con, lake, settings, plan)
         lake.write_query(con, f"SELECT DATE '{dt}' AS dt, * REPLACE (redact_pii(scope_value) AS scope_value) "
                               "FROM queue ORDER BY severity DESC, action_id",
                          "marts", QUEUE_MART, dt)
         counts = con.execute(
             "SELECT (SELECT count(*) FROM metrics), (SELECT count(*) FROM queue), "
-            "(SELECT count(*) FROM units), (SELECT count(*) FROM metrics WHERE NOT is_final)"
+            f"{n_units}, (SELECT count(*) FROM metrics WHERE NOT is_final)"
         ).fetchall()[0]
         by_component = dict(con.execute(
             "SELECT target_component, count(*) FROM queue GROUP BY 1 ORDER BY 1").fetchall())
@@ -660,37 +665,55 @@ def _defs_table(con, settings: Settings, p: _Plan) -> None:
                     [(m, d, v, c[0], c[1]) for (m, d, v), c in ROUTES.items()])
 
 
+def _by_scope_sql(aggregates: str, metrics: list[str]) -> str:
+    """`aggregates` of the units of `metrics` per (metric, metric_date, dimension, dimension_value): the
+    'all' scope and each of DIMENSIONS over the base units, and each extra breakdown over its own units."""
+    names = ", ".join(f"'{m}'" for m in metrics)
+    dimension = " ".join(f"WHEN grouping({d}) = 0 THEN '{d}'" for d in DIMENSIONS)
+    value = " ".join(f"WHEN grouping({d}) = 0 THEN {d}" for d in DIMENSIONS)
+    sets = ", ".join(["(metric, metric_date)"] + [f"(metric, metric_date, {d})" for d in DIMENSIONS])
+    return f"""
+        SELECT metric, metric_date, CASE {dimension} ELSE 'all' END AS dimension,
+            CASE {value} ELSE 'all' END AS dimension_value, {aggregates}
+        FROM units WHERE base AND metric IN ({names}) GROUP BY GROUPING SETS ({sets})
+        UNION ALL
+        SELECT metric, metric_date, extra_dim, extra_value, {aggregates}
+        FROM units WHERE extra_dim IS NOT NULL AND metric IN ({names})
+        GROUP BY metric, metric_date, extra_dim, extra_value"""
+
+
 def _aggregate(con, p: _Plan) -> None:
     """`cur`: every metric of this run, by day and by each dimension, with its delta-method standard error."""
-    con.execute(f"""CREATE TEMP TABLE grouped AS
-        SELECT metric, metric_date, 'all' AS dimension, 'all' AS dimension_value, num, den FROM units WHERE base
-        {''.join(f" UNION ALL SELECT metric, metric_date, '{d}', {d}, num, den FROM units WHERE base" for d in DIMENSIONS)}
-        UNION ALL SELECT metric, metric_date, extra_dim, extra_value, num, den FROM units WHERE extra_dim IS NOT NULL""")
+    # Every scope in one pass per aggregate: GROUPING SETS over the base units (all + each dimension) and
+    # one GROUP BY over the units of the extra breakdowns, instead of a table with a copy of every unit per
+    # scope (six copies of millions of rows, which no longer fit the memory limit and spilled).
     # Ratio of sums R = sum(num) / sum(den); its standard error by the delta method:
     # se = sqrt(var(num - R den) / n) / mean(den), var(num - R den) = var(num) + R^2 var(den) - 2 R cov.
-    con.execute("""CREATE TEMP TABLE ratio AS
-        SELECT g.metric, metric_date, dimension, dimension_value, count(*) AS sample_size,
-            sum(num) AS numerator, sum(den) AS denominator, sum(num) / nullif(sum(den), 0) AS value,
-            var_samp(num) AS v_num, var_samp(den) AS v_den, covar_samp(num, den) AS c_nd, avg(den) AS m_den
-        FROM grouped g JOIN defs USING (metric) WHERE defs.agg = 'ratio' GROUP BY ALL""")
-    con.execute("""CREATE TEMP TABLE cur0 AS
+    ratio = [m.name for m in METRICS if m.agg == "ratio"]
+    con.execute(f"""CREATE TEMP TABLE ratio AS {_by_scope_sql(
+        "count(*) AS sample_size, sum(num) AS numerator, sum(den) AS denominator, "
+        "sum(num) / nullif(sum(den), 0) AS value, var_samp(num) AS v_num, var_samp(den) AS v_den, "
+        "covar_samp(num, den) AS c_nd, avg(den) AS m_den", ratio)}""")
+    quantiles = " UNION ALL ".join(
+        _by_scope_sql(f"NULL::DOUBLE AS numerator, NULL::DOUBLE AS denominator, quantile_cont(num, {q}) AS value, "
+                      "count(*) AS sample_size, NULL::DOUBLE AS std_error", names)
+        for q, names in ((0.5, [m.name for m in METRICS if m.agg == "p50"]),
+                         (0.95, [m.name for m in METRICS if m.agg == "p95"])) if names)
+    con.execute(f"""CREATE TEMP TABLE cur0 AS
         SELECT r.metric, metric_date, dimension, dimension_value, numerator, denominator, value, sample_size,
             CASE WHEN sample_size > 1 AND m_den > 0 THEN
                 sqrt(greatest(v_num + value * value * v_den - 2 * value * c_nd, 0) / sample_size) / m_den END
                 AS std_error
         FROM ratio r
         UNION ALL
-        SELECT g.metric, metric_date, dimension, dimension_value, NULL, NULL,
-            CASE defs.agg WHEN 'p50' THEN quantile_cont(num, 0.5) ELSE quantile_cont(num, 0.95) END,
-            count(*), NULL
-        FROM grouped g JOIN defs USING (metric) WHERE defs.agg IN ('p50', 'p95')
-        GROUP BY g.metric, metric_date, dimension, dimension_value, defs.agg""")
+        {quantiles}""")
     con.execute(f"""CREATE TEMP TABLE cur AS
         SELECT c.*, d.kind, d.matrix_signal, d.window_name, d.window_days, d.higher_is_better,
             c.metric_date + d.final_lag <= DATE '{p.day}' AS is_final,
             c.metric_date = DATE '{p.day}' - d.final_lag AS is_current
         FROM cur0 c JOIN defs d USING (metric)
         WHERE c.value IS NOT NULL""")
+    con.execute("DROP TABLE ratio; DROP TABLE cur0")
 
 
 _PREV_COLS = ("metric, metric_date, dimension, dimension_value, numerator, denominator, value, sample_size, "
