@@ -217,12 +217,17 @@ def validate_source(settings: Settings, source: str, dt: date | str) -> dict:
     if not lake.has_partition("raw", source, dt):
         raise DataQualityError(f"no raw partition for {source} on {dt}: run the land step first")
     checks = checks_for(src)
+    raw = f"read_parquet('{lake.partition_file('raw', source, dt)}')"  # the same read as candidate_sql's
+    computed = [col for col, _, _ in _computed_checks(src)]
+    # GX reads only the columns its expectations name: the candidate table holds those (and the row id),
+    # not the wide text columns, which go from the raw Parquet straight to staged/quarantine below.
+    narrow = ", ".join(f'"{c}"' for c in dict.fromkeys(["_row_id", *(c.column for c in checks)]))
     work = tempfile.mkdtemp(prefix=f"acsr-dq-{source}-")
     try:
         db = os.path.join(work, "candidate.duckdb")
         con = connect()
         con.execute(f"ATTACH '{db}' AS dq")
-        con.execute(f"CREATE TABLE dq.candidate AS {candidate_sql(settings, src, dt, lake)}")
+        con.execute(f"CREATE TABLE dq.candidate AS SELECT {narrow} FROM ({candidate_sql(settings, src, dt, lake)})")
         con.execute("DETACH dq")
         outcome = run_suite(db, "candidate", f"{source}", gx_expectations(checks),
                             row_id_column="_row_id", gx_root=gx_root(settings), run_name=f"{source}-{dt}")
@@ -239,15 +244,21 @@ def validate_source(settings: Settings, source: str, dt: date | str) -> dict:
                FROM (SELECT DISTINCT _row_id, _rank, reason FROM failures) GROUP BY _row_id"""
         )
         detail = _detail_sql(src, checks)
-        quarantine_sql = f"""SELECT c.*, q.quarantine_reasons[1] AS quarantine_reason, q.quarantine_reasons,
+        # The candidate's columns, in its order: every raw column, then the computed ones.
+        quarantine_sql = f"""SELECT r.*, {", ".join(f'c."{col}"' for col in computed)},
+                   q.quarantine_reasons[1] AS quarantine_reason, q.quarantine_reasons,
                    {detail} AS quarantine_detail
-            FROM dq.candidate c JOIN reasons q USING (_row_id) ORDER BY _row_id"""
+            FROM {raw} r JOIN dq.candidate c ON c._row_id = r._row_id JOIN reasons q ON q._row_id = r._row_id
+            ORDER BY r._row_id"""
         keep = ", ".join([f'"{c}"' for c in src.columns] + ["_extra", "_source_file", "_line", "_row_id"])
-        staged_sql = f"""SELECT {keep} FROM dq.candidate c
-            WHERE NOT EXISTS (SELECT 1 FROM reasons q WHERE q._row_id = c._row_id) ORDER BY _row_id"""
+        staged_sql = f"""SELECT {keep} FROM {raw} r
+            WHERE NOT EXISTS (SELECT 1 FROM reasons q WHERE q._row_id = r._row_id) ORDER BY _row_id"""
         rows_read = con.execute("SELECT count(*) FROM dq.candidate").fetchone()[0]
         rows_quarantined = con.execute("SELECT count(*) FROM reasons").fetchone()[0]
-        rows_staged = con.execute(f"SELECT count(*) FROM ({staged_sql})").fetchone()[0]
+        # Counted on the raw rows the staged write reads (one column: cheap), not on the candidate table.
+        rows_staged = con.execute(
+            f"SELECT count(*) FROM {raw} r WHERE NOT EXISTS (SELECT 1 FROM reasons q WHERE q._row_id = r._row_id)"
+        ).fetchone()[0]
         if rows_read != rows_staged + rows_quarantined:  # the pipeline's own accounting assertion
             raise DataQualityError(
                 f"{source} {dt}: row accounting broken: read {rows_read} != staged {rows_staged} + "
