@@ -316,10 +316,19 @@ def _gx_root_lock(gx_root: str) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
+_FILE_CONTEXTS: dict[str, Any] = {}  # resolved gx_root -> its file context, opened once per process
+
+
 def _file_context(gx_root: str) -> Any:
+    """The file context at gx_root, opened once per process (opening it parses its YAML and builds its
+    stores: ~0.1-0.2 s per call, paid per source before). Reopened if its config file went away."""
     import great_expectations as gx
 
-    return gx.get_context(mode="file", project_root_dir=str(Path(gx_root).resolve()))
+    root = str(Path(gx_root).resolve())
+    ctx = _FILE_CONTEXTS.get(root)
+    if ctx is None or not (Path(root) / "gx" / "great_expectations.yml").is_file():
+        ctx = _FILE_CONTEXTS[root] = gx.get_context(mode="file", project_root_dir=root)
+    return ctx
 
 
 def _ephemeral_context() -> Any:
