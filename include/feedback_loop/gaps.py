@@ -25,6 +25,7 @@ Outputs: `<lake>/marts/kb_gaps/dt=<dt>/part.parquet` (one row per gap; the wareh
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -304,7 +305,9 @@ def find_gaps(con, p: GapParams, settings: Settings | None = None) -> tuple[list
     from . import gap_topics as gt
     from .pii import redactor
 
-    redact = redactor(settings).redact
+    # Redaction is a pure function of the text, and first messages repeat a lot (a template, a greeting):
+    # each distinct text is redacted once.
+    redact = functools.lru_cache(maxsize=None)(redactor(settings).redact)
     select = f"""SELECT conversation_id, customer_id, text, final_intent, final_confidence, human_intent, started_at,
             escalated, handle_time_s, weight, weight >= {p.min_weight} AS is_signal,
             {", ".join("sig_" + s for s in SIGNALS)}

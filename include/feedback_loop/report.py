@@ -12,6 +12,7 @@ them come from data, so every one goes through the project's PII redactor and is
 
 from __future__ import annotations
 
+import functools
 import glob
 import math
 import os
@@ -58,7 +59,7 @@ def write_report(settings: Settings, dt: date | str) -> str:
     lake = Lake(settings.lake)
     if not lake.has_partition("marts", METRICS_MART, dt):
         raise RuntimeError(f"no marts/{METRICS_MART} for {dt}: run the signals stage first")
-    red = redactor(settings).redact
+    red = functools.lru_cache(maxsize=None)(redactor(settings).redact)  # labels repeat on every row
     con = connect()
     try:
         cur = _rows(con, f"SELECT * FROM read_parquet('{lake.partition_file('marts', METRICS_MART, dt)}') "
