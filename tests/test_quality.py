@@ -176,3 +176,35 @@ def test_rerunning_a_day_gives_identical_outputs(day_with_every_problem):
         for src in s["sources"].values():
             src["suite"].pop("result_json", None)
     assert summary1 == summary2
+
+
+def test_staged_rows_are_the_same_in_row_order_whether_or_not_raw_is_in_row_order(day_with_every_problem,
+                                                                                  monkeypatch):
+    """Staged is written by a scan filtered on a bitstring of the quarantined row ids when the raw
+    partition is in _row_id order (as land writes it), by an anti-join and a sort otherwise: same rows,
+    same order, either way."""
+    from feedback_loop import quality
+
+    clauses = []
+    real = quality._staged_where
+    monkeypatch.setattr(quality, "_staged_where", lambda con, raw: clauses.append(real(con, raw)) or clauses[-1])
+    settings = replace(day_with_every_problem, max_bad_row_share=0.9, reference_lookback_days=0)
+    for source in ("agent_events", "crm_cases", "surveys", "overrides", "outcome_checks", "kb_articles"):
+        nightly.land(settings, source, DAY)
+
+    def outputs():
+        nightly.validate(settings, "agent_events", DAY)
+        return [duckdb.sql(f"SELECT * FROM '{settings.lake}/{layer}/agent_events/dt={DAY}/part.parquet'").fetchall()
+                for layer in ("staged", "quarantine")]
+
+    in_order = outputs()
+    raw = f"{settings.lake}/raw/agent_events/dt={DAY}/part.parquet"
+    con = duckdb.connect()
+    con.execute(f"COPY (SELECT * EXCLUDE (dt) FROM '{raw}' ORDER BY _row_id DESC) TO '{raw}.tmp' (FORMAT parquet)")
+    con.close()
+    os.replace(f"{raw}.tmp", raw)
+    assert outputs() == in_order
+    staged_ids = [r[-1] for r in duckdb.sql(
+        f"SELECT _row_id FROM '{settings.lake}/staged/agent_events/dt={DAY}/part.parquet'").fetchall()]
+    assert len(staged_ids) == 40 and staged_ids == sorted(staged_ids)
+    assert "get_bit" in clauses[0] and "NOT EXISTS" in clauses[1]  # both ways were taken
