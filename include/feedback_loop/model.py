@@ -97,7 +97,13 @@ def build_model(settings: Settings, dt: date | str) -> dict:
         GROUP BY conversation_id
     ),
     case_state AS (
-        SELECT case_id, arg_max(COLUMNS(* EXCLUDE (case_id)), (updated_at, dt, _row_id)) FROM cases GROUP BY case_id
+        -- Each column's value on the latest state where it is not null (arg_max skips null values). The
+        -- order (updated_at, dt, _row_id) is unique, so its rank is an exact scalar stand-in for that
+        -- struct key: arg_max over a struct key costs ~20 us a row (9 s of CPU at 423,341 states).
+        SELECT case_id, arg_max(COLUMNS(* EXCLUDE (case_id, _state_rank)), _state_rank)
+        FROM (SELECT *, row_number() OVER (ORDER BY updated_at NULLS LAST, dt NULLS LAST, _row_id NULLS LAST)
+                  AS _state_rank FROM cases)
+        GROUP BY case_id
     ),
     case_states AS (SELECT case_id, count(*) AS n_case_states FROM cases GROUP BY case_id),
     srv AS (
