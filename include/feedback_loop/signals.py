@@ -309,7 +309,7 @@ def run_signals(settings: Settings, dt: date | str) -> dict:
         con.execute(f"CREATE TEMP TABLE units AS {units_sql}")
         # Temp tables live in memory under the connection's memory limit: each is dropped once nothing
         # reads it any more, so that the later steps do not spill (units alone is ~1.5 KB per conversation).
-        con.execute("DROP TABLE run_ev; DROP TABLE run_conv")
+        con.execute("DROP TABLE run_ev; DROP TABLE run_conv; DROP TABLE run_sent; DROP TABLE run_per_conv")
         _aggregate(con, plan)
         _baseline(con, lake, settings, plan)
         lake.write_query(con, f"SELECT DATE '{dt}' AS dt, * REPLACE (redact_pii(dimension_value) AS dimension_value) "
@@ -488,8 +488,10 @@ def _units_sql(con, settings: Settings, p: _Plan, first: str, last: str, purpose
 
     # -- events of the day (staged agent_events): only for the run itself, never over a range
     if purpose == "run":
-        con.execute("CREATE OR REPLACE TEMP TABLE run_ev AS SELECT e.*, c.d_intent, c.d_channel, c.d_strategy, "
-                    f"c.d_mode, c.resolved FROM events e JOIN {conv} c USING (conversation_id)")
+        # Only the event columns the metrics below read (the events' text, JSON and ids would fill memory).
+        con.execute("CREATE OR REPLACE TEMP TABLE run_ev AS SELECT e.event_id, e.ts, e.conversation_id, e.event_type, "
+                    "e.text, e.action, e.action_status, e.dwell_ms, e.latency_ms, e.kb_results, e._row_id, e.dt, "
+                    f"c.d_intent, c.d_channel, c.d_strategy, c.d_mode, c.resolved FROM events e JOIN {conv} c USING (conversation_id)")
         ev = "run_ev"
         sent = f"""(SELECT conversation_id, any_value(d_intent) AS d_intent, any_value(d_channel) AS d_channel,
                 any_value(d_strategy) AS d_strategy, any_value(d_mode) AS d_mode, DATE '{last}' AS dt,
@@ -504,6 +506,10 @@ def _units_sql(con, settings: Settings, p: _Plan, first: str, last: str, purpose
                 count(DISTINCT action) FILTER (event_type = 'action_proposed') AS n_proposed,
                 count(DISTINCT action) FILTER (event_type = 'action_executed' AND lower(action_status) IN ({ok})) AS n_done
             FROM {ev} GROUP BY conversation_id)"""
+        # Each is read by two or three metrics: computed once (sentiment calls Python per message).
+        con.execute(f"CREATE OR REPLACE TEMP TABLE run_sent AS SELECT * FROM {sent}")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE run_per_conv AS SELECT * FROM {per_conv}")
+        sent, per_conv = "run_sent", "run_per_conv"
         # A dead end: a step whose key was already seen in the same progress segment (segments are cut by
         # every executed action): the same KB query, the same proposed action, an intent classified again.
         dead = """(SELECT conversation_id, bool_or(repeat) AS dead_end FROM (
