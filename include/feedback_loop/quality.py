@@ -114,15 +114,22 @@ def candidate_sql(settings: Settings, src: Source, dt: str, lake: Lake) -> str:
     early = start - timedelta(hours=settings.lateness_hours)
     late = end + timedelta(minutes=settings.future_skew_minutes)
     t = f'"{src.time_column}"'
+    raw = lake.partition_file("raw", src.name, dt)
+    # Every copy of a key after the first (lowest _row_id) is a duplicate of that first row. Computed as an
+    # aggregate of the repeated keys joined back (NULL keys match each other, as in a PARTITION BY), not as
+    # a window: a window over the raw rows carries all their columns through its sort.
+    keys = [k.strip() for k in _dup_key(src).split(",")]
+    dup_keys = ", ".join(f"{k} AS _dk{i}" for i, k in enumerate(keys))
+    joins = [
+        f"LEFT JOIN (SELECT {dup_keys}, min(_row_id) AS _first FROM read_parquet('{raw}') GROUP BY ALL "
+        "HAVING count(*) > 1) dup ON " + " AND ".join(f"dup._dk{i} IS NOT DISTINCT FROM r.{k}" for i, k in enumerate(keys))
+    ]
     cols = [
-        (f"CASE WHEN row_number() OVER (PARTITION BY {_dup_key(src)} ORDER BY _row_id) > 1 "
-        f"THEN 'duplicate of row ' || first(_row_id) OVER (PARTITION BY {_dup_key(src)} ORDER BY _row_id) END "
-        "AS _duplicate_of"),
+        "CASE WHEN r._row_id > dup._first THEN 'duplicate of row ' || dup._first END AS _duplicate_of",
         f"CASE WHEN {t} >= TIMESTAMPTZ '{late.isoformat()}' THEN 'after the interval (future)' "
         + ("" if src.snapshot else f"WHEN {t} < TIMESTAMPTZ '{early.isoformat()}' THEN 'before the interval beyond the lateness allowance' ")
         + "END AS _time_problem",
     ]
-    joins = []
     lookback = [
         str(date.fromisoformat(dt) - timedelta(days=i)) for i in range(1, settings.reference_lookback_days + 1)
     ]
@@ -158,7 +165,6 @@ def candidate_sql(settings: Settings, src: Source, dt: str, lake: Lake) -> str:
         )
     if src.name == "overrides":
         cols.append(_triad_sql())
-    raw = lake.partition_file("raw", src.name, dt)
     return f"SELECT r.*, {', '.join(cols)} FROM read_parquet('{raw}') r {' '.join(joins)}"
 
 
