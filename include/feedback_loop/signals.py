@@ -306,17 +306,18 @@ def run_signals(settings: Settings, dt: date | str) -> dict:
         _defs_table(con, settings, plan)
         _load_inputs(con, lake, settings, plan)
         units_sql = _units_sql(con, settings, plan, plan.d(0), plan.d(0), "run")
-        con.execute(f"CREATE TEMP TABLE units AS {units_sql}")
-        # Temp tables live in memory under the connection's memory limit: each is dropped once nothing
-        # reads it any more, so that the later steps do not spill (units alone is ~1.5 KB per conversation).
-        con.execute("DROP TABLE run_ev; DROP TABLE run_conv; DROP TABLE run_sent; DROP TABLE run_per_conv")
-        _aggregate(con, plan)
+        # units is a view, not a table: materialising its millions of rows cost more than computing them, and
+        # each reader needs only some metrics' branches of the UNION ALL (DuckDB prunes the others on the
+        # constant metric name): the aggregates read every branch once, the examples only the raised metrics'.
+        con.execute(f"CREATE TEMP VIEW units AS {units_sql}")
+        n_units = _aggregate(con, plan)
         _baseline(con, lake, settings, plan)
         lake.write_query(con, f"SELECT DATE '{dt}' AS dt, * REPLACE (redact_pii(dimension_value) AS dimension_value) "
                               f"FROM metrics ORDER BY {_KEY}", "marts", METRICS_MART, dt)
         _action_queue(con, lake, settings, plan)  # the last reader of units
-        n_units = con.execute("SELECT count(*) FROM units").fetchall()[0][0]
-        con.execute("DROP TABLE units")
+        # Temp tables live in memory under the connection's memory limit: dropped once nothing reads them.
+        con.execute("DROP VIEW units; DROP TABLE run_ev; DROP TABLE run_conv; DROP TABLE run_sent; "
+                    "DROP TABLE run_per_conv")
         ab_rows = _ab_tests(con, settings, plan)
         lake.write_query(con, f"SELECT DATE '{dt}' AS dt, * REPLACE (redact_pii(control) AS control, "
                               "redact_pii(treatment) AS treatment) FROM ab ORDER BY metric, treatment", "marts", AB_MART, dt)
@@ -688,8 +689,11 @@ def _by_scope_sql(aggregates: str, metrics: list[str]) -> str:
         GROUP BY metric, metric_date, extra_dim, extra_value"""
 
 
-def _aggregate(con, p: _Plan) -> None:
-    """`cur`: every metric of this run, by day and by each dimension, with its delta-method standard error."""
+def _aggregate(con, p: _Plan) -> int:
+    """`cur`: every metric of this run, by day and by each dimension, with its delta-method standard error.
+
+    Returns the number of units: the base units (each is in its metric's 'all' scope once) plus the
+    others (the extra breakdowns' own units, each in one extra scope)."""
     # Every scope in one pass per aggregate: GROUPING SETS over the base units (all + each dimension) and
     # one GROUP BY over the units of the extra breakdowns, instead of a table with a copy of every unit per
     # scope (six copies of millions of rows, which no longer fit the memory limit and spilled).
@@ -699,7 +703,7 @@ def _aggregate(con, p: _Plan) -> None:
     con.execute(f"""CREATE TEMP TABLE ratio AS {_by_scope_sql(
         "count(*) AS sample_size, sum(num) AS numerator, sum(den) AS denominator, "
         "sum(num) / nullif(sum(den), 0) AS value, var_samp(num) AS v_num, var_samp(den) AS v_den, "
-        "covar_samp(num, den) AS c_nd, avg(den) AS m_den", ratio)}""")
+        "covar_samp(num, den) AS c_nd, avg(den) AS m_den, count(*) FILTER (NOT base) AS n_not_base", ratio)}""")
     quantiles = " UNION ALL ".join(
         _by_scope_sql(f"NULL::DOUBLE AS numerator, NULL::DOUBLE AS denominator, quantile_cont(num, {q}) AS value, "
                       "count(*) AS sample_size, NULL::DOUBLE AS std_error", names)
@@ -719,7 +723,10 @@ def _aggregate(con, p: _Plan) -> None:
             c.metric_date = DATE '{p.day}' - d.final_lag AS is_current
         FROM cur0 c JOIN defs d USING (metric)
         WHERE c.value IS NOT NULL""")
+    n_units = con.execute("SELECT (SELECT sum(sample_size) FROM cur0 WHERE dimension = 'all') "
+                          "+ (SELECT sum(n_not_base) FROM ratio)").fetchall()[0][0]
     con.execute("DROP TABLE ratio; DROP TABLE cur0")
+    return int(n_units or 0)
 
 
 _PREV_COLS = ("metric, metric_date, dimension, dimension_value, numerator, denominator, value, sample_size, "
@@ -862,13 +869,15 @@ def _action_queue(con, lake: Lake, settings: Settings, p: _Plan) -> None:
     scope = " OR ".join(
         [f"(k.dimension = '{d}' AND u.base AND u.{d} = k.dimension_value)" for d in DIMENSIONS]
         + ["(k.dimension = 'all' AND u.base)", "(u.extra_dim = k.dimension AND u.extra_value = k.dimension_value)"])
+    raised_metrics = [r[0] for r in con.execute("SELECT DISTINCT metric FROM kept ORDER BY 1").fetchall()]
+    only_raised = "u.metric IN ({})".format(", ".join(f"'{m}'" for m in raised_metrics)) if raised_metrics else "false"
     con.execute(f"""CREATE TEMP TABLE examples AS
         SELECT action_id, list(conversation_id ORDER BY badness DESC, conversation_id)[1:5] AS example_conversation_ids
         FROM (SELECT k.action_id, u.conversation_id,
                 max(CASE WHEN k.higher_is_better THEN k.threshold - u.num / u.den ELSE u.num / u.den - k.threshold END)
                     AS badness
               FROM kept k JOIN units u ON u.metric = k.metric AND u.metric_date = k.metric_date AND ({scope})
-              WHERE u.conversation_id IS NOT NULL AND u.den > 0
+              WHERE {only_raised} AND u.conversation_id IS NOT NULL AND u.den > 0
                 AND CASE WHEN k.higher_is_better THEN u.num / u.den < k.threshold ELSE u.num / u.den > k.threshold END
               GROUP BY ALL)
         GROUP BY action_id""")
