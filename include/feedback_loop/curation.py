@@ -132,31 +132,94 @@ def near_duplicates(examples: list[Example], threshold: float, num_perm: int = 2
     better-evidenced kept example of the same group; LSH finds candidates, the MinHash estimate confirms.
 
     The LSH bands are tuned to miss few pairs (false negatives weighted 0.9): a missed duplicate leaks into
-    the data, a false candidate only costs one comparison."""
-    from datasketch import MinHash, MinHashLSH
+    the data, a false candidate only costs one comparison. Signatures are computed one example at a time
+    (datasketch's MinHash, the values `MinHash.bulk` gives) and only those of kept examples are kept, as
+    rows of a uint32 array (`_BandIndex`): ~1.3 KB per kept example instead of a MinHash object, its
+    5-gram list and datasketch's byte-string band keys."""
+    from datasketch import MinHash
 
     ordered = _best_first(examples)
-    params = _lsh_params(threshold, num_perm)
-    hashes = MinHash.bulk([_shingles(e.key) for e in ordered], num_perm=num_perm, seed=1, hashfunc=_shingle_hash)
-    lsh: dict[str, MinHashLSH] = {}
-    kept_hash: dict[str, MinHash] = {}
-    kept: dict[str, Example] = {}
-    for i, (e, mh) in enumerate(zip(ordered, hashes)):
-        if e.group not in lsh:
-            lsh[e.group] = MinHashLSH(threshold=threshold, num_perm=num_perm, params=params)
-        index = lsh[e.group]
-        matches = [m for m in index.query(mh) if kept_hash[m].jaccard(mh) >= threshold]
-        if matches:
-            kept[min(matches)].merged += e.merged
+    bands, rows = _lsh_params(threshold, num_perm)
+    template = MinHash(num_perm=num_perm, seed=1, hashfunc=_shingle_hash)
+    index: dict[str, _BandIndex] = {}
+    kept: list[Example] = []
+    for e in ordered:
+        m = template.copy()
+        m.update_batch(_shingles(e.key))
+        sig = m.hashvalues
+        group = index.get(e.group)
+        if group is None:
+            group = index[e.group] = _BandIndex(bands, rows, num_perm)
+        match = group.best_match(sig, threshold)
+        if match is not None:
+            kept[match].merged += e.merged
             continue
-        name = f"{i:08d}"
-        index.insert(name, mh)
-        kept_hash[name] = mh
-        kept[name] = e
-    out = [kept[k] for k in sorted(kept)]
-    return out, Step("near_duplicates", len(examples), len(out), {"threshold": threshold, "num_perm": num_perm,
-                                                                   "shingles": "character 5-grams",
-                                                                   "lsh_weights": [0.1, 0.9]})
+        group.add(sig, len(kept))
+        kept.append(e)
+    return kept, Step("near_duplicates", len(examples), len(kept), {"threshold": threshold, "num_perm": num_perm,
+                                                                    "shingles": "character 5-grams",
+                                                                    "lsh_weights": [0.1, 0.9]})
+
+
+class _BandIndex:
+    """MinHash LSH over one group's kept signatures: `bands` tables keyed by the hash of each band of `rows`
+    values, as datasketch's MinHashLSH queries them, with the signatures as rows of a uint32 array.
+
+    A band's Python hash stands for its bytes: a collision only adds a candidate, which the Jaccard estimate
+    then rejects. `best_match` is the lowest kept position whose estimate reaches the threshold (the first
+    kept, best-evidenced, example), as `min` over datasketch's candidates was."""
+
+    CHUNK = 4096
+
+    def __init__(self, bands: int, rows: int, num_perm: int):
+        import numpy as np
+
+        self.ranges = [(i * rows, (i + 1) * rows) for i in range(bands)]
+        self.tables: list[dict[int, int | list[int]]] = [{} for _ in range(bands)]
+        self.num_perm = num_perm
+        self.chunks: list = []  # uint32 arrays of CHUNK signatures each
+        self.positions: list = []  # kept position of each signature row, per chunk
+        self.n = 0
+        self.np = np
+
+    def _keys(self, sig) -> list[int]:
+        return [hash(sig[a:b].tobytes()) for a, b in self.ranges]
+
+    def best_match(self, sig, threshold: float) -> int | None:
+        rows = set()
+        for key, table in zip(self._keys(sig), self.tables):
+            hit = table.get(key)
+            if hit is None:
+                continue
+            if isinstance(hit, list):
+                rows.update(hit)
+            else:
+                rows.add(hit)
+        best = None
+        for row in sorted(rows):
+            chunk, at = divmod(row, self.CHUNK)
+            other = self.chunks[chunk][at]
+            if float(self.np.count_nonzero(other == sig)) / float(self.num_perm) >= threshold:
+                pos = int(self.positions[chunk][at])
+                best = pos if best is None else min(best, pos)
+        return best
+
+    def add(self, sig, position: int) -> None:
+        chunk, at = divmod(self.n, self.CHUNK)
+        if at == 0:
+            self.chunks.append(self.np.empty((self.CHUNK, self.num_perm), dtype=sig.dtype))
+            self.positions.append(self.np.empty(self.CHUNK, dtype=self.np.int64))
+        self.chunks[chunk][at] = sig
+        self.positions[chunk][at] = position
+        for key, table in zip(self._keys(sig), self.tables):
+            hit = table.get(key)
+            if hit is None:
+                table[key] = self.n
+            elif isinstance(hit, list):
+                hit.append(self.n)
+            else:
+                table[key] = [hit, self.n]
+        self.n += 1
 
 
 @lru_cache(maxsize=1 << 18)

@@ -30,7 +30,9 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import shutil
+import tempfile
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -511,14 +513,63 @@ def build_candidates(cfg: Config, convs: dict[str, Conversation], corrections: l
     return builder.result()
 
 
+class _Spill:
+    """Candidates' records (every output format of an example, KBs each) in an anonymous temporary file, so
+    memory holds what curation decides on, not the formatted examples: they are read back one example at
+    a time when counted, identified and written. Pickled, so what comes back is what was built, types
+    included."""
+
+    def __init__(self):
+        self.fh = tempfile.TemporaryFile()
+        self.end = 0
+
+    def put(self, records: dict) -> _Spilled:
+        blob = pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL)
+        self.fh.seek(self.end)
+        self.fh.write(blob)
+        ref = _Spilled(self, self.end, len(blob))
+        self.end += len(blob)
+        return ref
+
+    def load(self, offset: int, length: int) -> dict:
+        self.fh.seek(offset)
+        return pickle.loads(self.fh.read(length))
+
+
+class _Spilled:
+    """The records of one example in a `_Spill`; reads like the dict it stands for (a read loads it)."""
+
+    __slots__ = ("spill", "offset", "length")
+
+    def __init__(self, spill: _Spill, offset: int, length: int):
+        self.spill, self.offset, self.length = spill, offset, length
+
+    def load(self) -> dict:
+        return self.spill.load(self.offset, self.length)
+
+    def __getitem__(self, fmt: str):
+        return self.load()[fmt]
+
+    def get(self, fmt: str, default=None):
+        return self.load().get(fmt, default)
+
+    def __setitem__(self, fmt: str, value) -> None:
+        records = self.load()
+        records[fmt] = value
+        ref = self.spill.put(records)
+        self.offset, self.length = ref.offset, ref.length
+
+
 class _Ordered:
     """A dataset's candidates with the place each would have had in a build over the whole window at once."""
 
-    def __init__(self):
+    def __init__(self, spill: _Spill):
         self.key: tuple = (0, 0)
         self.items: list[tuple[tuple, Example]] = []
+        self.spill = spill
 
     def append(self, example: Example) -> None:
+        example.records = self.spill.put(example.records)
         self.items.append((self.key, example))
 
 
@@ -533,7 +584,8 @@ class _Candidates:
 
     def __init__(self, cfg: Config, corrections: list[dict], kb: dict):
         self.cfg, self.kb = cfg, kb
-        self.cands: dict[str, _Ordered] = {n: _Ordered() for n in DATASETS}
+        self.spill = _Spill()
+        self.cands: dict[str, _Ordered] = {n: _Ordered(self.spill) for n in DATASETS}
         self.unusable: dict[str, Counter] = {n: Counter() for n in DATASETS}
         self.response_fixed = {o["conversation_id"] for o in corrections if o["stage"] == "response"}
         self.intent_fixed = {o["conversation_id"] for o in corrections if o["stage"] == "intent"}
@@ -782,14 +834,22 @@ def _write_files(folder: str, name: str, examples: list[Example], conflicts: lis
     files = []
     for pattern, fmt, parquet in LAYOUT[name]:
         for split in curation.SPLITS:
-            records = [e.records[fmt] for e in examples if e.split == split]
-            if not records:
+            n_rows = sum(1 for e in examples if e.split == split)
+            if not n_rows:
                 continue
             rel = pattern.format(split=split)
             os.makedirs(os.path.dirname(os.path.join(folder, rel)), exist_ok=True)
+            # JSON Lines one record at a time (records are read back from the spill as written); Parquet
+            # still takes the split's records at once (its schema is inferred from all of them).
+            records = [] if parquet else None
             with open(os.path.join(folder, rel + ".jsonl"), "wb") as fh:
-                fh.write(_jsonl(records))
-            files.append({"path": rel + ".jsonl", "format": fmt, "split": split, "rows": len(records)})
+                for e in examples:
+                    if e.split == split:
+                        rec = e.records[fmt]
+                        fh.write(_jsonl([rec]))
+                        if records is not None:
+                            records.append(rec)
+            files.append({"path": rel + ".jsonl", "format": fmt, "split": split, "rows": n_rows})
             if parquet:
                 pq.write_table(pa.Table.from_pylist(records), os.path.join(folder, rel + ".parquet"),
                                compression="zstd")
@@ -821,6 +881,8 @@ class _ScanMemo:
     `sft`, `preference` and `kto`); the phone matcher is the costliest step of the stage, so each distinct
     string is scanned once per build. `find` is a pure function of the string: the answer is the same."""
 
+    LIMIT = 1 << 19  # distinct strings remembered (~70 MiB); beyond it the memo starts again (same answers)
+
     def __init__(self, redactor: pii.Redactor):
         self.redactor = redactor
         self.seen: dict[bytes, tuple] = {}
@@ -829,6 +891,8 @@ class _ScanMemo:
         key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
         found = self.seen.get(key)
         if found is None:
+            if len(self.seen) >= self.LIMIT:
+                self.seen.clear()
             found = self.seen[key] = tuple(self.redactor.find(text))
         return found
 
@@ -842,7 +906,7 @@ def _validate(folder: str, files: list[dict], cfg: Config, redactor: pii.Redacto
             checked[f["path"]] = formats.validate_file(path, f["format"], cfg.max_tokens)
         if f["path"].endswith(".jsonl"):
             leaks = Counter()
-            for rec in formats.read_records(path):
+            for rec in formats.iter_records(path):
                 for s in _strings(rec):
                     leaks.update(kind for kind, _ in redactor.find(s))
             if leaks:

@@ -228,40 +228,54 @@ def check(fmt: str, record: dict, max_tokens: int | None = None) -> list[str]:
 
 def read_records(path: str | Path) -> list[dict]:
     """The records of a JSON Lines or Parquet file, as a trainer's loader would see them."""
+    return list(iter_records(path))
+
+
+PARQUET_BATCH_ROWS = 1024
+
+
+def iter_records(path: str | Path):
+    """`read_records` one record at a time (a JSON Lines line, a Parquet batch of rows), so checking a file
+    holds one batch of it, not the whole file."""
     path = Path(path)
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        return pq.read_table(path).to_pylist()
-    out = []
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=PARQUET_BATCH_ROWS):
+            yield from batch.to_pylist()
+        return
     with open(path, encoding="utf-8") as fh:
         for n, line in enumerate(fh, 1):
             if not line.strip():
                 raise FormatError(f"{path}:{n}: empty line (JSON Lines allows none)")
             try:
-                out.append(json.loads(line))
+                rec = json.loads(line)
             except json.JSONDecodeError as e:
                 raise FormatError(f"{path}:{n}: not JSON: {e}") from e
-    return out
+            yield rec
 
 
 def validate_file(path: str | Path, fmt: str, max_tokens: int | None = None) -> dict:
-    """Check every record of a file; raise FormatError naming the first problems, else return a summary."""
-    records = read_records(path)
-    bad = []
-    for n, rec in enumerate(records, 1):
-        problems = check(fmt, _from_parquet(rec) if str(path).endswith(".parquet") else rec, max_tokens)
+    """Check every record of a file as it is read; raise FormatError naming the first problems, else return
+    a summary."""
+    parquet = str(path).endswith(".parquet")
+    bad, n_bad, n_records = [], 0, 0
+    for n, rec in enumerate(iter_records(path), 1):
+        n_records = n
+        problems = check(fmt, _from_parquet(rec) if parquet else rec, max_tokens)
         if problems:
-            bad.append((n, problems))
-    if bad:
-        first = "; ".join(f"record {n}: {', '.join(p)}" for n, p in bad[:5])
-        raise FormatError(f"{path}: {len(bad)} of {len(records)} records fail {fmt}: {first}")
+            n_bad += 1
+            if len(bad) < 5:
+                bad.append((n, problems))
+    if n_bad:
+        first = "; ".join(f"record {n}: {', '.join(p)}" for n, p in bad)
+        raise FormatError(f"{path}: {n_bad} of {n_records} records fail {fmt}: {first}")
     spec = FORMATS[fmt]
     notes = []
-    if len(records) < spec.min_examples:
-        notes.append(f"{len(records)} examples: {spec.description} needs at least {spec.min_examples} in a "
+    if n_records < spec.min_examples:
+        notes.append(f"{n_records} examples: {spec.description} needs at least {spec.min_examples} in a "
                      "training file")
-    return {"format": fmt, "records": len(records), "valid": True, "notes": notes}
+    return {"format": fmt, "records": n_records, "valid": True, "notes": notes}
 
 
 def _from_parquet(rec: dict) -> dict:
