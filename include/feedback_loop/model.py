@@ -93,7 +93,10 @@ def build_model(settings: Settings, dt: date | str) -> dict:
             coalesce(sum(output_tokens), 0) AS output_tokens,
             coalesce(sum(cost_usd), 0) AS cost_usd,
             coalesce(sum(latency_ms), 0) AS latency_ms_total
-        FROM ev LEFT JOIN LATERAL (SELECT unnest(coalesce(ev.kb_results, [])) AS r) ON true
+        -- One row per KB result of an event (one with r NULL when it has none), as a select-list unnest:
+        -- the same rows as LEFT JOIN LATERAL (SELECT unnest(coalesce(kb_results, []))) ON true, which
+        -- DuckDB plans as a dependent join costing 2.5x the whole aggregate (10 s vs 3.8 s CPU at 2 M events).
+        FROM (SELECT *, unnest(CASE WHEN len(kb_results) > 0 THEN kb_results ELSE [NULL] END) AS r FROM ev) ev
         GROUP BY conversation_id
     ),
     case_state AS (
