@@ -27,11 +27,12 @@ venv: $(BIN)/activate
 demo: venv
 	$(BIN)/python scripts/demo.py --days $(DAYS) --conversations-per-day $(CONVERSATIONS)
 
-test: venv  # the suite CI runs; the real-scheduler suite is `make test-integration` (see docs/operations.md)
-	$(BIN)/python -m pytest -q -m "not integration"
+TEST_WORKERS ?= 2
+test: venv  # everything, the real-scheduler suite included (on one pytest-xdist worker, the unit tests on the other)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --no-loadscope-reorder
 
 test-fast: venv  # everything but the suite that starts real Airflow services (tests/integration)
-	$(BIN)/python -m pytest -q -m "not integration"
+	$(BIN)/python -m pytest -q -m "not integration" -n $(TEST_WORKERS)
 
 test-integration: venv  # scheduler, backfills, Celery/Postgres/Redis/S3, the Flywheel page (docs/operations.md)
 	$(BIN)/python -m pytest -q -m integration

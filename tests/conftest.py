@@ -21,6 +21,21 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ.setdefault("AIRFLOW__CORE__EXECUTOR", "LocalExecutor")
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """`make test` (pytest-xdist): each module's tests stay on one worker, so its module fixtures (whole
+    generated nights through Airflow) are built once; tests/integration, one Airflow deployment per
+    session, is one unit of its own, run in its order on one worker while the other takes the rest."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "tests/integration" if module.startswith("tests/integration/") else module
+
+    return ModuleScheduling(config, log)
+
+
 @pytest.fixture
 def data_dir(tmp_path, monkeypatch) -> Path:
     """A fresh landing/lake/warehouse for one test, used by Settings.load() through ACSR_DATA_DIR."""

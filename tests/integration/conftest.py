@@ -37,10 +37,9 @@ def pytest_collection_modifyitems(config, items):
     mine = [i for i in items if HERE in Path(str(i.fspath)).resolve().parents]
     for item in mine:
         item.add_marker(pytest.mark.integration)
-    if mine:
-        first = items.index(mine[0])
+    if mine:  # first: under pytest-xdist the longest unit of work starts at once, on its own worker
         rest = [i for i in items if i not in mine]
-        items[:] = rest[:first] + sorted(mine, key=rank) + rest[first:]
+        items[:] = sorted(mine, key=rank) + rest
 
 
 class WebhookReceiver:
