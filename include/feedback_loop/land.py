@@ -152,7 +152,8 @@ def land_source(settings: Settings, source: str, dt: date | str) -> LandResult:
         file_stats.append({"file": path, "format": fmt, "rows": n})
 
     lake = Lake(settings.lake)
-    target = lake.write_query(con, typed_select(src, fast), "raw", source, dt)
+    only_fast = len(fast) == 1 and not con.execute("SELECT count(*) FROM rows").fetchone()[0]
+    target = lake.write_query(con, typed_select(src, fast, only_fast=only_fast), "raw", source, dt)
     rows_read = _landed(con, fast)
     parse_errors = con.execute("SELECT count(_parse_error) FROM rows").fetchone()[0]
     con.close()
@@ -188,20 +189,27 @@ def _read_jsonl_fast(con, src: Source, path: str, idx: int) -> tuple[str, str] |
     rejects, table = f"fast_rejects_{idx}", f"json_{idx}"
     landed = None
     try:
-        shapes = con.execute(
-            f"""SELECT CASE WHEN json_valid(line) AND json_type(line) = 'OBJECT' THEN json_keys(line) END AS keys,
-                       count(*)
-            FROM read_csv('{_q(path)}', columns={{'line': 'VARCHAR'}}, header=false, delim='\\0', quote='',
+        # One parse per line: json_keys raises on a line that is not JSON (the same reader as json_valid,
+        # so the same lines), which sends the file to the line path; a non-object gives no keys (an empty
+        # list, which `{}` gives too: both go to the line path). Grouped by the key list's hash (grouping
+        # by the list itself cost a fifth of the scan); min = max and no NULL in a group rule out a
+        # collision hiding a second key list or a blank (NULL) line.
+        groups = con.execute(
+            f"""SELECT min(keys), max(keys), count(keys), count(*)
+            FROM (SELECT json_keys(line) AS keys FROM read_csv('{_q(path)}', columns={{'line': 'VARCHAR'}}, header=false, delim='\\0', quote='',
                 escape='', auto_detect=false, ignore_errors=true, store_rejects=true, rejects_table='{rejects}',
                 rejects_scan='fast_scan_{idx}', strict_mode=false, max_line_size=67108864,
-                buffer_size=134217728, hive_partitioning=false)
-            GROUP BY ALL LIMIT {MAX_KEY_SHAPES + 1}"""
+                buffer_size=134217728, hive_partitioning=false))
+            GROUP BY hash(keys) LIMIT {MAX_KEY_SHAPES + 1}"""
         ).fetchall()
+        if any(lo is None or lo != hi or n_keys != n for lo, hi, n_keys, n in groups):
+            return None  # a blank line (no key list) or two key lists behind one hash
+        shapes = [(keys, n) for keys, _, _, n in groups]
         rejected = con.execute(f"SELECT count(*) FROM duckdb_tables() WHERE table_name = '{rejects}'").fetchone()[0]
         if rejected and con.execute(f"SELECT count(*) FROM {rejects}").fetchone()[0]:
             return None
-        # A blank, invalid or non-object line has no key list (NULL)
-        if not shapes or len(shapes) > MAX_KEY_SHAPES or any(keys is None for keys, _ in shapes):
+        # A blank line has no key list (NULL), a non-object an empty one
+        if not shapes or len(shapes) > MAX_KEY_SHAPES or any(not keys for keys, _ in shapes):
             return None
         extras = {tuple(k for k in keys if k not in core) for keys, _ in shapes}
         if len(extras) != 1:
@@ -475,9 +483,13 @@ def _size(path: str) -> int:
     return os.path.getsize(path)
 
 
-def typed_select(src: Source, fast: list | tuple = ()) -> str:
+def typed_select(src: Source, fast: list | tuple = (), *, only_fast: bool = False) -> str:
     """SQL that turns `rows` (raw JSON text per record) and the fast path's tables into the contract's
-    typed columns, numbered in (file, line) order."""
+    typed columns, numbered in (file, line) order.
+
+    `only_fast`: the day is one file, all in the fast path's one table (`rows` is empty). Its rows are
+    already in line order, and `_row_id` = `_line`: no window and no sort of the wide rows (a third of
+    the write); the scan keeps the table's order (DuckDB's preserve_insertion_order)."""
     paths = ", ".join(f"'$.\"{f.name}\"'" for f in src.fields)
     core = ", ".join(f"'{f.name}'" for f in src.fields)
     # Nested values are extracted once per row (every json_* call parses the whole record again).
@@ -507,6 +519,10 @@ def typed_select(src: Source, fast: list | tuple = ()) -> str:
            '{_q(path)}' AS _source_file, rowid + 1 AS _line
     FROM {table}""")
     names = ", ".join(_ident(f.name) for f in src.fields)
+    if only_fast:
+        return f"""
+    SELECT _line AS _row_id, {names}, _type_errors, _extra, _parse_error, _raw_text, _source_file, _line
+    FROM ({parts[1]})"""
     return f"""
     SELECT row_number() OVER (ORDER BY _source_file, _line) AS _row_id,
            {names}, _type_errors, _extra, _parse_error, _raw_text, _source_file, _line
