@@ -36,6 +36,10 @@ DECLINED = {
     "blank_line": "\n\n",
     "invalid_line": "\n{not json}\n",
     "array_line": "\n[1, 2]\n",
+    "scalar_line": "\n42\n",
+    "null_line": "\nnull\n",
+    "empty_object": "\n{}\n",  # no keys, like a non-object in the scan: left to the line path
+    "trailing_text": '\n{"event_id": "d0"} x\n',
     "duplicate_key": '\n{"event_id": "d1", "event_id": "d2"}\n',
     "case_collision": '\n{"event_id": "d3", "EVENT_ID": "d4"}\n',
     "varying_extras": '\n{"event_id": "d5", "other_key": 1}\n',
@@ -78,6 +82,9 @@ def test_clean_file_takes_the_fast_path_with_the_line_paths_rows(settings, monke
     assert diff == (0, 0)
     errors = con.execute(f"SELECT count(_type_errors), count(_extra) FROM {part}").fetchone()
     assert errors == (4, len(CLEAN))  # rows 2..5 carry type errors; every row keeps true_intent in _extra
+    # One fast-path file is written without a sort: still in _row_id order, _row_id = line number
+    order = con.execute(f"SELECT list(_row_id), list(_line), list(event_id) FROM {part.replace('part.parquet', 'fast.parquet')}").fetchone()
+    assert order == (list(range(1, 8)), list(range(1, 8)), [f"e{i}" for i in range(7)])
 
 
 @pytest.mark.parametrize("case", sorted(DECLINED))
