@@ -120,11 +120,80 @@ def exact_duplicates(examples: list[Example]) -> tuple[list[Example], Step]:
     return kept, Step("exact_duplicates", len(examples), len(kept))
 
 
-def _shingles(text: str, k: int = 5) -> list[bytes]:
+def _grams(text: str, k: int = 5) -> list[str]:
+    """The normalised key's character 5-grams (the whole key when shorter), repeats included: they do not
+    change a minimum."""
     t = normalise(text)
     if len(t) <= k:
-        return [t.encode()]
-    return sorted({t[i:i + k].encode() for i in range(len(t) - k + 1)})
+        return [t]
+    return [t[i:i + k] for i in range(len(t) - k + 1)]
+
+
+_SIGNATURE_BATCH = 2048  # 5-grams whose keys' signatures are computed together (a few MiB of temporaries)
+
+
+def _signatures(keys, num_perm: int):
+    """datasketch's MinHash signature of each key's 5-gram set (seed 1, its SHA-1 hash, its default
+    `affine32` scheme: MurmurHash3 finaliser, then `a * h + b` modulo 2**32 per permutation, minimum over
+    the 5-grams), in the keys' order, computed for a batch of keys at once: each distinct 5-gram of the
+    batch is mixed and permuted once, and each key takes the minimum of its 5-grams' rows. The same
+    uint32 arithmetic with datasketch's own finaliser and permutations, so the values are bit-identical to
+    `MinHash.update_batch`; without a MinHash object, a byte string per 5-gram and a permutation of every
+    5-gram of every key."""
+    hashes: list[int] = []
+    starts: list[int] = []
+    known = _shingle_hashes.get
+    for key in keys:
+        starts.append(len(hashes))
+        grams = _grams(key)
+        found = list(map(known, grams))
+        if None in found:
+            found = [h if h is not None else _shingle_hash_of(g) for g, h in zip(grams, found)]
+        hashes += found
+        if len(hashes) >= _SIGNATURE_BATCH:
+            yield from _batch_signatures(hashes, starts, num_perm)
+            hashes, starts = [], []
+    if starts:
+        yield from _batch_signatures(hashes, starts, num_perm)
+
+
+def _batch_signatures(hashes: list[int], starts: list[int], num_perm: int):
+    import numpy as np
+    from datasketch.minhash import _fmix
+
+    a, b = _permutations(num_perm)
+    distinct, inverse = np.unique(np.array(hashes, dtype=np.uint32), return_inverse=True)
+    permuted = (_fmix(distinct, 32)[:, None] * a + b)[inverse.ravel()]
+    ends = starts[1:] + [len(hashes)]
+    return [permuted[s:e].min(axis=0) for s, e in zip(starts, ends)]
+
+
+@lru_cache(maxsize=4)
+def _permutations(num_perm: int):
+    """datasketch's (a, b) permutation parameters for seed 1, default scheme (uint32 arrays)."""
+    from datasketch import MinHash
+
+    m = MinHash(num_perm=num_perm, seed=1)
+    assert m.scheme == "affine32", m.scheme
+    a, b = m.permutations
+    return a, b
+
+
+_SHINGLE_HASHES_LIMIT = 1 << 18
+_shingle_hashes: dict[str, int] = {}
+
+
+def _shingle_hash_of(gram: str) -> int:
+    """datasketch's default hash (the first 4 bytes of SHA-1) of the 5-gram's UTF-8 bytes, remembered by
+    the 5-gram: the same 5-grams recur in thousands of texts, and hashing them was most of this step."""
+    from datasketch.hashfunc import sha1_hash32
+
+    h = _shingle_hashes.get(gram)
+    if h is None:
+        if len(_shingle_hashes) >= _SHINGLE_HASHES_LIMIT:
+            _shingle_hashes.clear()
+        h = _shingle_hashes[gram] = sha1_hash32(gram.encode())
+    return h
 
 
 def near_duplicates(examples: list[Example], threshold: float, num_perm: int = 256) -> tuple[list[Example], Step]:
@@ -132,21 +201,15 @@ def near_duplicates(examples: list[Example], threshold: float, num_perm: int = 2
     better-evidenced kept example of the same group; LSH finds candidates, the MinHash estimate confirms.
 
     The LSH bands are tuned to miss few pairs (false negatives weighted 0.9): a missed duplicate leaks into
-    the data, a false candidate only costs one comparison. Signatures are computed one example at a time
-    (datasketch's MinHash, the values `MinHash.bulk` gives) and only those of kept examples are kept, as
+    the data, a false candidate only costs one comparison. Signatures are datasketch's MinHash values,
+    computed for batches of examples at once (`_signatures`), and only those of kept examples are kept, as
     rows of a uint32 array (`_BandIndex`): ~1.3 KB per kept example instead of a MinHash object, its
     5-gram list and datasketch's byte-string band keys."""
-    from datasketch import MinHash
-
     ordered = _best_first(examples)
     bands, rows = _lsh_params(threshold, num_perm)
-    template = MinHash(num_perm=num_perm, seed=1, hashfunc=_shingle_hash)
     index: dict[str, _BandIndex] = {}
     kept: list[Example] = []
-    for e in ordered:
-        m = template.copy()
-        m.update_batch(_shingles(e.key))
-        sig = m.hashvalues
+    for e, sig in zip(ordered, _signatures((e.key for e in ordered), num_perm)):
         group = index.get(e.group)
         if group is None:
             group = index[e.group] = _BandIndex(bands, rows, num_perm)
@@ -220,15 +283,6 @@ class _BandIndex:
             else:
                 table[key] = [hit, self.n]
         self.n += 1
-
-
-@lru_cache(maxsize=1 << 18)
-def _shingle_hash(shingle: bytes) -> int:
-    """datasketch's own default hash (the first 4 bytes of SHA-1), remembered: the same 5-grams recur in
-    thousands of texts, and hashing them was most of the cost of this step."""
-    from datasketch.hashfunc import sha1_hash32
-
-    return sha1_hash32(shingle)
 
 
 @lru_cache(maxsize=16)

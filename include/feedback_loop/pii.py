@@ -177,11 +177,53 @@ def _phones(text: str, regions: tuple[str, ...], leniency: str):
     level = getattr(phonenumbers.Leniency, leniency.upper())
     seen: set[tuple[int, int]] = set()
     for region in regions:
-        for m in phonenumbers.PhoneNumberMatcher(text, region, leniency=level):
+        for m in _matcher_class()(text, region, leniency=level):
             span = (m.start, m.end)
             if span not in seen:
                 seen.add(span)
                 yield span
+
+
+_CANDIDATES_LIMIT = 1 << 18  # candidate verdicts remembered; beyond it the memo starts again (same answers)
+_candidates: dict = {}
+
+
+@lru_cache(maxsize=1)
+def _matcher_class():
+    """libphonenumber's matcher with each candidate's verdict remembered.
+
+    The matcher scans a text for digit runs (a regular expression that does not depend on the region) and
+    parses and verifies each candidate in the region: that is where its time goes, and the same candidates
+    (order numbers, amounts, dates, a KB article's phone number) recur across thousands of texts. A
+    candidate's verdict depends only on the region, the leniency, the candidate, the character before it
+    and the three after it (the neighbours of its inner groups lie inside it), so it is remembered under
+    that key, with the number of tries it used; the matcher's own loop, and so every span it reports, is
+    unchanged. Near the try limit (65,535 failed candidates in one text) the library decides alone."""
+    from phonenumbers import PhoneNumberMatch, PhoneNumberMatcher
+
+    class _RememberingMatcher(PhoneNumberMatcher):
+        def _extract_match(self, candidate, offset):
+            if self._max_tries < 1024:
+                return super()._extract_match(candidate, offset)
+            end = offset + len(candidate)
+            key = (self.preferred_region, self.leniency, candidate,
+                   self.text[offset - 1] if offset > 0 else "", self.text[end:end + 3])
+            known = _candidates.get(key)
+            if known is None:
+                before = self._max_tries
+                m = super()._extract_match(candidate, offset)
+                known = (None if m is None else (m.start - offset, m.raw_string, m.number), before - self._max_tries)
+                if len(_candidates) >= _CANDIDATES_LIMIT:
+                    _candidates.clear()
+                _candidates[key] = known
+            else:
+                self._max_tries -= known[1]
+            if known[0] is None:
+                return None
+            rel, raw, number = known[0]
+            return PhoneNumberMatch(offset + rel, raw, number)
+
+    return _RememberingMatcher
 
 
 # -- module-level convenience --------------------------------------------------------------------------------
