@@ -89,7 +89,7 @@ class Redactor:
             take("IBAN", start, end)
         for start, end in _cards(masked):
             take("CARD", start, end)
-        if sum(c.isdigit() for c in masked) >= 7:  # no phone number has fewer digits: skip the matcher
+        if _digits(masked) >= 7:  # no phone number has fewer digits: skip the matcher
             for start, end in _phones(masked, self.phone_regions, self.phone_leniency):
                 take("PHONE", start, end)
         return sorted(found, key=lambda f: f[1])
@@ -170,14 +170,22 @@ def _cards(text: str):
             i += 1
 
 
+def _digits(text: str) -> int:
+    """How many characters of `text` are digits (`str.isdigit`); in ASCII text only 0-9 are, counted in C."""
+    if text.isascii():
+        return sum(map(text.count, "0123456789"))
+    return sum(c.isdigit() for c in text)
+
+
 def _phones(text: str, regions: tuple[str, ...], leniency: str):
     """Phone numbers that libphonenumber accepts in any of `regions` (international numbers in all)."""
     import phonenumbers
 
     level = getattr(phonenumbers.Leniency, leniency.upper())
     seen: set[tuple[int, int]] = set()
+    searches: dict[int, tuple[int, str] | None] = {}  # the regions share the text's candidate search
     for region in regions:
-        for m in _matcher_class()(text, region, leniency=level):
+        for m in _matcher_class()(text, region, leniency=level, searches=searches):
             span = (m.start, m.end)
             if span not in seen:
                 seen.add(span)
@@ -198,10 +206,44 @@ def _matcher_class():
     candidate's verdict depends only on the region, the leniency, the candidate, the character before it
     and the three after it (the neighbours of its inner groups lie inside it), so it is remembered under
     that key, with the number of tries it used; the matcher's own loop, and so every span it reports, is
-    unchanged. Near the try limit (65,535 failed candidates in one text) the library decides alone."""
+    unchanged. Near the try limit (65,535 failed candidates in one text) the library decides alone. The
+    candidate search itself (the library's `_find` loop, reproduced) is shared by the regions' matchers
+    over one text: it does not depend on the region, and it was run once per region."""
     from phonenumbers import PhoneNumberMatch, PhoneNumberMatcher
+    from phonenumbers.phonenumbermatcher import _PATTERN, _SECOND_NUMBER_START_PATTERN
 
     class _RememberingMatcher(PhoneNumberMatcher):
+        def __init__(self, text, region, *, searches: dict, **kwargs):
+            super().__init__(text, region, **kwargs)
+            self._searches = searches
+
+        def _candidate_at(self, index):
+            """The library's candidate search from `index` (its regular expression, then the cut before a
+            second number), shared by the matchers of every region over the same text."""
+            if index in self._searches:
+                return self._searches[index]
+            match = _PATTERN.search(self.text, index)
+            found = None
+            if match is not None:
+                found = (match.start(), self._trim_after_first_match(_SECOND_NUMBER_START_PATTERN, match.group()))
+            self._searches[index] = found
+            return found
+
+        def _find(self, index):
+            # PhoneNumberMatcher._find (phonenumbers 9.0.43) with the search shared: same loop, same tries.
+            found = self._candidate_at(index)
+            while self._max_tries > 0 and found is not None:
+                start, candidate = found
+                candidate_len = len(candidate)
+                if candidate_len >= self._min_candidate_length:
+                    match = self._extract_match(candidate, start)
+                    if match is not None:
+                        return match
+                    self._max_tries -= 1
+                index = start + candidate_len
+                found = self._candidate_at(index)
+            return None
+
         def _extract_match(self, candidate, offset):
             if self._max_tries < 1024:
                 return super()._extract_match(candidate, offset)
