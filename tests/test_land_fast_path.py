@@ -54,15 +54,15 @@ def _land_both_ways(settings, monkeypatch, text: bytes, gz: bool):
     calls = []
     real = land._read_jsonl_fast
 
-    def spy(*args):
-        calls.append(result := real(*args))
+    def spy(*args, **kw):
+        calls.append(result := real(*args, **kw))
         return result
 
     monkeypatch.setattr(land, "_read_jsonl_fast", spy)
     fast = land_source(settings, "agent_events", DAY)
     part = f"{settings.lake}/raw/agent_events/dt={DAY}/part.parquet"
     os.rename(part, part.replace("part.parquet", "fast.parquet"))
-    monkeypatch.setattr(land, "_read_jsonl_fast", lambda *a: None)
+    monkeypatch.setattr(land, "_read_jsonl_fast", lambda *a, **kw: None)
     line = land_source(settings, "agent_events", DAY)
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
@@ -93,3 +93,15 @@ def test_files_the_fast_path_declines_land_as_before(settings, monkeypatch, case
     calls, diff, _, _ = _land_both_ways(settings, monkeypatch, (clean + DECLINED[case]).encode(), gz=False)
     assert calls == [None]
     assert diff == (0, 0)
+
+
+def test_streamed_file_that_read_json_rejects_falls_back_to_the_line_path(settings, monkeypatch):
+    # A bare CR ends a line for the line reader (two clean objects) but not for read_json, which fails
+    # only while the partition is being written: the file is landed again by the line path.
+    clean = "\n".join(json.dumps(r) for r in CLEAN[:3])
+    text = (clean + "\n" + json.dumps(_event(7)) + "\r" + json.dumps(_event(8)) + "\n").encode()
+    calls, diff, con, part = _land_both_ways(settings, monkeypatch, text, gz=False)
+    assert calls and calls[0] is not None  # the scan accepted it; the write declined it
+    assert diff == (0, 0)
+    assert con.execute(f"SELECT list(event_id ORDER BY _row_id) FROM {part}").fetchone()[0] == [
+        "e0", "e1", "e2", "e7", "e8"]

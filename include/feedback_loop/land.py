@@ -105,6 +105,8 @@ def _lake_on_object_store() -> bool:
 
 def land_source(settings: Settings, source: str, dt: date | str) -> LandResult:
     """Land one source for one day into `<lake>/raw/<source>/dt=<dt>/part.parquet` (idempotent)."""
+    import duckdb
+
     src = contract.SOURCES[source]
     dt = str(dt)
     files = list_landing_files(settings, source, dt)
@@ -119,8 +121,11 @@ def land_source(settings: Settings, source: str, dt: date | str) -> LandResult:
     con.execute(
         "CREATE TABLE rows (_source_file VARCHAR, _line BIGINT, _raw VARCHAR, _parse_error VARCHAR)"
     )
-    fast = []  # (path, table, SQL of _extra) of the JSON Lines files read by _read_jsonl_fast
+    fast = []  # (path, table, SQL of _extra, records, SQL of _line) of the files read by _read_jsonl_fast
     file_stats = []
+    # A day of one JSON Lines file is streamed from read_json into the write (no table: at 2 M events it
+    # spilled); its record count is checked on the written partition instead.
+    stream = len(files or []) == 1
     for i, path in enumerate(files or []):
         fmt = contract.file_format(path)
         if fmt is None or (fmt == "csv" and not src.csv):
@@ -139,7 +144,7 @@ def land_source(settings: Settings, source: str, dt: date | str) -> LandResult:
             _check_encoding(path)
         before = _landed(con, fast)
         try:
-            landed = _read_jsonl_fast(con, src, path, i) if fmt == "jsonl" else None
+            landed = _read_jsonl_fast(con, src, path, i, stream=stream) if fmt == "jsonl" else None
             if landed:
                 fast.append((path, *landed))
             else:
@@ -153,7 +158,27 @@ def land_source(settings: Settings, source: str, dt: date | str) -> LandResult:
 
     lake = Lake(settings.lake)
     only_fast = len(fast) == 1 and not con.execute("SELECT count(*) FROM rows").fetchone()[0]
-    target = lake.write_query(con, typed_select(src, fast, only_fast=only_fast), "raw", source, dt)
+    streamed = only_fast and fast[0][4] == STREAM_LINE
+    try:
+        target = lake.write_query(con, typed_select(src, fast, only_fast=only_fast), "raw", source, dt)
+        written = streamed and con.execute(f"SELECT count(*) FROM read_parquet('{_q(target)}')").fetchone()[0]
+    except duckdb.Error as exc:
+        if not streamed:
+            raise
+        log.debug("%s: streamed fast path failed (%s)", fast[0][0], exc)
+        written = None
+    if streamed and written != fast[0][3]:
+        # read_json failed or did not give one record per line: land the file by the line path and
+        # publish again (the partition is replaced atomically, as on a re-run).
+        path, table = fast[0][:2]
+        fast = []
+        con.execute(f"DROP VIEW IF EXISTS {table}")
+        try:
+            _read_jsonl(con, src, path, 0)
+        except Exception as exc:
+            raise LandingError(f"{path}: cannot be read as jsonl{_locate(path, 'jsonl', exc)}: {exc}") from exc
+        file_stats[-1]["rows"] = _landed(con, fast)
+        target = lake.write_query(con, typed_select(src, fast), "raw", source, dt)
     rows_read = _landed(con, fast)
     parse_errors = con.execute("SELECT count(_parse_error) FROM rows").fetchone()[0]
     con.close()
@@ -161,12 +186,14 @@ def land_source(settings: Settings, source: str, dt: date | str) -> LandResult:
 
 
 def _landed(con, fast: list) -> int:
-    """Rows landed so far: the line path's `rows` plus the fast path's tables."""
-    tables = ["rows"] + [t for _, t, _ in fast]
-    return con.execute("SELECT " + " + ".join(f"(SELECT count(*) FROM {t})" for t in tables)).fetchone()[0]
+    """Rows landed so far: the line path's `rows` plus the fast path's records."""
+    return con.execute("SELECT count(*) FROM rows").fetchone()[0] + sum(f[3] for f in fast)
 
 
-def _read_jsonl_fast(con, src: Source, path: str, idx: int) -> tuple[str, str] | None:
+STREAM_LINE = '"__acsr_line"'  # the line number column of a streamed fast-path file
+
+
+def _read_jsonl_fast(con, src: Source, path: str, idx: int, stream: bool = False) -> tuple | None:
     """Land a JSON Lines file whose records are all clean with one JSON parse per record.
 
     Returns (table, SQL of `_extra`) when the file went this way, None when the caller must take the
@@ -224,16 +251,25 @@ def _read_jsonl_fast(con, src: Source, path: str, idx: int) -> tuple[str, str] |
         # every kind of JSON value (strings unescaped; numbers, booleans, objects and arrays as JSON).
         types = {f.name: "JSON" if f.name in nested else "VARCHAR" for f in src.fields} | {k: "JSON" for k in extra}
         cols = "{" + ", ".join(f"'{_q(c)}': '{t}'" for c, t in types.items()) + "}"
+        stream = stream and STREAM_LINE.strip('"') not in names
+        # Streamed: a view that numbers the records as read_json gives them, in file order (row_number()
+        # OVER () keeps the scan's order); read when the partition is written.
+        make = f"VIEW {table} AS SELECT row_number() OVER () AS {STREAM_LINE}, *" if stream else f"TABLE {table} AS SELECT *"
         con.execute(
-            f"""CREATE TEMP TABLE {table} AS SELECT * FROM read_json('{_q(path)}', columns={cols},
+            f"""CREATE TEMP {make} FROM read_json('{_q(path)}', columns={cols},
                 format='newline_delimited', records=true, ignore_errors=false, hive_partitioning=false,
                 maximum_object_size=67108864)"""
         )
-        if con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] != sum(n for _, n in shapes):
-            return None
+        records = sum(n for _, n in shapes)
+        if stream:
+            line = STREAM_LINE
+        else:
+            line = "rowid + 1"
+            if con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] != records:
+                return None
         # The line path's `_extra`: the non-contract keys in record order, each with its JSON value.
         entries = ", ".join(f"{{'key': '{_q(k)}', 'value': {_ident(k)}}}" for k in extra)
-        landed = table, f"to_json(map_from_entries([{entries}]))::VARCHAR" if extra else "NULL::VARCHAR"
+        landed = table, f"to_json(map_from_entries([{entries}]))::VARCHAR" if extra else "NULL::VARCHAR", records, line
         return landed
     except duckdb.Error as exc:  # the line path reads the file again and names the problem, if there is one
         log.debug("%s: fast path not taken (%s)", path, exc)
@@ -241,7 +277,7 @@ def _read_jsonl_fast(con, src: Source, path: str, idx: int) -> tuple[str, str] |
     finally:
         con.execute(f"DROP TABLE IF EXISTS {rejects}")
         if landed is None:
-            con.execute(f"DROP TABLE IF EXISTS {table}")
+            con.execute(f"DROP {'VIEW' if stream else 'TABLE'} IF EXISTS {table}")
 
 
 def _read_jsonl(con, src: Source, path: str, idx: int) -> None:
@@ -510,14 +546,14 @@ def typed_select(src: Source, fast: list | tuple = (), *, only_fast: bool = Fals
            _source_file, _line
     FROM (SELECT *, json_extract_string(_j, [{paths}]) AS _v{nested_col}
           FROM (SELECT *, CASE WHEN _parse_error IS NULL THEN _raw END::JSON AS _j FROM rows))"""]
-    for path, table, extra in fast:  # scalars read as VARCHAR, nested values as JSON (_read_jsonl_fast)
+    for path, table, extra, _, line in fast:  # scalars as VARCHAR, nested values as JSON (_read_jsonl_fast)
         def text(i, f):
             return f"json_extract_string({_ident(f.name)}, '$')" if f in nested else _ident(f.name)
 
         parts.append(f"""
     SELECT {_typed_columns(src, text, lambda f: _ident(f.name))},
            {extra} AS _extra, NULL::VARCHAR AS _parse_error, NULL::VARCHAR AS _raw_text,
-           '{_q(path)}' AS _source_file, rowid + 1 AS _line
+           '{_q(path)}' AS _source_file, {line} AS _line
     FROM {table}""")
     names = ", ".join(_ident(f.name) for f in src.fields)
     if only_fast:
