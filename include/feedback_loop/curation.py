@@ -246,7 +246,9 @@ class _BandIndex:
         self.np = np
 
     def _keys(self, sig) -> list[int]:
-        return [hash(sig[a:b].tobytes()) for a, b in self.ranges]
+        raw = sig.tobytes()  # one copy, then byte slices: the same bytes per band as sig[a:b].tobytes()
+        size = sig.itemsize
+        return [hash(raw[a * size:b * size]) for a, b in self.ranges]
 
     def best_match(self, sig, threshold: float) -> int | None:
         rows = set()
