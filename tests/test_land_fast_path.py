@@ -105,3 +105,25 @@ def test_streamed_file_that_read_json_rejects_falls_back_to_the_line_path(settin
     assert diff == (0, 0)
     assert con.execute(f"SELECT list(event_id ORDER BY _row_id) FROM {part}").fetchone()[0] == [
         "e0", "e1", "e2", "e7", "e8"]
+
+
+def test_a_partition_that_fails_its_check_is_never_published(tmp_path):
+    """The streamed fast path checks the written file before the rename: a failed check leaves the
+    previous version (or nothing) in place and no temporary file behind."""
+    import duckdb
+    from feedback_loop.lake import copy_atomic
+
+    con = duckdb.connect()
+    target = tmp_path / "raw" / "agent_events" / "dt=2026-11-20" / "part.parquet"
+    copy_atomic(con, "SELECT 1 AS a", str(target))
+    seen = []
+
+    def wrong_count(path):
+        seen.append(con.execute(f"SELECT count(*) FROM read_parquet('{path}')").fetchone()[0])
+        raise ValueError("wrong count")
+
+    with pytest.raises(ValueError, match="wrong count"):
+        copy_atomic(con, "SELECT * FROM range(5) t(a)", str(target), check=wrong_count)
+    assert seen == [5]
+    assert con.execute(f"SELECT a FROM read_parquet('{target}')").fetchall() == [(1,)]
+    assert sorted(p.name for p in target.parent.iterdir()) == ["part.parquet"]

@@ -520,7 +520,7 @@ class _Spill:
     included."""
 
     def __init__(self):
-        self.fh = tempfile.TemporaryFile()
+        self.fh = tempfile.TemporaryFile()  # noqa: SIM115 - anonymous, lives as long as the spill (closed on collection)
         self.end = 0
 
     def put(self, records: dict) -> _Spilled:
@@ -539,7 +539,7 @@ class _Spill:
 class _Spilled:
     """The records of one example in a `_Spill`; reads like the dict it stands for (a read loads it)."""
 
-    __slots__ = ("spill", "offset", "length")
+    __slots__ = ("length", "offset", "spill")
 
     def __init__(self, spill: _Spill, offset: int, length: int):
         self.spill, self.offset, self.length = spill, offset, length

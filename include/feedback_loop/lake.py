@@ -89,10 +89,11 @@ class Lake:
         fs, path = _fs(self.partition_file(layer, name, dt))
         return fs.exists(path)
 
-    def write_query(self, con, query: str, layer: str, name: str, dt: date | str) -> str:
-        """Run `query` on DuckDB connection `con` and publish its result as one partition, atomically."""
+    def write_query(self, con, query: str, layer: str, name: str, dt: date | str, check=None) -> str:
+        """Run `query` on DuckDB connection `con` and publish its result as one partition, atomically
+        (`check`: see copy_atomic)."""
         target = self.partition_file(layer, name, dt)
-        return copy_atomic(con, query, target)
+        return copy_atomic(con, query, target, check=check)
 
     def write_json(self, doc: dict, *parts: str) -> str:
         target = join(self.root, *parts)
@@ -108,10 +109,26 @@ class Lake:
             return json.loads(fh.read())
 
 
-def copy_atomic(con, query: str, target: str) -> str:
-    """COPY a query to Parquet at `target`: temp file + rename locally, a single PUT remotely."""
-    if is_remote(target):
+def copy_atomic(con, query: str, target: str, check=None) -> str:
+    """COPY a query to Parquet at `target`: temp file + rename locally, a single PUT remotely.
+
+    `check(path)`, if given, is called on the written file before it is published; if it raises, nothing
+    is published and the exception propagates (a remote target is then written locally first)."""
+    if is_remote(target) and check is None:
         con.execute(f"COPY ({query}) TO '{target}' (FORMAT parquet, COMPRESSION zstd)")
+        return target
+    if is_remote(target):
+        import tempfile
+
+        fd, tmp = tempfile.mkstemp(suffix=".parquet", prefix=".acsr-")
+        os.close(fd)
+        try:
+            con.execute(f"COPY ({query}) TO '{tmp}' (FORMAT parquet, COMPRESSION zstd)")
+            check(tmp)
+            fs, path = _fs(target)
+            fs.put_file(tmp, path)
+        finally:
+            os.remove(tmp)
         return target
     folder = os.path.dirname(target)
     os.makedirs(folder, exist_ok=True)
@@ -120,6 +137,8 @@ def copy_atomic(con, query: str, target: str) -> str:
     try:
         con.execute(f"COPY ({query}) TO '{tmp}' (FORMAT parquet, COMPRESSION zstd)")
         _fsync(tmp)
+        if check is not None:
+            check(tmp)
         os.replace(tmp, target)
     except Exception as exc:
         if _is_write_failure(exc, tmp):

@@ -159,17 +159,25 @@ def land_source(settings: Settings, source: str, dt: date | str) -> LandResult:
     lake = Lake(settings.lake)
     only_fast = len(fast) == 1 and not con.execute("SELECT count(*) FROM rows").fetchone()[0]
     streamed = only_fast and fast[0][4] == STREAM_LINE
+
+    def one_record_per_line(written: str) -> None:
+        # Checked on the written file before it is published: a wrong partition is never visible.
+        n = con.execute(f"SELECT count(*) FROM read_parquet('{_q(written)}')").fetchone()[0]
+        if n != fast[0][3]:
+            raise _StreamMismatch(f"{fast[0][0]}: read_json gave {n} records for {fast[0][3]} lines")
+
     try:
-        target = lake.write_query(con, typed_select(src, fast, only_fast=only_fast), "raw", source, dt)
-        written = streamed and con.execute(f"SELECT count(*) FROM read_parquet('{_q(target)}')").fetchone()[0]
-    except duckdb.Error as exc:
+        target = lake.write_query(con, typed_select(src, fast, only_fast=only_fast), "raw", source, dt,
+                                  check=one_record_per_line if streamed else None)
+        stream_failed = False
+    except (duckdb.Error, _StreamMismatch) as exc:
         if not streamed:
             raise
         log.debug("%s: streamed fast path failed (%s)", fast[0][0], exc)
-        written = None
-    if streamed and written != fast[0][3]:
-        # read_json failed or did not give one record per line: land the file by the line path and
-        # publish again (the partition is replaced atomically, as on a re-run).
+        stream_failed = True
+    if stream_failed:
+        # read_json failed or did not give one record per line: nothing was published; land the file by
+        # the line path.
         path, table = fast[0][:2]
         fast = []
         con.execute(f"DROP VIEW IF EXISTS {table}")
@@ -183,6 +191,10 @@ def land_source(settings: Settings, source: str, dt: date | str) -> LandResult:
     parse_errors = con.execute("SELECT count(_parse_error) FROM rows").fetchone()[0]
     con.close()
     return LandResult(source, dt, file_stats, rows_read, parse_errors, missing, target)
+
+
+class _StreamMismatch(Exception):
+    """A streamed fast-path file did not give one record per line: land it by the line path instead."""
 
 
 def _landed(con, fast: list) -> int:
