@@ -36,6 +36,7 @@ class Settings:
     future_skew_minutes: float = 15.0  # clock skew tolerated past the interval's end
     max_bad_row_share: float = 0.2  # above this share of quarantined rows a source fails the task
     reference_lookback_days: int = 30  # how far back references (cases, conversations) are resolved
+    model_bucket_events: int = 2_000_000  # model aggregates a day's conversations in buckets of about this many events
     missing_source: str = "fail"  # a source folder absent for a day: "fail" (outage) or "empty" (no data)
 
     # Signals, datasets, gaps and retraining read their own settings from here too.
