@@ -704,11 +704,14 @@ def _aggregate(con, p: _Plan) -> int:
         "count(*) AS sample_size, sum(num) AS numerator, sum(den) AS denominator, "
         "sum(num) / nullif(sum(den), 0) AS value, var_samp(num) AS v_num, var_samp(den) AS v_den, "
         "covar_samp(num, den) AS c_nd, avg(den) AS m_den, count(*) FILTER (NOT base) AS n_not_base", ratio)}""")
-    quantiles = " UNION ALL ".join(
-        _by_scope_sql(f"NULL::DOUBLE AS numerator, NULL::DOUBLE AS denominator, quantile_cont(num, {q}) AS value, "
-                      "count(*) AS sample_size, NULL::DOUBLE AS std_error", names)
-        for q, names in ((0.5, [m.name for m in METRICS if m.agg == "p50"]),
-                         (0.95, [m.name for m in METRICS if m.agg == "p95"])) if names)
+    # Quantiles are holistic (a group's every value is held until the end, and cannot spill): one metric at
+    # a time, so a 10 M-event day stays within the memory limit (all at once ran out of 1 GB).
+    parts = [(q, m.name) for q, agg in ((0.5, "p50"), (0.95, "p95")) for m in METRICS if m.agg == agg]
+    for i, (q, name) in enumerate(parts):
+        sql = _by_scope_sql(f"NULL::DOUBLE AS numerator, NULL::DOUBLE AS denominator, quantile_cont(num, {q}) AS value, "
+                            "count(*) AS sample_size, NULL::DOUBLE AS std_error", [name])
+        con.execute(f"{'CREATE TEMP TABLE quant AS' if i == 0 else 'INSERT INTO quant'} {sql}")
+    quantiles = "SELECT * FROM quant"
     con.execute(f"""CREATE TEMP TABLE cur0 AS
         SELECT r.metric, metric_date, dimension, dimension_value, numerator, denominator, value, sample_size,
             CASE WHEN sample_size > 1 AND m_den > 0 THEN
@@ -725,7 +728,7 @@ def _aggregate(con, p: _Plan) -> int:
         WHERE c.value IS NOT NULL""")
     n_units = con.execute("SELECT (SELECT sum(sample_size) FROM cur0 WHERE dimension = 'all') "
                           "+ (SELECT sum(n_not_base) FROM ratio)").fetchall()[0][0]
-    con.execute("DROP TABLE ratio; DROP TABLE cur0")
+    con.execute("DROP TABLE ratio; DROP TABLE cur0; DROP TABLE quant")
     return int(n_units or 0)
 
 
