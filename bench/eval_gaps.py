@@ -55,9 +55,10 @@ def build(args: tuple) -> str:
     import logging
 
     logging.disable(logging.INFO)
-    from feedback_loop import contract, nightly
-    from feedback_loop.config import Settings
-    from feedback_loop.generator import generate
+    from feedback_loop import nightly
+    from feedback_loop.ingest import contract
+    from feedback_loop.settings import Settings
+    from feedback_loop_sample.generator import generate
 
     # Surveys of the first day answer cases from before the generated range: the evaluation is about
     # gaps, so quality thresholds must not stop it (every bad row is still quarantined as usual).
@@ -124,9 +125,9 @@ def evaluate(lake_path: str, windows: list[int], volumes: list[float], k: int, e
     import logging
 
     logging.disable(logging.INFO)
-    from feedback_loop.config import Settings
-    from feedback_loop.gaps import detect_gaps
-    from feedback_loop.land import connect
+    from feedback_loop.gaps.detect import detect_gaps
+    from feedback_loop.lake.duck import connect
+    from feedback_loop.settings import Settings
 
     gt = json.loads((Path(lake_path) / "landing" / "_ground_truth.json").read_text())
     removed = set(gt["gap_intents"])

@@ -45,8 +45,8 @@ def _days(first: date, n: int) -> list[str]:
 
 def nightly(settings, day: str) -> dict:
     """The nightly stages the loop needs (gaps, signals and the warehouse are left out: they feed people)."""
-    from feedback_loop import contract
     from feedback_loop import nightly as n
+    from feedback_loop.ingest import contract
 
     for source in contract.SOURCE_NAMES:
         n.land(settings, source, day)
@@ -124,10 +124,10 @@ def run_proof(workdir: Path, days: int, cpd: int, base_per_intent: int, seed: in
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
     import pyarrow.parquet as pq
-    from feedback_loop.config import Settings
-    from feedback_loop.generator import generate
     from feedback_loop.retrain import intent_model, registry
     from feedback_loop.retrain import intent_retrain as ir
+    from feedback_loop.settings import Settings
+    from feedback_loop_sample.generator import generate
 
     settings = Settings.load()
     t0 = time.monotonic()

@@ -41,7 +41,7 @@ def _child(spec: dict) -> dict:
     kind = spec["kind"]
     out: dict = {}
     if kind == "generate":
-        from feedback_loop.generator import generate
+        from feedback_loop_sample.generator import generate
 
         d = date.fromisoformat(spec["dt"])
         generate(spec["landing"], d, d, conversations_per_day=spec["conversations"], seed=spec["seed"])
@@ -56,8 +56,9 @@ def _child(spec: dict) -> dict:
         out["rows"] = con.execute(f"SELECT count(*) FROM '{spec['target']}'").fetchone()[0]
         return out
 
-    from feedback_loop import contract, nightly
-    from feedback_loop.config import Settings
+    from feedback_loop import nightly
+    from feedback_loop.ingest import contract
+    from feedback_loop.settings import Settings
 
     settings = Settings.load()
     dt = spec["dt"]

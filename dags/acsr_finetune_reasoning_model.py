@@ -49,8 +49,8 @@ ON_DATASETS = [n.strip() for n in os.environ.get("ACSR_FINETUNE_ON_DATASETS", ""
 def acsr_finetune_reasoning_model():
     @task
     def resolve_request(params=None, triggering_asset_events=None) -> dict:
-        from feedback_loop.config import Settings
         from feedback_loop.retrain.finetune import resolve_request as resolve
+        from feedback_loop.settings import Settings
 
         version, dataset = None, None
         for name in ON_DATASETS:
@@ -62,17 +62,17 @@ def acsr_finetune_reasoning_model():
     @task
     def validate_dataset(request: dict) -> dict:
         """Every file the backend reads, checked against its consumer's format rules and its manifest hash."""
-        from feedback_loop.config import Settings
         from feedback_loop.retrain.finetune import validate
+        from feedback_loop.settings import Settings
 
         return validate(Settings.load(), request)
 
     @task(trigger_rule="all_done")
     def record_in_mlflow(plan: dict) -> str:
         """The job record (whatever its outcome) as an MLflow run linked to the dataset version."""
-        from feedback_loop.config import Settings
         from feedback_loop.retrain.finetune import read_record
         from feedback_loop.retrain.registry import log_finetune_job
+        from feedback_loop.settings import Settings
 
         settings = Settings.load()
         record = read_record(settings, plan["job_key"])

@@ -22,7 +22,7 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import CronPartitionTimetable, Param, dag, task
 from feedback_loop.alerts import WebhookNotifier, nightly_deadline
 from feedback_loop.assets import DATASET_ASSETS
-from feedback_loop.contract import SOURCE_NAMES
+from feedback_loop.ingest.contract import SOURCE_NAMES
 
 # How often a day of a backfill checks whether the earlier days are done (ACSR_EARLIER_DAYS_POKE_SECONDS).
 EARLIER_DAYS_POKE_S = float(os.environ.get("ACSR_EARLIER_DAYS_POKE_SECONDS", "30"))
@@ -73,8 +73,8 @@ def acsr_nightly():
     def wait_for_earlier_days(day: str):
         """Concurrent days (a backfill) validate in day order: see nightly.earlier_days_pending."""
         from airflow.sdk import PokeReturnValue
-        from feedback_loop.config import Settings
         from feedback_loop.nightly import earlier_days_pending
+        from feedback_loop.settings import Settings
 
         pending = earlier_days_pending(Settings.load(), day)
         if pending:
@@ -83,8 +83,8 @@ def acsr_nightly():
 
     @task(map_index_template="{{ source }}")
     def land(source: str, day: str) -> dict:
-        from feedback_loop.config import Settings
         from feedback_loop.nightly import land
+        from feedback_loop.settings import Settings
 
         return land(Settings.load(), source, day)
 
@@ -92,9 +92,9 @@ def acsr_nightly():
     def validate(source: str, day: str) -> dict:
         """A data-quality failure is not retried: the same rows would fail again (AirflowFailException)."""
         from airflow.sdk.exceptions import AirflowFailException
-        from feedback_loop.config import Settings
+        from feedback_loop.ingest.quality import DataQualityError
         from feedback_loop.nightly import validate
-        from feedback_loop.quality import DataQualityError
+        from feedback_loop.settings import Settings
 
         try:
             return validate(Settings.load(), source, day)
@@ -103,15 +103,15 @@ def acsr_nightly():
 
     @task
     def model(day: str) -> dict:
-        from feedback_loop.config import Settings
         from feedback_loop.nightly import model
+        from feedback_loop.settings import Settings
 
         return model(Settings.load(), day)
 
     @task
     def summarize(day: str, model_counts: dict) -> dict:
-        from feedback_loop.config import Settings
         from feedback_loop.nightly import summarize
+        from feedback_loop.settings import Settings
 
         summary = summarize(Settings.load(), day, {"model": model_counts})
         return {"dt": summary["dt"], "status": summary["status"], "totals": summary["totals"]}
@@ -119,8 +119,8 @@ def acsr_nightly():
     @task
     def detect_gaps(day: str) -> dict:
         """Knowledge-base gaps of the trailing window ending on the day (see docs/gaps.md)."""
-        from feedback_loop.config import Settings
         from feedback_loop.nightly import detect_gaps
+        from feedback_loop.settings import Settings
 
         out = detect_gaps(Settings.load(), day)
         return {k: out[k] for k in ("dt", "gaps_open", "gaps_by_kind", "gaps_closed", "page")}
@@ -128,8 +128,8 @@ def acsr_nightly():
     @task
     def signals(day: str) -> dict:
         """Signal metrics, A/B tests, improvement-action queue and the daily report (see docs/signals.md)."""
-        from feedback_loop.config import Settings
         from feedback_loop.nightly import signals
+        from feedback_loop.settings import Settings
 
         out = signals(Settings.load(), day)
         return {k: out[k] for k in ("dt", "metric_rows", "actions", "actions_by_component", "report")}
@@ -137,8 +137,8 @@ def acsr_nightly():
     @task
     def build_datasets(day: str) -> dict:
         """Fine-tuning dataset versions of the trailing window ending on the day (see docs/datasets.md)."""
-        from feedback_loop.config import Settings
         from feedback_loop.nightly import build_datasets
+        from feedback_loop.settings import Settings
 
         out = build_datasets(Settings.load(), day)
         keep = ("status", "version", "path", "examples", "new_examples", "supersedes", "reason")
@@ -160,15 +160,15 @@ def acsr_nightly():
 
     @task(pool="duckdb_warehouse")
     def publish_warehouse() -> dict:
-        from feedback_loop.config import Settings
         from feedback_loop.nightly import publish_warehouse
+        from feedback_loop.settings import Settings
 
         return publish_warehouse(Settings.load())
 
     @task(pool="duckdb_warehouse")
     def build_data_docs() -> str:
-        from feedback_loop.config import Settings
         from feedback_loop.nightly import build_data_docs
+        from feedback_loop.settings import Settings
 
         return build_data_docs(Settings.load())
 
@@ -200,8 +200,8 @@ def acsr_nightly():
     @task
     def decide_retraining(day: str) -> dict:
         """Evaluate the retraining triggers; record the decision and its reasons (marts/retrain_decisions)."""
-        from feedback_loop.config import Settings
         from feedback_loop.nightly import decide_retraining as decide
+        from feedback_loop.settings import Settings
 
         d = decide(Settings.load(), day)
         return {t: {"go": bool(d[t].get("retrain", d[t].get("finetune"))), "reasons": d[t]["reasons"],

@@ -42,24 +42,24 @@ def acsr_retrain_intent_classifier():
     @task
     def resolve_request(params=None, triggering_asset_events=None) -> dict:
         """The run's request: form/conf values over Settings; an Asset event names its dataset version."""
-        from feedback_loop.config import Settings
         from feedback_loop.retrain.intent_retrain import resolve_request as resolve
+        from feedback_loop.settings import Settings
 
         return resolve(Settings.load(), dict(params or {}), asset_event_version(triggering_asset_events, RELABELS))
 
     @task
     def ensure_champion(request: dict, run_id=None) -> dict:
         """First run ever: train, register and promote a baseline on the base set."""
-        from feedback_loop.config import Settings
         from feedback_loop.retrain.intent_retrain import ensure_champion as ensure
+        from feedback_loop.settings import Settings
 
         return ensure(Settings.load(), request, run_id)
 
     @task.short_circuit
     def anything_new(request: dict, champion: dict) -> bool:
         """Stop here (skipping the rest) when the champion was trained on exactly this data, unless forced."""
-        from feedback_loop.config import Settings
         from feedback_loop.retrain.intent_retrain import should_train
+        from feedback_loop.settings import Settings
 
         check = should_train(Settings.load(), request)
         print(f"training key {check['training_key']}: {check['reason']}")
@@ -67,24 +67,24 @@ def acsr_retrain_intent_classifier():
 
     @task
     def assemble_training_set(request: dict) -> dict:
-        from feedback_loop.config import Settings
         from feedback_loop.retrain.intent_retrain import assemble
+        from feedback_loop.settings import Settings
 
         a = assemble(Settings.load(), request)
         return {k: a[k] for k in ("training_key", "folder", "dataset_version", "counts", "files")}
 
     @task
     def train_challenger(assembly: dict) -> dict:
-        from feedback_loop.config import Settings
         from feedback_loop.retrain.intent_retrain import train_challenger as train
+        from feedback_loop.settings import Settings
 
         return train(Settings.load(), assembly)
 
     @task
     def evaluate(assembly: dict, trained: dict, request: dict) -> dict:
         """Champion and challenger on the same sets, and the promotion decision with its reasons."""
-        from feedback_loop.config import Settings
         from feedback_loop.retrain.intent_retrain import evaluate as run_evaluation
+        from feedback_loop.settings import Settings
 
         ev = run_evaluation(Settings.load(), assembly, request, trained)
         keep = ("training_key", "dataset_version", "champion", "decision", "path", "folder", "model_path",
@@ -102,16 +102,16 @@ def acsr_retrain_intent_classifier():
     @task
     def register_challenger(evaluation: dict, run_id=None) -> dict:
         """MLflow: the run (params, metrics, artifacts) and a new model version, alias `challenger`."""
-        from feedback_loop.config import Settings
         from feedback_loop.retrain.intent_retrain import register
+        from feedback_loop.settings import Settings
 
         return register(Settings.load(), evaluation, run_id)
 
     @task
     def promote_or_keep(evaluation: dict, registered: dict, run_id=None) -> dict:
         """The only task that can change the champion: alias and lake pointer move on evidence only."""
-        from feedback_loop.config import Settings
         from feedback_loop.retrain.intent_retrain import finalize
+        from feedback_loop.settings import Settings
 
         return finalize(Settings.load(), evaluation, registered, run_id)
 

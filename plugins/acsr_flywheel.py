@@ -3,7 +3,7 @@ the api-server mounts at /flywheel.
 
 The page shows the latest daily report, the action queue, the knowledge-base gap report, the published
 dataset versions and the model registry's champion and challenger, each linked to the Airflow run that
-produced it (see feedback_loop.flywheel for the content). It also serves the report pages from the lake
+produced it (see feedback_loop.ui.flywheel for the content). It also serves the report pages from the lake
 and the GX Data Docs, which the data-quality alerts link to. Every route needs the same login as the rest
 of the UI (the JWT cookie the UI sets, or a Bearer token).
 """
@@ -30,7 +30,7 @@ app = FastAPI(title="ACSR Flywheel", dependencies=[Depends(get_user)], docs_url=
 
 
 def _settings():
-    from feedback_loop.config import Settings
+    from feedback_loop.settings import Settings
 
     return Settings.load()
 
@@ -62,8 +62,8 @@ def nightly_runs_by_day(dag_id: str) -> dict[str, str]:
 
 @app.get("/", response_class=HTMLResponse)
 def flywheel_page() -> str:
-    from feedback_loop.flywheel import NIGHTLY, gather, render
-    from feedback_loop.land import connect
+    from feedback_loop.lake.duck import connect
+    from feedback_loop.ui.flywheel import NIGHTLY, gather, render
 
     sections = gather(_settings(), connect)
     cache: dict[str, dict] = {}
@@ -79,8 +79,8 @@ def flywheel_page() -> str:
 @app.get("/api/sections")
 def flywheel_sections() -> dict:
     """The page's content as JSON (for scripts and tests)."""
-    from feedback_loop.flywheel import NIGHTLY, gather
-    from feedback_loop.land import connect
+    from feedback_loop.lake.duck import connect
+    from feedback_loop.ui.flywheel import NIGHTLY, gather
 
     sections = gather(_settings(), connect)
     sections["runs"] = {NIGHTLY: nightly_runs_by_day(NIGHTLY)}
@@ -90,11 +90,11 @@ def flywheel_sections() -> dict:
 @app.get("/lake/{path:path}")
 def lake_file(path: str) -> Response:
     """A rendered page from the lake (reports only: data files are read through the warehouse)."""
-    from feedback_loop.lake import _fs, join
+    from feedback_loop.lake.files import filesystem_for, join
 
     if ".." in path.split("/") or not path.startswith(LAKE_FILES):
         raise HTTPException(status_code=404)
-    fs, target = _fs(join(_settings().lake, path))
+    fs, target = filesystem_for(join(_settings().lake, path))
     if not fs.exists(target):
         raise HTTPException(status_code=404, detail=f"{path} is not in the lake")
     with fs.open(target, "rb") as fh:
@@ -109,8 +109,8 @@ def data_docs_root() -> RedirectResponse:
 
 @app.get("/data-docs/{path:path}")
 def data_docs_file(path: str) -> Response:
-    from feedback_loop.data_docs import site_dir
-    from feedback_loop.quality import gx_root
+    from feedback_loop.ingest.data_docs import site_dir
+    from feedback_loop.ingest.quality import gx_root
 
     site = site_dir(gx_root(_settings())).resolve()
     target = (site / (path or "index.html")).resolve()

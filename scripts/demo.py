@@ -17,8 +17,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args()
 
-    from feedback_loop.config import Settings
-    from feedback_loop.generator import generate
+    from feedback_loop.settings import Settings
+    from feedback_loop_sample.generator import generate
 
     settings = Settings.load()
     end = date.today() - timedelta(days=1)
@@ -32,17 +32,17 @@ def main() -> int:
     subprocess.run([sys.executable, "-m", "airflow", "pools", "set", "duckdb_warehouse", "1",
                     "single writer of the DuckDB warehouse file"], check=True, stdout=subprocess.DEVNULL)
 
-    from feedback_loop.demo_runner import run_nightly_dag_for_days
+    from feedback_loop_sample.demo_runner import run_nightly_dag_for_days
 
     days = [(start + timedelta(days=i)).isoformat() for i in range(args.days)]
     states = run_nightly_dag_for_days(days)
 
-    from feedback_loop.retrain.demo import retraining_summary, run_retraining_dags
+    from feedback_loop_sample.retrain_demo import retraining_summary, run_retraining_dags
 
     states.update(run_retraining_dags())  # the classifier champion/challenger and a dry-run fine-tuning job
 
-    from feedback_loop.lake import Lake
-    from feedback_loop.report_text import summary_table
+    from feedback_loop.lake.files import Lake
+    from feedback_loop.signals.report_text import summary_table
 
     print("\n[demo] outputs")
     print(f"  landing area      {settings.landing}")

@@ -47,7 +47,7 @@ def data_dir(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture
 def settings(data_dir):
-    from feedback_loop.config import Settings
+    from feedback_loop.settings import Settings
 
     return Settings.load()
 

@@ -18,7 +18,7 @@ def mlflow_db(settings, template_dir: Path) -> None:
 
     template = template_dir / "mlflow.db"
     if not template.exists():
-        from feedback_loop.config import Settings
+        from feedback_loop.settings import Settings
 
         seed = Settings.load(lake=str(template_dir / "lake"))
         with registry.mlflow_for(seed) as mlflow:
@@ -36,8 +36,8 @@ def days(end: str, n: int) -> list[str]:
 
 def write_facts(settings, dt: str, intents: dict[str, int]) -> None:
     """A conversation_facts partition with `count` conversations per final intent (other columns omitted)."""
-    from feedback_loop.lake import Lake
-    from feedback_loop.land import connect
+    from feedback_loop.lake.duck import connect
+    from feedback_loop.lake.files import Lake
 
     rows = [(f"{dt}-{intent}-{i}", intent) for intent, n in sorted(intents.items()) for i in range(n)]
     con = connect()
@@ -53,8 +53,8 @@ def write_facts(settings, dt: str, intents: dict[str, int]) -> None:
 
 def write_overrides(settings, dt: str, corrections: dict[str, int]) -> None:
     """A staged/overrides partition with `count` intent corrections per agent decision."""
-    from feedback_loop.lake import Lake
-    from feedback_loop.land import connect
+    from feedback_loop.lake.duck import connect
+    from feedback_loop.lake.files import Lake
 
     rows = [(f"ov-{dt}-{intent}-{i}", "intent", "corrected", intent, "other_intent")
             for intent, n in sorted(corrections.items()) for i in range(n)]
@@ -71,8 +71,8 @@ def write_overrides(settings, dt: str, corrections: dict[str, int]) -> None:
 
 def write_action_queue(settings, dt: str, items: list[tuple[str, str]]) -> None:
     """An action_queue partition: (target_component, signal) per open item."""
-    from feedback_loop.lake import Lake
-    from feedback_loop.land import connect
+    from feedback_loop.lake.duck import connect
+    from feedback_loop.lake.files import Lake
 
     con = connect()
     try:
@@ -96,11 +96,11 @@ def _version(end: str, tag: str) -> str:
 
 def write_relabel_version(settings, end: str, rows_by_split: dict[str, list[dict]], tag: str = "a",
                           latest: bool = True) -> str:
-    """An intent_relabels dataset version in the layout feedback_loop.datasets publishes (parquet + jsonl per
+    """An intent_relabels dataset version in the layout feedback_loop.datasets.build publishes (parquet + jsonl per
     split, examples.parquet index, manifest with sha256s, latest.json)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from feedback_loop.lake import Lake
+    from feedback_loop.lake.files import Lake
 
     version = _version(end, tag)
     folder = Path(settings.lake) / "datasets" / "intent_relabels" / version
@@ -136,7 +136,7 @@ def write_relabel_version(settings, end: str, rows_by_split: dict[str, list[dict
 
 def write_chat_version(settings, name: str, end: str, n: int = 12, tag: str = "a") -> str:
     """An sft or preference dataset version with valid TRL and OpenAI files for `n` train + 3 validation rows."""
-    from feedback_loop.lake import Lake
+    from feedback_loop.lake.files import Lake
 
     version = _version(end, name + tag)
     folder = Path(settings.lake) / "datasets" / name / version
@@ -181,7 +181,7 @@ def write_champion(settings, *, version="1", dataset_version=None, train_ids=(),
     """A champion pointer (as intent_retrain.finalize writes it) with its training-set file."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from feedback_loop.lake import Lake
+    from feedback_loop.lake.files import Lake
 
     folder = Path(settings.lake) / "retrain" / "intent_classifier" / f"fixture-{version}"
     (folder / "data").mkdir(parents=True, exist_ok=True)

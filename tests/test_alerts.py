@@ -59,7 +59,7 @@ class _Run:
 
 def _dq_failure() -> Exception:
     from airflow.sdk.exceptions import AirflowFailException
-    from feedback_loop.quality import DataQualityError
+    from feedback_loop.ingest.quality import DataQualityError
 
     try:
         try:
@@ -126,9 +126,9 @@ def test_every_dag_alerts_on_failure_and_the_nightly_has_a_deadline():
 
 def test_data_quality_error_names_suite_expectations_and_an_existing_data_docs_page(settings):
     """Real GX on a day with half its rows broken: the error carries what the alert needs."""
-    from feedback_loop.generator import generate
-    from feedback_loop.land import land_source
-    from feedback_loop.quality import DataQualityError, validate_source
+    from feedback_loop.ingest.land import land_source
+    from feedback_loop.ingest.quality import DataQualityError, validate_source
+    from feedback_loop_sample.generator import generate
 
     day = date(2026, 11, 20)
     generate(settings.landing, day, day, conversations_per_day=20, malformed_share=0.5, seed=3)

@@ -16,10 +16,11 @@ from datetime import datetime, timedelta
 
 import pyarrow.parquet as pq
 import pytest
-from feedback_loop import curation, formats, nightly, tokens
-from feedback_loop.config import Settings
-from feedback_loop.curation import Example
-from feedback_loop.datasets import DATASETS, build_datasets
+from feedback_loop import nightly
+from feedback_loop.datasets import curation, formats, tokens
+from feedback_loop.datasets.build import DATASETS, build_datasets
+from feedback_loop.datasets.curation import Example
+from feedback_loop.settings import Settings
 
 D1, D2 = "2026-11-20", "2026-11-21"
 
@@ -593,7 +594,7 @@ def test_nightly_dag_emits_an_asset_event_only_for_new_versions(staged_lake, tmp
     from airflow.models.asset import AssetEvent
     from airflow.utils.session import create_session
     from feedback_loop.assets import DATASET_ASSETS
-    from feedback_loop.demo_runner import load_dag
+    from feedback_loop_sample.demo_runner import load_dag
 
     root = _copy(staged_lake, tmp_path)
     monkeypatch.setenv("ACSR_LANDING", str(root / "landing"))

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from feedback_loop.flywheel import gather, render
-from feedback_loop.lake import Lake
-from feedback_loop.land import connect
+from feedback_loop.lake.duck import connect
+from feedback_loop.lake.files import Lake
+from feedback_loop.ui.flywheel import gather, render
 
 
 def test_an_empty_lake_shows_not_produced_yet_everywhere(settings):

@@ -1,4 +1,4 @@
-"""Knowledge-base gap detection (feedback_loop.gaps): planted gaps found and ranked, no false missing
+"""Knowledge-base gap detection (feedback_loop.gaps.detect): planted gaps found and ranked, no false missing
 articles when the KB is complete, ids kept and gaps closed when an article is added, no personal data out.
 
 Two kinds of lakes: a hand-built one (Banking77 utterances, conversation facts and KB snapshots written
@@ -15,8 +15,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import duckdb
-from feedback_loop.gaps import detect_gaps
-from feedback_loop.lake import Lake
+from feedback_loop.gaps.detect import detect_gaps
+from feedback_loop.lake.files import Lake
 
 B77 = Path(__file__).resolve().parents[1] / "include" / "feedback_loop" / "data" / "banking77" / "train.csv"
 INTENTS = ["card_arrival", "lost_or_stolen_card", "exchange_rate", "top_up_failed", "pending_top_up",
@@ -127,7 +127,7 @@ def test_hand_built_gaps_found_ranked_and_described(settings):
     page = Path(out["page"]).read_text()
     assert top["gap_id"] in page and "index.html" in page and "missing article" in page
     # The warehouse exposes the mart as a view.
-    from feedback_loop.warehouse import register_views
+    from feedback_loop.lake.warehouse import register_views
 
     con = duckdb.connect()
     assert "kb_gaps" in register_views(con, settings)
@@ -234,7 +234,7 @@ def test_action_queue_rows_point_at_gaps(settings):
     detect_gaps(settings, "2026-03-07", window_days=7)
     gap = next(r for r in gap_rows(settings, "2026-03-07") if r["kind"] == "missing_article")
     assert gap["action_ids"] == ["a-example", "a-intent"]
-    from feedback_loop.warehouse import register_views
+    from feedback_loop.lake.warehouse import register_views
 
     con = duckdb.connect()
     assert "kb_gap_actions" in register_views(con, settings)
@@ -245,7 +245,7 @@ def test_action_queue_rows_point_at_gaps(settings):
 
 def test_messages_without_topic_words_or_labels_are_noise():
     import numpy as np
-    from feedback_loop.gap_topics import NOISE, cluster
+    from feedback_loop.gaps.topics import NOISE, cluster
 
     x = np.zeros((12, 4), dtype=np.float32)
     x[:6, 0] = 1.0

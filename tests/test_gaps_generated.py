@@ -19,9 +19,10 @@ DAYS = 5
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory):
     """Five days of generated traffic through land, validate and model (built once for this module)."""
-    from feedback_loop import contract, nightly
-    from feedback_loop.config import Settings
-    from feedback_loop.generator import generate
+    from feedback_loop import nightly
+    from feedback_loop.ingest import contract
+    from feedback_loop.settings import Settings
+    from feedback_loop_sample.generator import generate
 
     root = tmp_path_factory.mktemp("gaps-generated")
     # The first day's surveys answer cases from before the generated range: not what these tests are about.

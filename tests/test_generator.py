@@ -18,9 +18,9 @@ from datetime import date, datetime, timedelta
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from feedback_loop import generator as G
-from feedback_loop.contract import BOOL, DBL, INT, OVERRIDE_TRIAD, SOURCE_NAMES, SOURCES, TS
-from feedback_loop.generator import generate
+from feedback_loop.ingest.contract import BOOL, DBL, INT, OVERRIDE_TRIAD, SOURCE_NAMES, SOURCES, TS
+from feedback_loop_sample import generator as G
+from feedback_loop_sample.generator import generate
 
 D0 = date(2026, 11, 20)
 N = 120

@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 import pytest
-from feedback_loop import gx_duckdb as gd
+from feedback_loop.ingest import gx_duckdb as gd
 
 N = 50_000
 ROW_ID_BASE = 1_000_000  # row ids are not positions: a test that mixes them up fails
@@ -156,7 +156,7 @@ def clean(tmp_path_factory):
 
 def test_gx_is_not_imported_with_the_module_and_loggers_are_quiet():
     code = (
-        "import sys, logging; import feedback_loop.gx_duckdb; "
+        "import sys, logging; import feedback_loop.ingest.gx_duckdb; "
         "assert 'great_expectations' not in sys.modules, 'GX imported at module import'; "
         "assert logging.getLogger('great_expectations._docs_decorators').level == logging.WARNING"
     )
@@ -409,7 +409,7 @@ def test_build_data_docs_lists_stored_results(gx, bad, clean, tmp_path):
 
 def _worker(worker: int, db: str, gx_root: str, barrier, queue) -> None:
     try:
-        from feedback_loop import gx_duckdb
+        from feedback_loop.ingest import gx_duckdb
 
         gx = gx_duckdb.import_gx()
         expectations = _suite(gx)

@@ -29,7 +29,7 @@ def s3_settings(s3, tmp_path, monkeypatch):
     monkeypatch.setenv("ACSR_LAKE", f"s3://{bucket}/lake")
     monkeypatch.setenv("ACSR_LANDING", f"s3://{bucket}/landing")
     monkeypatch.delenv("ACSR_WAREHOUSE", raising=False)
-    from feedback_loop.config import Settings
+    from feedback_loop.settings import Settings
 
     return Settings.load()
 
@@ -43,12 +43,12 @@ def _digest(con, url: str):
 
 def test_every_stage_runs_with_the_lake_on_s3_and_reruns_identically(s3_settings, tmp_path):
     import duckdb
-    from feedback_loop.generator import generate
-    from feedback_loop.lake import Lake
-    from feedback_loop.land import connect
+    from feedback_loop.ingest.quality import gx_root
+    from feedback_loop.lake.duck import connect
+    from feedback_loop.lake.files import Lake
+    from feedback_loop.lake.object_store import s3_filesystem
     from feedback_loop.nightly import run_day
-    from feedback_loop.object_store import s3_filesystem
-    from feedback_loop.quality import gx_root
+    from feedback_loop_sample.generator import generate
 
     settings = s3_settings
     fs = s3_filesystem()
@@ -71,7 +71,7 @@ def test_every_stage_runs_with_the_lake_on_s3_and_reruns_identically(s3_settings
 
     # The warehouse's views read the lake on S3.
     con = duckdb.connect(settings.warehouse, read_only=True)
-    from feedback_loop.object_store import configure_duckdb
+    from feedback_loop.lake.object_store import configure_duckdb
 
     configure_duckdb(con)
     per_day = dict(con.execute("SELECT dt::VARCHAR, count(*) FROM conversation_facts GROUP BY 1").fetchall())

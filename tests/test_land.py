@@ -7,8 +7,8 @@ import json
 
 import duckdb
 import pytest
-from feedback_loop import contract
-from feedback_loop.land import LandingError, land_source
+from feedback_loop.ingest import contract
+from feedback_loop.ingest.land import LandingError, land_source
 
 DAY = "2026-11-20"
 

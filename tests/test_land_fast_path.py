@@ -8,8 +8,8 @@ import os
 
 import duckdb
 import pytest
-from feedback_loop import land
-from feedback_loop.land import land_source
+from feedback_loop.ingest import land
+from feedback_loop.ingest.land import land_source
 
 DAY = "2026-11-20"
 
@@ -111,7 +111,7 @@ def test_a_partition_that_fails_its_check_is_never_published(tmp_path):
     """The streamed fast path checks the written file before the rename: a failed check leaves the
     previous version (or nothing) in place and no temporary file behind."""
     import duckdb
-    from feedback_loop.lake import copy_atomic
+    from feedback_loop.lake.files import copy_atomic
 
     con = duckdb.connect()
     target = tmp_path / "raw" / "agent_events" / "dt=2026-11-20" / "part.parquet"

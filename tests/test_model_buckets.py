@@ -13,10 +13,10 @@ DAY = "2026-11-20"
 
 def test_bucketed_facts_equal_the_one_pass_facts(tmp_path, monkeypatch):
     from feedback_loop import nightly
-    from feedback_loop.config import Settings
-    from feedback_loop.contract import SOURCE_NAMES
-    from feedback_loop.generator import generate
-    from feedback_loop.model import build_model
+    from feedback_loop.ingest.contract import SOURCE_NAMES
+    from feedback_loop.model.conversations import build_model
+    from feedback_loop.settings import Settings
+    from feedback_loop_sample.generator import generate
 
     monkeypatch.setenv("ACSR_DATA_DIR", str(tmp_path / "one"))
     settings = Settings.load()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from feedback_loop.config import Settings
+from feedback_loop.settings import Settings
 
 DAYS = ["2026-11-18", "2026-11-19", "2026-11-20"]
 
@@ -32,8 +32,8 @@ EXPECTED = {
 @pytest.fixture(scope="module")
 def nightly_runs(tmp_path_factory, airflow_db):
     """Three generated days, each run through the nightly DAG; returns settings, ground truth, states."""
-    from feedback_loop.demo_runner import run_nightly_dag_for_days
-    from feedback_loop.generator import generate
+    from feedback_loop_sample.demo_runner import run_nightly_dag_for_days
+    from feedback_loop_sample.generator import generate
 
     root = tmp_path_factory.mktemp("e2e")
     old = os.environ.get("ACSR_DATA_DIR")
@@ -76,7 +76,7 @@ def test_every_day_succeeds_and_accounts_for_every_row(nightly_runs):
 
 def test_planted_malformed_rows_are_quarantined_with_their_reason(nightly_runs):
     settings, truth, _ = nightly_runs
-    from feedback_loop.contract import SOURCES
+    from feedback_loop.ingest.contract import SOURCES
 
     planted = [m for m in truth["malformed"] if m["dt"] in DAYS]
     assert {m["kind"] for m in planted} >= set(EXPECTED) - {"incomplete_triad"}
@@ -121,7 +121,7 @@ def test_warehouse_views_read_the_lake(nightly_runs):
 
 def test_data_docs_are_built(nightly_runs):
     settings, _, _ = nightly_runs
-    from feedback_loop.quality import gx_root
+    from feedback_loop.ingest.quality import gx_root
 
     index = [os.path.join(r, f) for r, _, fs in os.walk(gx_root(settings)) for f in fs if f == "index.html"]
     assert index and "agent_events" in Path(index[0]).read_text()

@@ -6,8 +6,8 @@ import os
 
 import pytest
 from feedback_loop import nightly
-from feedback_loop.lake import Lake
-from feedback_loop.land import LandingError
+from feedback_loop.ingest.land import LandingError
+from feedback_loop.lake.files import Lake
 
 
 def _landing(settings, day, source="surveys"):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import duckdb
 import pytest
-from feedback_loop import pii
-from feedback_loop.config import Settings
+from feedback_loop.datasets import pii
+from feedback_loop.settings import Settings
 from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st

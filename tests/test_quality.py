@@ -10,7 +10,7 @@ from pathlib import Path
 import duckdb
 import pytest
 from feedback_loop import nightly
-from feedback_loop.quality import DataQualityError
+from feedback_loop.ingest.quality import DataQualityError
 
 DAY = "2026-11-20"
 PREV = "2026-11-19"
@@ -97,7 +97,7 @@ def _quarantine(settings, source):
 
 
 def _id(source):
-    from feedback_loop.contract import SOURCES
+    from feedback_loop.ingest.contract import SOURCES
 
     return SOURCES[source].id_column
 
@@ -183,7 +183,7 @@ def test_staged_rows_are_the_same_in_row_order_whether_or_not_raw_is_in_row_orde
     """Staged is written by a scan filtered on a bitstring of the quarantined row ids when the raw
     partition is in _row_id order (as land writes it), by an anti-join and a sort otherwise: same rows,
     same order, either way."""
-    from feedback_loop import quality
+    from feedback_loop.ingest import quality
 
     clauses = []
     real = quality._staged_where

@@ -60,9 +60,9 @@ def test_nightly_decision_triggers_the_retraining_dag(data_dir, settings, airflo
 @pytest.mark.slow
 def test_a_run_that_fails_halfway_leaves_the_champion_and_the_next_promotes(
         data_dir, airflow_db, monkeypatch, tmp_path_factory):
-    from feedback_loop.config import Settings
     from feedback_loop.retrain import intent_retrain as ir
     from feedback_loop.retrain import registry
+    from feedback_loop.settings import Settings
     from test_retrain_intent import _extra_examples
 
     monkeypatch.setenv("ACSR_RETRAIN_BASE_PER_INTENT", "3")

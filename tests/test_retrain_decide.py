@@ -30,7 +30,7 @@ def decide():
 
 def _settings(**kw):
     kw.setdefault("signals_baseline_days", 7)
-    from feedback_loop.config import Settings
+    from feedback_loop.settings import Settings
 
     return Settings.load(**kw)
 
@@ -174,7 +174,7 @@ def test_action_queue_items_route_to_their_model(data_dir, decide):
     assert d["reasoning_model"]["finetune"] is True
     assert d["reasoning_model"]["conf"] == {"dataset": "sft", "dataset_version": version, "backend": "dry_run",
                                             "reason": d["reasoning_model"]["conf"]["reason"]}
-    from feedback_loop.lake import Lake
+    from feedback_loop.lake.files import Lake
 
     Lake(s.lake).write_json({"job_key": f"sft-{version}-openai-dryrun-x", "dataset": "sft", "dataset_version": version,
                              "backend": "openai", "dry_run": True, "status": "dry_run"}, "finetune_jobs", f"sft-{version}-openai-dryrun-x.json")

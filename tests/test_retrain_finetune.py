@@ -25,7 +25,7 @@ def stub():
 @pytest.fixture
 def ft(data_dir):
     """Settings with a published sft and preference version."""
-    from feedback_loop.config import Settings
+    from feedback_loop.settings import Settings
 
     s = Settings.load()
     versions = {name: write_chat_version(s, name, DT) for name in ("sft", "preference")}
@@ -136,7 +136,7 @@ def test_dry_run_shows_exactly_what_would_be_sent_and_sends_nothing(ft, stub):
 
 
 def test_validation_refuses_a_file_its_consumer_would_reject(ft):
-    from feedback_loop.formats import FormatError
+    from feedback_loop.datasets.formats import FormatError
     from feedback_loop.retrain import finetune
 
     s, versions = ft
@@ -167,8 +167,8 @@ def test_command_backend_runs_a_real_local_training(ft):
 
 
 def test_command_backend_reports_a_failing_command(ft):
-    from feedback_loop.config import Settings
     from feedback_loop.retrain import finetune
+    from feedback_loop.settings import Settings
 
     s = Settings.load(finetune_command="{python} -c 'import sys; sys.exit(3)'")
     with pytest.raises(finetune.FineTuneError, match="failed"):

@@ -103,7 +103,7 @@ def _extra_examples(per_intent: int, skip: int, wrong: bool = False) -> list[dic
 
 @pytest.fixture
 def retrain_settings(data_dir, tmp_path_factory):
-    from feedback_loop.config import Settings
+    from feedback_loop.settings import Settings
 
     s = Settings.load(retrain_base_per_intent=3)
     mlflow_db(s, tmp_path_factory.getbasetemp() / "mlflow-template")

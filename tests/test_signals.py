@@ -16,12 +16,12 @@ from datetime import UTC, date, datetime, timedelta
 import duckdb
 import numpy as np
 import pytest
-from feedback_loop import contract
-from feedback_loop.config import Settings
-from feedback_loop.lake import Lake
-from feedback_loop.model import build_model
-from feedback_loop.sentiment import compound
-from feedback_loop.signals import METRICS, run_signals
+from feedback_loop.ingest import contract
+from feedback_loop.lake.files import Lake
+from feedback_loop.model.conversations import build_model
+from feedback_loop.settings import Settings
+from feedback_loop.signals.metrics import METRICS, run_signals
+from feedback_loop.signals.sentiment import compound
 
 
 def ts(day: str, hh: int, mm: int = 0) -> datetime:
@@ -343,7 +343,7 @@ def test_rerun_of_a_day_is_identical(hand):
 def test_report_is_written_with_its_sections_and_no_personal_data(hand):
     from pathlib import Path
 
-    from feedback_loop.report import write_report
+    from feedback_loop.signals.report import write_report
 
     settings, lake, _ = hand
     marts = {n: Path(lake.partition_file("marts", n, D3)).read_bytes() for n in ("signal_metrics", "action_queue")}
@@ -360,7 +360,7 @@ def test_report_is_written_with_its_sections_and_no_personal_data(hand):
 
 def test_warehouse_exposes_the_marts_and_the_latest_view(hand):
     settings, _, _ = hand
-    from feedback_loop.warehouse import register_views
+    from feedback_loop.lake.warehouse import register_views
 
     con = duckdb.connect()
     names = register_views(con, settings)
@@ -374,7 +374,7 @@ def test_warehouse_exposes_the_marts_and_the_latest_view(hand):
 # ----------------------------------------------------------------------------------------------- tests
 
 def test_two_proportion_z_and_chi_square_agree_on_a_known_case():
-    from feedback_loop.abtest import mann_whitney, n_per_arm, two_proportion_z
+    from feedback_loop.signals.abtest import mann_whitney, n_per_arm, two_proportion_z
     from scipy.stats import chi2_contingency
 
     # 45/100 against 60/100: pooled p = 0.525, se = sqrt(.525 * .475 * 2 / 100) = 0.0706225,
@@ -504,7 +504,7 @@ def test_docs_define_every_metric():
     """docs/signals.md carries the registry's definitions verbatim (regenerate with signals.metric_docs())."""
     from pathlib import Path
 
-    from feedback_loop.signals import metric_docs
+    from feedback_loop.signals.metrics import metric_docs
 
     doc = (Path(__file__).resolve().parents[1] / "docs" / "signals.md").read_text()
     assert metric_docs() in doc

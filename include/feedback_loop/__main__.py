@@ -1,3 +1,3 @@
-from .cli import main
+from feedback_loop.cli import main
 
 main()

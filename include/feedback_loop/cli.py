@@ -1,6 +1,6 @@
 """Command line: the same stage functions the DAGs call, for local runs, benchmarks and debugging.
+(Sample landing data: `acsr-sample generate`, in the feedback_loop_sample package.)
 
-    acsr generate --start 2026-11-19 --end 2026-11-25      # sample landing data
     acsr run --date 2026-11-25                             # the nightly run of one day
     acsr run --start 2026-11-19 --end 2026-11-25           # ... or of a range
     acsr stage land --source surveys --date 2026-11-25     # one stage of one source
@@ -19,45 +19,24 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
 import typer
 
-from .config import Settings
+from feedback_loop.settings import Settings
 
 app = typer.Typer(help="ACSR feedback loop: the nightly stages on the command line.", no_args_is_help=True)
 
 
 def _days(day: str | None, start: str | None, end: str | None) -> list[str]:
-    from .nightly import days_between
+    from feedback_loop.nightly import days_between
 
     if day:
         return [date.fromisoformat(day).isoformat()]
     if start and end:
         return days_between(start, end)
     raise typer.BadParameter("give --date, or --start and --end")
-
-
-@app.command()
-def generate(
-    start: str = typer.Option(None, help="first day (default: 7 days before today)"),
-    end: str = typer.Option(None, help="last day (default: yesterday)"),
-    conversations_per_day: int = typer.Option(300, help="conversations per day"),
-    seed: int = typer.Option(7, help="random seed; the same seed gives the same files"),
-    malformed_share: float = typer.Option(0.0, help="share of malformed rows of each kind"),
-    landing: str = typer.Option(None, help="landing folder (default: the configured one)"),
-):
-    """Write seeded, realistic sample exports to the landing area."""
-    from .generator import generate as gen
-
-    today = date.today()
-    start_d = date.fromisoformat(start) if start else today - timedelta(days=7)
-    end_d = date.fromisoformat(end) if end else today - timedelta(days=1)
-    target = landing or Settings.load().landing
-    truth = gen(target, start_d, end_d, conversations_per_day=conversations_per_day, seed=seed,
-                malformed_share=malformed_share)
-    typer.echo(f"wrote {start_d}..{end_d} to {target}; gaps planted: {len(truth.get('gap_intents', []))}")
 
 
 @app.command()
@@ -68,7 +47,7 @@ def run(
     data_docs: bool = typer.Option(True, help="rebuild GX Data Docs at the end"),
 ):
     """Run the nightly stages for one day or a range of days, in this process."""
-    from .nightly import run_day
+    from feedback_loop.nightly import run_day
 
     settings = Settings.load()
     for d in _days(date_, start, end):
@@ -83,7 +62,8 @@ def stage(
     source: str = typer.Option(None, help="source, for land and validate (default: all)"),
 ):
     """Run a single stage of the nightly run (for debugging)."""
-    from . import contract, nightly
+    from feedback_loop import nightly
+    from feedback_loop.ingest import contract
 
     settings = Settings.load()
     if name in ("land", "validate"):
@@ -104,8 +84,8 @@ def summary(
     end: str = typer.Option(None),
 ):
     """Print the run summary of each day: rows in, staged, quarantined by reason, GX suite results."""
-    from .lake import Lake
-    from .report_text import summary_table
+    from feedback_loop.lake.files import Lake
+    from feedback_loop.signals.report_text import summary_table
 
     settings = Settings.load()
     lake = Lake(settings.lake)
@@ -119,7 +99,7 @@ def gaps(
     window_days: int = typer.Option(None, help="trailing window in days (default: Settings.gap_window_days)"),
 ):
     """Find and rank knowledge-base gaps over the trailing window ending on --date (docs/gaps.md)."""
-    from .nightly import detect_gaps
+    from feedback_loop.nightly import detect_gaps
 
     out = detect_gaps(Settings.load(), date_, window_days)
     typer.echo(f"{out['dt']}: window {out['window_start']}..{out['window_end']}, {out['n_signals']} gap signals "
@@ -139,7 +119,7 @@ def datasets(
     min_new_examples: int = typer.Option(None, help="publish only with at least this many new examples"),
 ):
     """Build, validate and publish fine-tuning dataset versions for a window (docs/datasets.md)."""
-    from .datasets import build_datasets
+    from feedback_loop.datasets.build import build_datasets
 
     if not (end or date_):
         raise typer.BadParameter("give --start and --end, or --date [--window-days N]")
@@ -162,7 +142,7 @@ def signals(
     end: str = typer.Option(None, help="last day of a range"),
 ):
     """Signal metrics, A/B tests, the improvement-action queue and the HTML report of a day (docs/signals.md)."""
-    from .nightly import signals as run
+    from feedback_loop.nightly import signals as run
 
     settings = Settings.load()
     for d in _days(date_, start, end):
@@ -175,7 +155,7 @@ def signals(
 @app.command()
 def warehouse():
     """Rebuild the DuckDB warehouse (views over the lake)."""
-    from .warehouse import publish
+    from feedback_loop.lake.warehouse import publish
 
     out = publish(Settings.load())
     typer.echo(f"{out['warehouse']}: {len(out['views'])} views: {', '.join(out['views'])}")
@@ -184,7 +164,7 @@ def warehouse():
 @app.command()
 def contract(out: Path = typer.Argument(Path("docs/contract"), help="folder for the JSON Schema files")):  # noqa: B008 (Typer idiom)
     """Export the input contract as JSON Schema, one file per source."""
-    from . import contract as c
+    from feedback_loop.ingest import contract as c
 
     out.mkdir(parents=True, exist_ok=True)
     for src in c.SOURCES.values():
@@ -193,7 +173,7 @@ def contract(out: Path = typer.Argument(Path("docs/contract"), help="folder for 
 
 
 # Retraining (feedback_loop.retrain.commands): the functions the retraining DAGs call, in this process.
-from .retrain import commands as _retrain
+from feedback_loop.retrain import commands as _retrain
 
 app.command("decide")(_retrain.decide)
 app.command("retrain-intent")(_retrain.retrain_intent)

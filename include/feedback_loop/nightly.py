@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 from datetime import UTC, date, datetime, timedelta
 
-from . import contract
-from .config import Settings
-from .lake import Lake
+from feedback_loop.ingest import contract
+from feedback_loop.lake.files import Lake
+from feedback_loop.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +44,8 @@ def earlier_days_pending(settings: Settings, dt: str) -> list[str]:
     the earlier days that exist in the landing area are summarized; days without landing data are not
     waited for. Landing files of later days never matter.
     """
-    from .lake import _fs
-    from .land import landing_dir
+    from feedback_loop.ingest.land import landing_dir
+    from feedback_loop.lake.files import filesystem_for
 
     lookback = max(settings.reference_lookback_days, settings.gap_window_days, settings.dataset_window_days,
                    settings.signals_baseline_days)
@@ -58,7 +58,7 @@ def earlier_days_pending(settings: Settings, dt: str) -> list[str]:
         if earlier in done or day_failed(lake, earlier):
             continue
         for source in contract.SOURCE_NAMES:
-            fs, path = _fs(landing_dir(settings, source, earlier))
+            fs, path = filesystem_for(landing_dir(settings, source, earlier))
             if fs.exists(path):
                 pending.append(earlier)
                 break
@@ -77,7 +77,7 @@ def day_failed(lake: Lake, dt: str) -> bool:
 
 
 def land(settings: Settings, source: str, dt: str) -> dict:
-    from .land import LandingError, land_source
+    from feedback_loop.ingest.land import LandingError, land_source
 
     try:
         result = land_source(settings, source, dt).as_dict()
@@ -91,7 +91,7 @@ def land(settings: Settings, source: str, dt: str) -> dict:
 
 
 def validate(settings: Settings, source: str, dt: str) -> dict:
-    from .quality import validate_source
+    from feedback_loop.ingest.quality import validate_source
 
     s = validate_source(settings, source, dt)
     log.info("validated %s %s: %s read, %s staged, %s quarantined %s", source, dt, s["rows_read"],
@@ -100,7 +100,7 @@ def validate(settings: Settings, source: str, dt: str) -> dict:
 
 
 def model(settings: Settings, dt: str) -> dict:
-    from .model import build_model
+    from feedback_loop.model.conversations import build_model
 
     return build_model(settings, dt)
 
@@ -143,7 +143,7 @@ def summarize(settings: Settings, dt: str, extra: dict | None = None) -> dict:
 
 def detect_gaps(settings: Settings, dt: str, window_days: int | None = None) -> dict:
     """Knowledge-base gaps over the trailing window ending on dt (marts/kb_gaps, reports/.../gaps.html)."""
-    from .gaps import detect_gaps as detect
+    from feedback_loop.gaps.detect import detect_gaps as detect
 
     return detect(settings, dt, window_days)
 
@@ -152,15 +152,15 @@ def build_datasets(settings: Settings, dt: str, window_days: int | None = None) 
     """Fine-tuning dataset versions over the trailing window ending on dt (<lake>/datasets/, docs/datasets.md).
 
     Runs after summarize: each version's manifest records the data-quality results of its days."""
-    from .datasets import build_datasets as build
+    from feedback_loop.datasets.build import build_datasets as build
 
     return build(settings, dt, window_days)
 
 
 def signals(settings: Settings, dt: str) -> dict:
     """Signal metrics, A/B tests, the improvement-action queue and the day's HTML report (docs/signals.md)."""
-    from .report import write_report
-    from .signals import run_signals
+    from feedback_loop.signals.metrics import run_signals
+    from feedback_loop.signals.report import write_report
 
     out = run_signals(settings, dt)
     out["report"] = write_report(settings, dt)
@@ -168,14 +168,14 @@ def signals(settings: Settings, dt: str) -> dict:
 
 
 def publish_warehouse(settings: Settings) -> dict:
-    from .warehouse import publish
+    from feedback_loop.lake.warehouse import publish
 
     return publish(settings)
 
 
 def build_data_docs(settings: Settings) -> str:
-    from .gx_duckdb import build_data_docs as build
-    from .quality import gx_root
+    from feedback_loop.ingest.gx_duckdb import build_data_docs as build
+    from feedback_loop.ingest.quality import gx_root
 
     return build(gx_root(settings))
 
@@ -184,7 +184,7 @@ def decide_retraining(settings: Settings, dt: str) -> dict:
     """The night's retraining decision and its reasons (marts/retrain_decisions, runs/dt=/retrain_decision.json).
 
     Runs last: it reads the day's facts, the latest relabel dataset and the action queue."""
-    from .retrain.decide import decide
+    from feedback_loop.retrain.decide import decide
 
     return decide(settings, dt)
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import duckdb
-from feedback_loop import contract
+from feedback_loop.ingest import contract
 
 DAY = "2026-11-20"
 PREV = "2026-11-19"

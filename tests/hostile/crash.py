@@ -59,7 +59,7 @@ def arm(mode: str, n: int) -> None:
 
         os.fsync = fsync
     elif mode == "in_views":
-        from feedback_loop import warehouse
+        from feedback_loop.lake import warehouse
 
         real_view_sql = warehouse.view_sql
 
@@ -74,8 +74,9 @@ def arm(mode: str, n: int) -> None:
 
 
 def run(day: str, stages: list[str]) -> None:
-    from feedback_loop import contract, nightly
-    from feedback_loop.config import Settings
+    from feedback_loop import nightly
+    from feedback_loop.ingest import contract
+    from feedback_loop.settings import Settings
 
     settings = Settings.load()
     for stage in stages:

@@ -27,9 +27,10 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from feedback_loop import contract, nightly
-from feedback_loop.config import Settings
-from feedback_loop.lake import Lake, LakeWriteError
+from feedback_loop import nightly
+from feedback_loop.ingest import contract
+from feedback_loop.lake.files import Lake, LakeWriteError
+from feedback_loop.settings import Settings
 
 from .corpus import DAY, KINDS, PREV, FileSpec, Record, good_row, write_day
 
@@ -311,7 +312,7 @@ def test_a_writer_holding_the_warehouse_makes_publishing_wait_then_fail_clearly(
     settings = published
     holder = _holder(settings.warehouse, read_only=False, write=True)
     try:
-        from feedback_loop.warehouse import WarehouseLockedError
+        from feedback_loop.lake.warehouse import WarehouseLockedError
 
         with pytest.raises(WarehouseLockedError) as err:
             nightly.publish_warehouse(settings)
@@ -377,7 +378,7 @@ def test_a_full_disk_fails_naming_the_partition_and_publishes_nothing(small_lake
 
 def test_only_temp_files_of_dead_writers_are_removed(tmp_path):
     """The clean-up on the next write never cuts a live writer's temp file, here or on another host."""
-    from feedback_loop.lake import STALE_TMP_SECONDS, remove_stale_tmp, tmp_name
+    from feedback_loop.lake.files import STALE_TMP_SECONDS, remove_stale_tmp, tmp_name
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
                           check=True).stdout.strip()

@@ -14,8 +14,9 @@ from dataclasses import replace
 
 import duckdb
 import pytest
-from feedback_loop import contract, nightly
-from feedback_loop.land import LandingError, land_source
+from feedback_loop import nightly
+from feedback_loop.ingest import contract
+from feedback_loop.ingest.land import LandingError, land_source
 
 from .corpus import (
     DAY,

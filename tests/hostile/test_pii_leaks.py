@@ -54,7 +54,7 @@ def _published(lake: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def night(tmp_path_factory, airflow_db):
     """One generated day with personal data in every free-text field, through the nightly DAG."""
-    from feedback_loop.generator import generate
+    from feedback_loop_sample.generator import generate
 
     root = tmp_path_factory.mktemp("pii")
     truth = generate(str(root / "data" / "landing"), date.fromisoformat(DAY), date.fromisoformat(DAY),
@@ -64,7 +64,7 @@ def night(tmp_path_factory, airflow_db):
                               ACSR_DATASET_MIN_NEW_EXAMPLES="1", ACSR_EARLIER_DAYS_POKE_SECONDS="1")
     for var in ("ACSR_LANDING", "ACSR_LAKE", "ACSR_WAREHOUSE"):
         env.pop(var, None)
-    code = ("from feedback_loop.demo_runner import run_nightly_dag_for_days\n"
+    code = ("from feedback_loop_sample.demo_runner import run_nightly_dag_for_days\n"
             f"print('STATES', run_nightly_dag_for_days([{DAY!r}]), flush=True)\n")
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=1800,
                           check=False)

@@ -21,9 +21,10 @@ import os
 import re
 import tempfile
 
-from feedback_loop import contract, nightly
-from feedback_loop.config import Settings
-from feedback_loop.land import LandingError, land_source
+from feedback_loop import nightly
+from feedback_loop.ingest import contract
+from feedback_loop.ingest.land import LandingError, land_source
+from feedback_loop.settings import Settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

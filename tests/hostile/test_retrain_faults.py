@@ -20,8 +20,8 @@ BANKING = Path(__file__).resolve().parents[2] / "include" / "feedback_loop" / "d
 
 CHILD = '''
 import os, signal, sys
-from feedback_loop import lake
-from feedback_loop.config import Settings
+from feedback_loop.lake import files as lake
+from feedback_loop.settings import Settings
 from feedback_loop.retrain import intent_retrain as ir, registry
 
 point = sys.argv[1]
@@ -61,9 +61,9 @@ def _better_relabels(per_intent: int = 8, skip: int = 3) -> list[dict]:
 @pytest.fixture
 def with_champion(data_dir, tmp_path_factory, monkeypatch):
     """A lake whose champion is the bootstrapped baseline v1, and a better relabel version waiting."""
-    from feedback_loop.config import Settings
     from feedback_loop.retrain import intent_retrain as ir
     from feedback_loop.retrain import registry
+    from feedback_loop.settings import Settings
 
     monkeypatch.setenv("ACSR_RETRAIN_BASE_PER_INTENT", "3")
     s = Settings.load()

@@ -4,7 +4,7 @@ never appears in a task log, a rendered template, an XCom or a file the DAG writ
 Airflow masks the secrets it knows (connection passwords, extra fields named like `api_key`/`token`, and
 whatever is passed to `airflow.sdk.log.mask_secret`) in task logs and rendered templates. Tasks run by a
 scheduler log through their supervisor, which applies the masker; dag.test() (the demo, these tests) runs
-them in-process, where the masker is applied only once feedback_loop.demo_runner.mask_secrets_in_logs()
+them in-process, where the masker is applied only once feedback_loop_sample.demo_runner.mask_secrets_in_logs()
 has configured the Task SDK's logging. Both DAG runs here go through dag.test() in a child process, so
 everything it prints is captured.
 """
@@ -55,7 +55,7 @@ with DAG("acsr_secret_probe", schedule=None, start_date=datetime(2026, 11, 1, tz
 RUNNER = '''
 import os
 from airflow.dag_processing.dagbag import DagBag
-from feedback_loop.demo_runner import mask_secrets_in_logs
+from feedback_loop_sample.demo_runner import mask_secrets_in_logs
 
 mask_secrets_in_logs()
 dags = DagBag(os.environ["AIRFLOW__CORE__DAGS_FOLDER"]).dags
@@ -93,7 +93,7 @@ def _task_log_files(airflow_home: str) -> str:
 def runs(airflow_db, tmp_path_factory):
     """A probe DAG and the real fine-tuning DAG (against a local OpenAI-compatible stub), both through
     dag.test() in one child process, with the key in the Airflow connection `acsr_ft_leak`."""
-    from feedback_loop.config import Settings
+    from feedback_loop.settings import Settings
     from openai_stub import OpenAIStub
     from retrain_helpers import mlflow_db, write_chat_version
 

@@ -99,7 +99,7 @@ def integration_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def sample_data(integration_dir, days) -> Path:
     """Generated landing data for the suite's days (small: the suite must stay fast)."""
-    from feedback_loop.generator import generate
+    from feedback_loop_sample.generator import generate
 
     data = integration_dir / "data"
     landing = data / "landing"

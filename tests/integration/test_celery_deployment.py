@@ -56,8 +56,8 @@ def celery_stack(request, tmp_path_factory, s3):
 
 
 def test_the_nightly_run_on_celery_postgres_redis_and_s3(celery_stack, s3, tmp_path, monkeypatch):
-    from feedback_loop.generator import generate
-    from feedback_loop.object_store import s3_filesystem
+    from feedback_loop.lake.object_store import s3_filesystem
+    from feedback_loop_sample.generator import generate
 
     for key, value in s3.env.items():
         monkeypatch.setenv(key, value)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from airflow_stack import wait_for
 from conftest import CONVERSATIONS_PER_DAY
-from feedback_loop.contract import SOURCE_NAMES
+from feedback_loop.ingest.contract import SOURCE_NAMES
 from lake_snapshot import day_outputs, mtimes, state_dependent
 
 DAG = "acsr_nightly"
@@ -181,7 +181,7 @@ def test_manual_trigger_with_a_date_rewrites_the_same_partitions(airflow_stack, 
 
 
 def test_a_data_quality_failure_fails_without_retries_and_alerts(airflow_stack, days, webhook):
-    from feedback_loop.generator import generate
+    from feedback_loop_sample.generator import generate
 
     broken = date.fromisoformat(days["broken"])
     generate(Path(airflow_stack.env["ACSR_DATA_DIR"]) / "landing", broken, broken,

@@ -32,8 +32,8 @@ def _validated(params_factory, values: dict) -> dict:
 
 def decide(date_: str = typer.Option(..., "--date", help="the night's day, YYYY-MM-DD")):
     """Evaluate the retraining triggers for a day and record the decision (marts/retrain_decisions)."""
-    from ..config import Settings
-    from .decide import decide as run_decide
+    from feedback_loop.retrain.decide import decide as run_decide
+    from feedback_loop.settings import Settings
 
     d = run_decide(Settings.load(), date_)
     for target, key in (("intent_classifier", "retrain"), ("reasoning_model", "finetune")):
@@ -55,9 +55,9 @@ def retrain_intent(
     reason: str = typer.Option("command line", help="why (recorded with the model version)"),
 ):
     """Retrain the intent classifier: challenger vs champion, MLflow registry, promotion on evidence."""
-    from ..config import Settings
-    from .intent_retrain import resolve_request, run
-    from .params import intent_classifier_params
+    from feedback_loop.retrain.intent_retrain import resolve_request, run
+    from feedback_loop.retrain.params import intent_classifier_params
+    from feedback_loop.settings import Settings
 
     values = _validated(intent_classifier_params, {
         "dataset_version": dataset_version, "promotion_policy": policy, "margin": margin, "alpha": alpha,
@@ -93,9 +93,9 @@ def finetune(
     wait: bool = typer.Option(True, help="wait for the job to end"),
 ):
     """Fine-tune the reasoning model. The openai backend reads ACSR_FINETUNE_BASE_URL and ACSR_FINETUNE_API_KEY."""
-    from ..config import Settings
-    from .finetune import resolve_request, run
-    from .params import finetune_params
+    from feedback_loop.retrain.finetune import resolve_request, run
+    from feedback_loop.retrain.params import finetune_params
+    from feedback_loop.settings import Settings
 
     try:
         hp = json.loads(hyperparameters)

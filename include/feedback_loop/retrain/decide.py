@@ -29,9 +29,9 @@ import logging
 import math
 from datetime import date, timedelta
 
-from ..config import Settings
-from ..lake import Lake
-from . import registry
+from feedback_loop.lake.files import Lake
+from feedback_loop.retrain import registry
+from feedback_loop.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def _list(files: list[str]) -> str:
 
 def live_intent_distribution(settings: Settings, start: str, end: str) -> dict:
     """Shares of conversation_facts.final_intent over [start, end] (n = conversations with an intent)."""
-    from ..land import connect
+    from feedback_loop.lake.duck import connect
 
     lake = Lake(settings.lake)
     files = _files(lake, "marts", "conversation_facts", str(start), str(end))
@@ -101,7 +101,7 @@ def _check(target, trigger, fired, value=None, threshold=None, scope="all", **de
 
 
 def check_new_relabels(settings: Settings, champion: dict | None) -> dict:
-    from ..land import connect
+    from feedback_loop.lake.duck import connect
 
     lake = Lake(settings.lake)
     latest = lake.read_json("datasets", "intent_relabels", "latest.json")
@@ -157,7 +157,7 @@ def check_drift(settings: Settings, champion: dict | None, dt: str) -> dict:
 
 def check_override_rise(settings: Settings, dt: str) -> list[dict]:
     """Intent corrections per conversation by the agent's intent: window vs baseline."""
-    from ..land import connect
+    from feedback_loop.lake.duck import connect
 
     lake = Lake(settings.lake)
     w, b = settings.retrain_window_days, settings.signals_baseline_days
@@ -205,7 +205,7 @@ def check_override_rise(settings: Settings, dt: str) -> list[dict]:
 
 def check_action_queue(settings: Settings, dt: str) -> list[dict]:
     """Open action-queue items of the day (or the latest day before it) that target a model."""
-    from ..land import connect
+    from feedback_loop.lake.duck import connect
 
     lake = Lake(settings.lake)
     days = [d for d in lake.days("marts", "action_queue") if d <= str(dt)]
@@ -231,7 +231,7 @@ def check_action_queue(settings: Settings, dt: str) -> list[dict]:
 
 
 def check_finetune_data(settings: Settings) -> dict:
-    from .finetune import jobs_for_version, same_backend
+    from feedback_loop.retrain.finetune import jobs_for_version, same_backend
 
     name = settings.finetune_dataset
     latest = Lake(settings.lake).read_json("datasets", name, "latest.json")
@@ -320,7 +320,7 @@ def _record(settings: Settings, decision: dict) -> None:
     """One mart row per check (the decision repeated on each row) and the whole decision as JSON."""
     import pyarrow as pa
 
-    from ..land import connect
+    from feedback_loop.lake.duck import connect
 
     lake = Lake(settings.lake)
     rows = []

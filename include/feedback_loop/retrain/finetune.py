@@ -36,8 +36,8 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 
-from ..config import Settings
-from ..lake import Lake, file_sha256, is_remote, join, process_alive
+from feedback_loop.lake.files import Lake, file_sha256, is_remote, join, process_alive
+from feedback_loop.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +106,8 @@ def resolve_request(settings: Settings, params: dict | None = None, asset_versio
 
 def validate(settings: Settings, request: dict) -> dict:
     """Resolve the dataset version, check every file the backend will read with the dataset's own format
-    validators (feedback_loop.formats), and return the job's plan: version, files, job key."""
-    from .. import formats
+    validators (feedback_loop.datasets.formats), and return the job's plan: version, files, job key."""
+    from feedback_loop.datasets import formats
 
     lake = Lake(settings.lake)
     name, version = request["dataset"], request["dataset_version"]

@@ -37,9 +37,9 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ..config import Settings
-from ..lake import Lake, is_remote, join
-from . import registry
+from feedback_loop.lake.files import Lake, is_remote, join
+from feedback_loop.retrain import registry
+from feedback_loop.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ def resolve_dataset(settings: Settings, version: str) -> dict | None:
 
 def read_relabels(manifest: dict) -> dict[str, list[dict]]:
     """The relabel rows of a dataset version by split (train / validation / test), from its Parquet files."""
-    from ..land import connect
+    from feedback_loop.lake.duck import connect
 
     out = {"train": [], "validation": [], "test": []}
     con = connect()
@@ -186,7 +186,7 @@ def _read_parquet(path: str) -> list[dict]:
 
 
 def _write_json(path: str, doc: dict) -> str:
-    from ..lake import write_bytes_atomic
+    from feedback_loop.lake.files import write_bytes_atomic
 
     write_bytes_atomic(path, (json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n").encode())
     return path
@@ -277,7 +277,7 @@ def _reference_distribution(settings: Settings, window: dict) -> dict | None:
     went into service (None before any traffic: then the check falls back to the training labels)."""
     from datetime import date, timedelta
 
-    from .decide import live_intent_distribution
+    from feedback_loop.retrain.decide import live_intent_distribution
 
     if not window.get("end"):
         days = Lake(settings.lake).days("marts", "conversation_facts")
@@ -296,7 +296,7 @@ def train_challenger(settings: Settings, assembly: dict) -> dict:
     """Fit the pipeline on the run's training set and store it as `model.joblib` (kept if it exists)."""
     import joblib
 
-    from . import intent_model
+    from feedback_loop.retrain import intent_model
 
     path = join(assembly["folder"], "model.joblib")
     if not os.path.exists(path):
@@ -316,7 +316,7 @@ def train_challenger(settings: Settings, assembly: dict) -> dict:
 
 
 def _evaluate_on(model, sets: dict[str, list[dict]]) -> dict:
-    from . import intent_model
+    from feedback_loop.retrain import intent_model
 
     return {name: intent_model.evaluate(model, [r["text"] for r in rows], [r["label"] for r in rows])
             for name, rows in sets.items()}
@@ -326,7 +326,7 @@ def evaluate(settings: Settings, assembly: dict, request: dict, trained: dict | 
     """Champion and challenger on the same gold and held-out sets, and the promotion decision."""
     import joblib
 
-    from . import intent_model
+    from feedback_loop.retrain import intent_model
 
     folder = assembly["folder"]
     ptr = registry.champion(settings)
@@ -397,7 +397,7 @@ def finalize(settings: Settings, evaluation: dict, registered: dict, run_id: str
     promote = decision["promote"] and not (current and current.get("version") == version)
     card = model_card(version, assembly, evaluation, promoted=promote, previous=current)
     card_path = join(evaluation["folder"], "model_card.md")
-    from ..lake import write_bytes_atomic
+    from feedback_loop.lake.files import write_bytes_atomic
 
     write_bytes_atomic(card_path, card.encode())
     registry.record_decision(settings, version, decision, card)

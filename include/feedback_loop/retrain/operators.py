@@ -24,7 +24,7 @@ class FineTuneOperator(BaseOperator):
         self.request, self.plan = request, plan
 
     def _settings(self):
-        from feedback_loop.config import Settings
+        from feedback_loop.settings import Settings
 
         return Settings.load()
 

@@ -20,8 +20,8 @@ import logging
 import os
 from contextlib import contextmanager
 
-from ..config import Settings
-from ..lake import Lake, is_remote, join
+from feedback_loop.lake.files import Lake, is_remote, join
+from feedback_loop.settings import Settings
 
 log = logging.getLogger(__name__)
 

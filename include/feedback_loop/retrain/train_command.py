@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.neighbors import NearestNeighbors
 
-    from feedback_loop import tokens
+    from feedback_loop.datasets import tokens
 
     train = examples(args.train)
     if not train:

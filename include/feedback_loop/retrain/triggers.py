@@ -29,8 +29,8 @@ class FineTuneJobTrigger(BaseTrigger):
                  "connection_id": self.connection_id, "poll_seconds": self.poll_seconds, "deadline": self.deadline})
 
     async def _client(self):
-        from ..config import Settings
-        from .finetune import CommandBackend, openai_from_connection
+        from feedback_loop.retrain.finetune import CommandBackend, openai_from_connection
+        from feedback_loop.settings import Settings
 
         if self.backend == "command":
             return CommandBackend(Settings.load(lake=self.lake))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .lake import Lake
+from feedback_loop.lake.files import Lake
 
 
 def summary_table(lake: Lake, days: list[str]) -> str:

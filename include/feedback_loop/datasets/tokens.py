@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 
 ENCODING = "cl100k_base"
-RANKS_FILE = Path(__file__).parent / "data" / "tokenizers" / "cl100k_base.tiktoken"
+RANKS_FILE = Path(__file__).resolve().parents[1] / "data" / "tokenizers" / "cl100k_base.tiktoken"
 RANKS_SHA256 = "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"  # tiktoken's own pin
 # As in tiktoken_ext/openai_public.py for cl100k_base.
 _PAT_STR = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|"""

@@ -38,10 +38,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
-from . import contract, curation, formats, pii, tokens
-from .config import Settings
-from .curation import Example, Step
-from .lake import Lake, _fs, file_sha256, is_remote, join
+from feedback_loop.datasets import curation, formats, pii, tokens
+from feedback_loop.datasets.curation import Example, Step
+from feedback_loop.ingest import contract
+from feedback_loop.lake.files import Lake, file_sha256, filesystem_for, is_remote, join
+from feedback_loop.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -954,7 +955,7 @@ def _previous_ids(lake: Lake, name: str, latest: dict | None) -> set[str]:
 
     path = join(lake.root, "datasets", name, latest["version"], "examples.parquet")
     if is_remote(path):
-        fs, key = _fs(path)
+        fs, key = filesystem_for(path)
         with fs.open(key, "rb") as fh:
             return set(pq.read_table(fh, columns=["example_id"]).column(0).to_pylist())
     return set(pq.read_table(path, columns=["example_id"]).column(0).to_pylist())
@@ -1002,7 +1003,7 @@ def build_datasets(settings: Settings, dt: str | date | None = None, window_days
     Per dataset the result says `published` (a new version, now latest), `unchanged` (this exact version
     exists already), `published_not_latest` (a version of an older window than latest), or
     `not_published` with the reason (fewer new examples than the minimum)."""
-    from .land import connect
+    from feedback_loop.lake.duck import connect
 
     start, end = resolve_window(settings, dt, window_days, start, end)
     lake = Lake(settings.lake)
@@ -1090,7 +1091,7 @@ def _publish(lake: Lake, name: str, cfg: Config, examples: list[Example], confli
 
 def _exists(target: str) -> bool:
     if is_remote(target):
-        fs, path = _fs(join(target, "manifest.json"))
+        fs, path = filesystem_for(join(target, "manifest.json"))
         return fs.exists(path)
     return os.path.exists(os.path.join(target, "manifest.json"))
 
@@ -1100,7 +1101,7 @@ def _move_into_place(tmp: str, target: str) -> None:
     if not is_remote(target):
         os.replace(tmp, target)
         return
-    fs, path = _fs(target)
+    fs, path = filesystem_for(target)
     for root, _, names in os.walk(tmp):
         for n in sorted(names, key=lambda n: n == "manifest.json"):
             local = os.path.join(root, n)

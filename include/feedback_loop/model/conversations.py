@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-from .config import Settings
-from .lake import Lake
-from .land import connect
+from feedback_loop.lake.duck import connect
+from feedback_loop.lake.files import Lake
+from feedback_loop.settings import Settings
 
 
 def _files(lake: Lake, layer: str, name: str, first: str, last: str) -> str | None:

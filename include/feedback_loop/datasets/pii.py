@@ -4,7 +4,7 @@ configured extra patterns in free text and replace them with typed placeholders 
 
 Every stage that writes free text to a dataset, report or log redacts it with this module first:
 
-    from feedback_loop import pii
+    from feedback_loop.datasets import pii
     pii.redact("mail me at ann@example.com")          # -> "mail me at [EMAIL]"
     pii.find("call +44 20 7946 0958")                  # -> [("PHONE", (5, 21))]
     r = pii.Redactor.from_settings(settings)          # regions and extra patterns from Settings

@@ -3,13 +3,13 @@ fine-tuning one as a dry run, and summarise the nightly decisions, the registere
 
 from __future__ import annotations
 
-from ..config import Settings
-from ..lake import Lake
+from feedback_loop.lake.files import Lake
+from feedback_loop.settings import Settings
 
 
 def run_retraining_dags() -> dict[str, str]:
     """dag.test() of the intent classifier DAG (bootstrap + challenger) and of the fine-tuning DAG (dry run)."""
-    from ..demo_runner import load_dag
+    from feedback_loop_sample.demo_runner import load_dag
 
     states = {}
     for dag_id, conf in (("acsr_retrain_intent_classifier", {"reason": "make demo"}),
@@ -31,7 +31,7 @@ def retraining_summary(settings: Settings, days: list[str]) -> str:
         ic, rm = doc["intent_classifier"], doc["reasoning_model"]
         lines.append(f"  {d}  intent classifier: {'RETRAIN' if ic['retrain'] else 'keep'} - {'; '.join(ic['reasons'])}")
         lines.append(f"              reasoning model: {'FINE-TUNE' if rm['finetune'] else 'keep'} - {'; '.join(rm['reasons'])}")
-    from .registry import champion
+    from feedback_loop.retrain.registry import champion
 
     ptr = champion(settings)
     if ptr:

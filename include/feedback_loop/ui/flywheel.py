@@ -12,8 +12,8 @@ import json
 import logging
 from collections.abc import Callable
 
-from .config import Settings
-from .lake import Lake, join
+from feedback_loop.lake.files import Lake, join
+from feedback_loop.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +83,9 @@ def _cell(value) -> str:
 
 def datasets_section(lake: Lake) -> dict:
     """Every dataset's published versions (folders with a manifest) and its `latest.json` pointer."""
-    from .lake import _fs
+    from feedback_loop.lake.files import filesystem_for
 
-    fs, base = _fs(join(lake.root, "datasets"))
+    fs, base = filesystem_for(join(lake.root, "datasets"))
     try:
         names = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(base, detail=False))
     except (FileNotFoundError, OSError):
@@ -95,7 +95,7 @@ def datasets_section(lake: Lake) -> dict:
         latest = lake.read_json("datasets", name, "latest.json")
         if not latest:
             continue
-        ffs, folder = _fs(join(lake.root, "datasets", name))
+        ffs, folder = filesystem_for(join(lake.root, "datasets", name))
         versions = sorted(
             leaf for leaf in (p.rstrip("/").rsplit("/", 1)[-1] for p in ffs.ls(folder, detail=False))
             if not leaf.startswith((".", "_")) and ffs.exists(f"{folder.rstrip('/')}/{leaf}/manifest.json")
@@ -110,7 +110,7 @@ def models_section(settings: Settings) -> dict:
     """Champion and challenger of the intent classifier in the MLflow registry (MLflow imported here only)."""
     pointer = Lake(settings.lake).read_json("models", "intent_classifier", "champion.json")
     try:
-        from .retrain.registry import CHALLENGER, CHAMPION, INTENT_MODEL, mlflow_for
+        from feedback_loop.retrain.registry import CHALLENGER, CHAMPION, INTENT_MODEL, mlflow_for
     except ImportError:
         return {"status": "missing", "reason": "the retraining package is not installed"}
     if not pointer and not _registry_exists(settings):
@@ -141,9 +141,9 @@ def models_section(settings: Settings) -> dict:
 def _registry_exists(settings: Settings) -> bool:
     if settings.mlflow_tracking_uri:
         return True
-    from .lake import _fs
+    from feedback_loop.lake.files import filesystem_for
 
-    fs, path = _fs(join(settings.lake, "mlflow", "mlflow.db"))
+    fs, path = filesystem_for(join(settings.lake, "mlflow", "mlflow.db"))
     return fs.exists(path)
 
 

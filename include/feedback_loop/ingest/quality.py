@@ -17,11 +17,11 @@ import tempfile
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from . import contract
-from .config import Settings
-from .contract import Source
-from .lake import Lake, join
-from .land import connect
+from feedback_loop.ingest import contract
+from feedback_loop.ingest.contract import Source
+from feedback_loop.lake.duck import connect
+from feedback_loop.lake.files import Lake, join
+from feedback_loop.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ def gx_root(settings: Settings) -> str:
 
 def validate_source(settings: Settings, source: str, dt: date | str) -> dict:
     """Validate one source's raw partition of one day; write staged, quarantine and the source summary."""
-    from .gx_duckdb import run_suite
+    from feedback_loop.ingest.gx_duckdb import run_suite
 
     src = contract.SOURCES[source]
     dt = str(dt)
@@ -309,7 +309,7 @@ def validate_source(settings: Settings, source: str, dt: date | str) -> dict:
     }
     lake.write_json(summary, "runs", f"dt={dt}", "sources", f"{source}.json")
     if status != "ok":
-        from .data_docs import build_and_link
+        from feedback_loop.ingest.data_docs import build_and_link
 
         names = ", ".join(f"{f['reason']} ({f['unexpected_count']})" for f in failed)
         docs = build_and_link(gx_root(settings), outcome.result_json_path)

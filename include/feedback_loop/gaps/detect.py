@@ -34,8 +34,8 @@ from datetime import date, timedelta
 
 import numpy as np
 
-from .config import Settings
-from .lake import Lake
+from feedback_loop.lake.files import Lake
+from feedback_loop.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +265,7 @@ SIGNALS = ("kb_empty", "kb_low", "escalation_knowledge", "escalation_other", "ov
 
 def detect_gaps(settings: Settings, dt: str, window_days: int | None = None) -> dict:
     """Find, classify and rank the KB gaps of the window ending on `dt`; write the mart and the page."""
-    from .land import connect
+    from feedback_loop.lake.duck import connect
 
     dt = date.fromisoformat(str(dt)[:10]).isoformat()
     p = GapParams.from_settings(settings, window_days)
@@ -280,7 +280,7 @@ def detect_gaps(settings: Settings, dt: str, window_days: int | None = None) -> 
         write_gaps(con, lake, dt, rows)
     finally:
         con.close()
-    from .gap_report import write_page
+    from feedback_loop.gaps.report import write_page
 
     page = write_page(lake, dt, rows, {**meta, **stats, "params": asdict(p)})
     open_rows = [r for r in rows if r["status"] == "open"]
@@ -302,8 +302,8 @@ def detect_gaps(settings: Settings, dt: str, window_days: int | None = None) -> 
 
 def find_gaps(con, p: GapParams, settings: Settings | None = None) -> tuple[list[dict], dict]:
     """The gap rows (without ids) of the window loaded in `conv` / `kb`, and counts for the summary."""
-    from . import gap_topics as gt
-    from .pii import redactor
+    from feedback_loop.datasets.pii import redactor
+    from feedback_loop.gaps import topics as gt
 
     # Redaction is a pure function of the text, and first messages repeat a lot (a template, a greeting):
     # each distinct text is redacted once.
@@ -460,7 +460,7 @@ def _label_shares(labels: list[list[tuple[str, float]]]) -> dict[str, float]:
 
 def _merge_same_anchor(topic: np.ndarray, labels: list, p: GapParams) -> np.ndarray:
     """Topics anchored on the same intent are one gap, not several (clustering can split an intent)."""
-    from .gap_topics import NOISE, _renumber
+    from feedback_loop.gaps.topics import NOISE, _renumber
 
     anchors: dict[str, int] = {}
     out = topic.copy()
@@ -773,7 +773,7 @@ def register_gap_views(con, settings: Settings) -> list[str]:
     lake = Lake(settings.lake)
     if not (lake.days("marts", "kb_gaps") and lake.days("marts", ACTION_QUEUE)):
         return []
-    from .warehouse import view_sql
+    from feedback_loop.lake.warehouse import view_sql
 
     con.execute(f"""CREATE OR REPLACE VIEW kb_gap_actions AS
         WITH q AS ({view_sql(lake, "marts", ACTION_QUEUE)}), g AS ({view_sql(lake, "marts", "kb_gaps")})
@@ -787,7 +787,7 @@ def register_gap_views(con, settings: Settings) -> list[str]:
 
 
 def _register() -> None:
-    from .warehouse import register_extra_views
+    from feedback_loop.lake.warehouse import register_extra_views
 
     register_extra_views(register_gap_views)
 

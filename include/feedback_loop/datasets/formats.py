@@ -21,7 +21,7 @@ the file as written (JSON Lines or Parquet), so what a trainer loads is what was
 - Intent relabels (this project's own): text, label, source, weight in (0, 1], conversation_id,
   example_id.
 
-Each example must also fit the token budget (`feedback_loop.tokens`, cl100k_base).
+Each example must also fit the token budget (`feedback_loop.datasets.tokens`, cl100k_base).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import tokens
+from feedback_loop.datasets import tokens
 
 
 class FormatError(ValueError):

@@ -59,7 +59,7 @@ class Lake:
     def days(self, layer: str, name: str) -> list[str]:
         """The days that have a partition of `layer/name`, oldest first."""
         base = join(self.root, layer, name)
-        fs, path = _fs(base)
+        fs, path = filesystem_for(base)
         try:
             entries = fs.ls(path, detail=False)
         except FileNotFoundError:
@@ -74,7 +74,7 @@ class Lake:
     def days_with_file(self, layer: str, filename: str) -> list[str]:
         """The days under `<lake>/<layer>/dt=*/` that hold `filename` (run summaries, reports)."""
         base = join(self.root, layer)
-        fs, path = _fs(base)
+        fs, path = filesystem_for(base)
         try:
             entries = fs.ls(path, detail=False)
         except FileNotFoundError:
@@ -86,7 +86,7 @@ class Lake:
         )
 
     def has_partition(self, layer: str, name: str, dt: date | str) -> bool:
-        fs, path = _fs(self.partition_file(layer, name, dt))
+        fs, path = filesystem_for(self.partition_file(layer, name, dt))
         return fs.exists(path)
 
     def write_query(self, con, query: str, layer: str, name: str, dt: date | str, check=None) -> str:
@@ -102,7 +102,7 @@ class Lake:
 
     def read_json(self, *parts: str) -> dict | None:
         target = join(self.root, *parts)
-        fs, path = _fs(target)
+        fs, path = filesystem_for(target)
         if not fs.exists(path):
             return None
         with fs.open(path, "rb") as fh:
@@ -125,7 +125,7 @@ def copy_atomic(con, query: str, target: str, check=None) -> str:
         try:
             con.execute(f"COPY ({query}) TO '{tmp}' (FORMAT parquet, COMPRESSION zstd)")
             check(tmp)
-            fs, path = _fs(target)
+            fs, path = filesystem_for(target)
             fs.put_file(tmp, path)
         finally:
             os.remove(tmp)
@@ -153,7 +153,7 @@ def copy_atomic(con, query: str, target: str, check=None) -> str:
 
 def write_bytes_atomic(target: str, data: bytes) -> None:
     if is_remote(target):
-        fs, path = _fs(target)
+        fs, path = filesystem_for(target)
         with fs.open(path, "wb") as fh:
             fh.write(data)
         return
@@ -258,11 +258,11 @@ def _fsync(path: str) -> None:
         os.close(fd)
 
 
-def _fs(url: str):
+def filesystem_for(url: str):
     """An fsspec filesystem and path for `url` (local paths need no fsspec import)."""
     if not is_remote(url):
         return _LocalFS(), url
-    from .object_store import filesystem
+    from feedback_loop.lake.object_store import filesystem
 
     return filesystem(url)
 

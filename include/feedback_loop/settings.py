@@ -71,7 +71,7 @@ class Settings:
     dataset_validation_share: float = 0.1  # split by a hash of the conversation id
     dataset_test_share: float = 0.1
 
-    # Personal-data redaction (feedback_loop.pii), used by every stage that writes free text.
+    # Personal-data redaction (feedback_loop.datasets.pii), used by every stage that writes free text.
     pii_phone_regions: str = "US,GB,DE,FR,ES,IT,NL,IE,IN,AU,CA"  # regions whose numbering plans are tried
     pii_patterns: dict = field(default_factory=dict)  # extra {"PLACEHOLDER": "regex"}, JSON in ACSR_PII_PATTERNS
 

@@ -163,12 +163,12 @@ def check_gx_sources() -> None:
     if changed:
         raise RuntimeError(
             f"great_expectations {getattr(great_expectations, '__version__', '?')} changed code that "
-            "feedback_loop.gx_duckdb patches or relies on. The DuckDB shim was written against "
+            "feedback_loop.ingest.gx_duckdb patches or relies on. The DuckDB shim was written against "
             "great_expectations 1.24.1 and must be re-checked: does "
             "SqlAlchemyExecutionEngine.execute_query still close the connection before callers fetch "
             "(IndexError in resolve_metric_bundle, GX #10738/#11579)? is unexpected_index_query still "
             "rendered with $n placeholders on DuckDB? Adapt or drop the shim, update "
-            "_EXPECTED_SOURCE_SHA256 in include/feedback_loop/gx_duckdb.py and run "
+            "_EXPECTED_SOURCE_SHA256 in include/feedback_loop/ingest/gx_duckdb.py and run "
             "tests/test_gx_duckdb.py.\n  " + "\n  ".join(changed)
         )
 
@@ -263,7 +263,7 @@ def patch_gx_for_duckdb() -> None:
         if getattr(SqlAlchemyExecutionEngine, _SHIM_MARKER, False):
             return
         if int(sqlalchemy.__version__.split(".")[0]) < 2:
-            raise RuntimeError("feedback_loop.gx_duckdb needs SQLAlchemy 2 (autobegin connections)")
+            raise RuntimeError("feedback_loop.ingest.gx_duckdb needs SQLAlchemy 2 (autobegin connections)")
         for target, replacement in _REPLACEMENTS.items():
             owner, name = _owner_and_name(target)
             _ORIGINALS[target] = inspect.getattr_static(owner, name)

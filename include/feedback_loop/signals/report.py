@@ -19,9 +19,9 @@ import os
 from datetime import date, timedelta
 from html import escape
 
-from .config import Settings
-from .lake import Lake, is_remote, join, write_bytes_atomic
-from .signals import AB_MART, METRIC_BY_NAME, METRICS, METRICS_MART, QUEUE_MART
+from feedback_loop.lake.files import Lake, is_remote, join, write_bytes_atomic
+from feedback_loop.settings import Settings
+from feedback_loop.signals.metrics import AB_MART, METRIC_BY_NAME, METRICS, METRICS_MART, QUEUE_MART
 
 HEADLINE = ("csat_top2_share", "ces_mean", "fcr", "autonomous_resolution_rate", "reopen_rate_24h",
             "escalation_rate", "override_rate", "policy_breach_rate", "sentiment_mean", "kb_weak_result_rate",
@@ -52,8 +52,8 @@ def report_path(lake: Lake, dt: str) -> str:
 
 def write_report(settings: Settings, dt: date | str) -> str:
     """Render the report of day `dt` from the signal marts (run the signals stage first); return its path."""
-    from .land import connect
-    from .pii import redactor
+    from feedback_loop.datasets.pii import redactor
+    from feedback_loop.lake.duck import connect
 
     dt = str(dt)
     lake = Lake(settings.lake)
@@ -342,7 +342,7 @@ def _cohort_section(cur, e) -> list[str]:
 
 def _data_docs(settings: Settings) -> str | None:
     """The GX Data Docs index page, wherever the GX project under the lake put it."""
-    from .quality import gx_root
+    from feedback_loop.ingest.quality import gx_root
 
     root = gx_root(settings)
     if is_remote(root):

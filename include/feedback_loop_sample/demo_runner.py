@@ -9,8 +9,7 @@ from datetime import UTC, datetime
 
 def load_dag(dag_id: str = "acsr_nightly"):
     from airflow.dag_processing.dagbag import DagBag
-
-    from .config import PROJECT_ROOT
+    from feedback_loop.settings import PROJECT_ROOT
 
     folder = os.environ.get("AIRFLOW__CORE__DAGS_FOLDER", str(PROJECT_ROOT / "dags"))
     bag = DagBag(dag_folder=folder)

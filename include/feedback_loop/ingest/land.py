@@ -13,14 +13,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from datetime import date
 
-from . import contract
-from .config import Settings
-from .contract import Source
-from .lake import Lake, is_remote, join
+from feedback_loop.ingest import contract
+from feedback_loop.ingest.contract import Source
+from feedback_loop.lake.duck import connect
+from feedback_loop.lake.files import Lake, is_remote, join
+from feedback_loop.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -76,31 +76,6 @@ def list_landing_files(settings: Settings, source: str, dt: date | str) -> list[
         if is_remote(name) or os.path.isfile(name):
             out.append(name)
     return out
-
-
-def connect():
-    """A fresh in-memory DuckDB connection with the settings every stage expects."""
-    import duckdb
-
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    # DuckDB takes 80% of the machine's memory by default: a large day's land held 12 GiB. Bounded, it
-    # spills sorts and joins to a per-process folder instead (docs/benchmark.md).
-    con.execute(f"SET memory_limit = '{os.environ.get('ACSR_DUCKDB_MEMORY_LIMIT', '1GB')}'")
-    con.execute(f"SET temp_directory = '{_q(os.path.join(tempfile.gettempdir(), f'acsr-duckdb-{os.getpid()}'))}'")
-    if _lake_on_object_store():
-        from .object_store import configure_duckdb
-
-        configure_duckdb(con)
-    return con
-
-
-def _lake_on_object_store() -> bool:
-    """The lake or the landing area is an s3:// URL (read from the environment: no Variable look-ups on
-    every connection)."""
-    from .object_store import uses_object_store
-
-    return uses_object_store(os.environ.get("ACSR_LAKE", ""), os.environ.get("ACSR_LANDING", ""))
 
 
 def land_source(settings: Settings, source: str, dt: date | str) -> LandResult:

@@ -14,8 +14,8 @@ import os
 import re
 import time
 
-from .config import Settings
-from .lake import Lake, join, remove_stale_tmp, tmp_name
+from feedback_loop.lake.files import Lake, join, remove_stale_tmp, tmp_name
+from feedback_loop.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +29,9 @@ def _datasets(lake: Lake) -> list[tuple[str, str, str]]:
     for layer in LAYERS:
         base = join(lake.root, layer)
         try:
-            from .lake import _fs
+            from feedback_loop.lake.files import filesystem_for
 
-            fs, path = _fs(base)
+            fs, path = filesystem_for(base)
             names = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False))
         except (FileNotFoundError, OSError):
             continue
@@ -68,7 +68,7 @@ def register_views(con, settings: Settings) -> list[str]:
 
 # Later stages (signals, datasets, gaps) add views with `register_extra_views`, called when their module is
 # imported; register_views imports these modules so that `acsr warehouse` and the DAG get the same views.
-VIEW_MODULES = ("feedback_loop.signals", "feedback_loop.gaps")
+VIEW_MODULES = ("feedback_loop.signals.metrics", "feedback_loop.gaps.detect")
 _extra_views: list = []
 
 
@@ -100,7 +100,7 @@ def publish(settings: Settings) -> dict:
         con = duckdb.connect(tmp)
         con.execute("SET TimeZone = 'UTC'")
         if "://" in settings.lake:  # views over s3:// (see object_store: fsspec, not httpfs)
-            from .object_store import configure_duckdb
+            from feedback_loop.lake.object_store import configure_duckdb
 
             configure_duckdb(con)
         views = register_views(con, settings)

@@ -41,7 +41,7 @@ def link(gx_root: str, result_json_path: str | None = None) -> str:
 
 def build_and_link(gx_root: str, result_json_path: str | None) -> str:
     """Rebuild the Data Docs (so the failed run's page exists) and return the link to that page."""
-    from .gx_duckdb import build_data_docs
+    from feedback_loop.ingest.gx_duckdb import build_data_docs
 
     try:
         build_data_docs(gx_root)

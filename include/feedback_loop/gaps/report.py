@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from html import escape
 
-from .lake import Lake, join, write_bytes_atomic
+from feedback_loop.lake.files import Lake, join, write_bytes_atomic
 
 KIND_TEXT = {
     "missing_article": "missing article",

@@ -30,9 +30,9 @@ import math
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from . import contract
-from .config import Settings
-from .lake import Lake
+from feedback_loop.ingest import contract
+from feedback_loop.lake.files import Lake
+from feedback_loop.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -290,8 +290,9 @@ class _Plan:
 
 def run_signals(settings: Settings, dt: date | str) -> dict:
     """Compute the signal metrics, the A/B tests and the action queue of day `dt`; return a small summary."""
-    from . import pii, sentiment
-    from .land import connect
+    from feedback_loop.datasets import pii
+    from feedback_loop.lake.duck import connect
+    from feedback_loop.signals import sentiment
 
     day = date.fromisoformat(str(dt))
     dt = str(day)
@@ -920,7 +921,7 @@ def _ab_tests(con, settings: Settings, p: _Plan) -> int:
     Day metrics pool the last signals_ab_window_days days; windowed metrics pool the same number of
     cohorts that are final. Proportions: pooled two-proportion z-test; CSAT mean: Mann-Whitney U.
     """
-    from .abtest import mann_whitney, n_per_arm, two_proportion_z
+    from feedback_loop.signals.abtest import mann_whitney, n_per_arm, two_proportion_z
 
     first = p.d(p.ab_days - 1)
     con.execute(f"CREATE TEMP TABLE units_ab AS SELECT * FROM ({_units_sql(con, settings, p, first, p.d(0), 'ab', AB_METRICS)}) "
@@ -985,7 +986,7 @@ def register_signal_views(con, settings: Settings) -> list[str]:
 
 
 def _register() -> None:
-    from .warehouse import register_extra_views
+    from feedback_loop.lake.warehouse import register_extra_views
 
     register_extra_views(register_signal_views)
 

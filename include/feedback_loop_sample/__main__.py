@@ -1,0 +1,3 @@
+from feedback_loop_sample.cli import main
+
+main()
