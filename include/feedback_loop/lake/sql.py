@@ -1,0 +1,28 @@
+"""Long SQL lives in `.sql` files next to the stage that owns it; Python keeps the parameters and the flow.
+
+    from feedback_loop.lake.sql import load_sql
+    con.execute(load_sql("feedback_loop.signals", "metrics.sql"), {"day": day})
+
+Values are bound as DuckDB parameters (`$name` / `?`), never formatted into the text. Identifiers that
+cannot be parameters (a lake path in `read_parquet(...)`, a table name) are the only placeholders a caller
+fills with `str.format`-free replacement of `{{name}}` markers, quoted by the caller."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib import resources
+
+
+@lru_cache(maxsize=None)
+def load_sql(package: str, name: str) -> str:
+    """The text of `name` in `package`'s folder (installed as package data: pyproject's `**/*.sql`)."""
+    return resources.files(package).joinpath(name).read_text(encoding="utf-8")
+
+
+def fill(sql: str, **identifiers: str) -> str:
+    """Replace `{{name}}` markers by already-quoted identifiers or paths (not values: bind those)."""
+    for key, value in identifiers.items():
+        sql = sql.replace("{{" + key + "}}", value)
+    if "{{" in sql:
+        raise KeyError(f"unfilled SQL marker in: {sql[sql.index('{{'):sql.index('{{') + 40]!r}")
+    return sql
