@@ -1,4 +1,4 @@
--- Live conversations of the review cohort {{cohort}} with a case by the end of the window: the case's last
+-- Live conversations of the review cohort <cohort> with a case by the end of the window: the case's last
 -- state before the window ended, and whether a human corrected or escalated the conversation before it.
 CREATE OR REPLACE TEMP TABLE {{table}} AS
 SELECT c.*, st.status, st.resolved_by, st.reopen_count, st.escalated AS case_escalated,

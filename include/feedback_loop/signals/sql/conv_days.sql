@@ -1,5 +1,5 @@
 -- The fact rows of days [$first, $last] with dimensions, the repeat-contact flag and the cost model.
--- {{table}}: <purpose>_conv. Parameters: first, last, reengagement_days, cost_input_per_1k,
+-- <table>: <purpose>_conv. Parameters: first, last, reengagement_days, cost_input_per_1k,
 -- cost_output_per_1k, cost_human_per_hour, cost_review.
 CREATE OR REPLACE TEMP TABLE {{table}} AS
 SELECT f.*, d.d_intent, coalesce(f.channel, d.d_channel) AS d_channel, d.d_strategy, d.d_mode,

@@ -1,6 +1,6 @@
 -- `queue`: one improvement action per kept row, routed to its component (the routes table overrides the
 -- metric's own for some breakdowns), with its evidence; an action raised yesterday too keeps its first
--- day ({{previous}}: yesterday's queue, or an empty SELECT). Parameter: day.
+-- day (<previous>: yesterday's queue, or an empty SELECT). Parameter: day.
 CREATE TEMP TABLE queue AS
 SELECT k.action_id, k.metric_date, k.metric AS signal, k.matrix_signal, k.kind,
     k.dimension AS scope_dimension, k.dimension_value AS scope_value, k.trigger,

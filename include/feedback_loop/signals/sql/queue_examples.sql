@@ -1,5 +1,5 @@
 -- Example conversations of each action: the scope's units worse than the threshold (level) or the
--- baseline (change), worst first. {{scope}}: the unit is in the action's scope; {{only_raised}}: the units
+-- baseline (change), worst first. <scope>: the unit is in the action's scope; <only_raised>: the units
 -- view restricted to the raised metrics' names (constants, so DuckDB reads only those branches).
 CREATE TEMP TABLE examples AS
 SELECT action_id, list(conversation_id ORDER BY badness DESC, conversation_id)[1:5] AS example_conversation_ids

@@ -1,5 +1,5 @@
 -- Survey answers exported on days [$first, $last]: the latest answer per case and kind within an export,
--- with the conversation's dimensions. {{table}}: <purpose>_srv.
+-- with the conversation's dimensions. <table>: <purpose>_srv.
 CREATE OR REPLACE TEMP TABLE {{table}} AS
 SELECT s.*, coalesce(s.conversation_id, k.conversation_id) AS conv_id,
     coalesce(d.d_intent, 'unknown') AS d_intent, coalesce(k.channel, d.d_channel, 'none') AS d_channel,
