@@ -17,7 +17,7 @@ from feedback_loop.ingest import contract
 from feedback_loop.lake.files import Lake
 from feedback_loop.lake.sql import fill, literal_list, load_sql
 from feedback_loop.settings import Settings
-from feedback_loop.signals.registry import AGENT_STEPS, SUCCESS_STATUSES
+from feedback_loop.signals.registry import AGENT_STEPS, METRIC_BY_NAME, SUCCESS_STATUSES
 
 PACKAGE = "feedback_loop.signals"
 
@@ -252,4 +252,9 @@ def units_sql(con, settings: Settings, p: Plan, first: str, last: str, purpose: 
                "(c.n_policy_flags > 0 AND " + corrected.format(cond="AND v.stage = 'policy'") + ")::INT",
                where="c.n_policy_checks > 0", on="started_at", conv="c.conversation_id", unit="c.conversation_id"),
         ]
+    named = {name for name, _ in parts}
+    unknown = named - set(METRIC_BY_NAME)
+    missing = set(METRIC_BY_NAME) - named if purpose == "run" else set()
+    if unknown or missing:  # the registry names every metric; each has its units here, and only those
+        raise ValueError(f"units and registry disagree: unknown {sorted(unknown)}, without units {sorted(missing)}")
     return "\nUNION ALL\n".join(select for name, select in parts if want(name))
