@@ -21,7 +21,7 @@ other dialect still runs GX's own code):
 Every replaced GX function, and every GX function the replacements call, is pinned by a SHA-256 of
 its source (`_EXPECTED_SOURCE_SHA256`), checked on every `patch_gx_for_duckdb()` call: after a GX
 upgrade that touches any of them, patching raises RuntimeError until someone re-checks the shim.
-tests/test_gx_duckdb.py also checks that each part is still needed (or at least harmless).
+tests/ingest/test_gx_duckdb.py also checks that each part is still needed (or at least harmless).
 
 Buffering cost: a buffered result holds all its rows in memory. GX only reads unbounded results for
 the failing rows of a map expectation (COMPLETE result format), so memory grows with the number of
@@ -133,7 +133,7 @@ def check_gx_sources() -> None:
             "(IndexError in resolve_metric_bundle, GX #10738/#11579)? is unexpected_index_query still "
             "rendered with $n placeholders on DuckDB? Adapt or drop the shim, update "
             "_EXPECTED_SOURCE_SHA256 in include/feedback_loop/ingest/gx_duckdb.py and run "
-            "tests/test_gx_duckdb.py.\n  " + "\n  ".join(changed)
+            "tests/ingest/test_gx_duckdb.py.\n  " + "\n  ".join(changed)
         )
 
 
