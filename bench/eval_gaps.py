@@ -137,7 +137,7 @@ def evaluate(lake_path: str, windows: list[int], volumes: list[float], k: int, e
     for window in windows:
         for volume in volumes:
             # Each setting writes to its own lake copy of the mart: ids must not chain across settings.
-            settings = Settings.load(extra={"gaps": {**extra, "sample_share": volume}},
+            settings = Settings.load(gap_params={**extra, "sample_share": volume},
                                      lake=f"{lake_path}/lake")
             _clear_gap_outputs(settings.lake)
             t = time.perf_counter()

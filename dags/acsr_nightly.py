@@ -14,7 +14,6 @@ or the `date` field of the trigger form for a manual run. Logic lives in `includ
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 
 import pendulum
@@ -23,9 +22,10 @@ from airflow.sdk import CronPartitionTimetable, Param, dag, task
 from feedback_loop.alerts import WebhookNotifier, nightly_deadline
 from feedback_loop.assets import DATASET_ASSETS
 from feedback_loop.ingest.contract import SOURCE_NAMES
+from feedback_loop.settings import parse_time
 
 # How often a day of a backfill checks whether the earlier days are done (ACSR_EARLIER_DAYS_POKE_SECONDS).
-EARLIER_DAYS_POKE_S = float(os.environ.get("ACSR_EARLIER_DAYS_POKE_SECONDS", "30"))
+EARLIER_DAYS_POKE_S = parse_time().earlier_days_poke_seconds
 
 DEFAULT_ARGS = {
     "owner": "ml-platform",

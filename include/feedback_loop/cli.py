@@ -123,16 +123,14 @@ def datasets(
 
     if not (end or date_):
         raise typer.BadParameter("give --start and --end, or --date [--window-days N]")
-    settings = Settings.load()
-    if min_new_examples is not None:
-        settings = Settings.load(extra={**settings.extra, "dataset_min_new_examples": min_new_examples})
+    settings = Settings.load(dataset_min_new_examples=min_new_examples, dataset_min_new_pairs=min_new_examples)
     out = build_datasets(settings, date_, window_days, start=start, end=end or date_)
     w = out["window"]
     typer.echo(f"window {w['start']}..{w['end']}: {out['conversations']} conversations")
     for name, r in out["datasets"].items():
         typer.echo(f"  {name:<16} {r['status']:<20} {r['examples']:>6} examples, {r.get('new_examples') or 0:>6} new  "
                    f"{r.get('version') or ''} {r.get('reason') or ''}".rstrip())
-    typer.echo(f"datasets: {Settings.load().lake}/datasets/<name>/latest.json -> <version>/manifest.json, README.md")
+    typer.echo(f"datasets: {settings.lake}/datasets/<name>/latest.json -> <version>/manifest.json, README.md")
 
 
 @app.command()

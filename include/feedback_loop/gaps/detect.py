@@ -51,7 +51,7 @@ KINDS = ("missing_article", "revise_article", "stale_article")
 
 @dataclass(frozen=True)
 class GapParams:
-    """Tuning of the gap stage; override any field with `Settings.extra["gaps"] = {...}` (ACSR_EXTRA)."""
+    """Tuning of the gap stage; override any field with `Settings.gap_params = {...}` (ACSR_GAP_PARAMS, JSON)."""
 
     window_days: int = 28
     low_kb_score: float = 0.35  # a KB result below this score does not answer the question
@@ -101,7 +101,7 @@ class GapParams:
     @classmethod
     def from_settings(cls, settings: Settings, window_days: int | None = None) -> GapParams:
         known = {f.name for f in fields(cls)}
-        given = dict((settings.extra or {}).get("gaps", {}))
+        given = dict(settings.gap_params or {})
         unknown = set(given) - known
         if unknown:
             raise ValueError(f"unknown gap settings {sorted(unknown)}; known: {sorted(known)}")
