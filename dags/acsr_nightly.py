@@ -59,7 +59,7 @@ DEFAULT_ARGS = {
 def acsr_nightly():
     @task
     def resolve_day(params=None, dag_run=None, logical_date=None) -> str:
-        """The day this run processes (see feedback_loop.nightly.partition_day)."""
+        """The day this run processes (see feedback_loop.nightly.partition_day), as YYYY-MM-DD text in XCom."""
         from feedback_loop.nightly import partition_day
 
         return partition_day(
@@ -67,7 +67,7 @@ def acsr_nightly():
             getattr(dag_run, "partition_key", None),
             logical_date,
             getattr(dag_run, "run_after", None),
-        )
+        ).isoformat()
 
     @task.sensor(poke_interval=EARLIER_DAYS_POKE_S, timeout=timedelta(hours=12), mode="reschedule")
     def wait_for_earlier_days(day: str):

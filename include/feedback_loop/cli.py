@@ -29,13 +29,21 @@ from feedback_loop.settings import Settings
 app = typer.Typer(help="ACSR feedback loop: the nightly stages on the command line.", no_args_is_help=True)
 
 
-def _days(day: str | None, start: str | None, end: str | None) -> list[str]:
+def _day(text: str) -> date:
+    """A YYYY-MM-DD option as a date: the command line's one parse of a day."""
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a day (YYYY-MM-DD)") from None
+
+
+def _days(day: str | None, start: str | None, end: str | None) -> list[date]:
     from feedback_loop.nightly import days_between
 
     if day:
-        return [date.fromisoformat(day).isoformat()]
+        return [_day(day)]
     if start and end:
-        return days_between(start, end)
+        return days_between(_day(start), _day(end))
     raise typer.BadParameter("give --date, or --start and --end")
 
 
@@ -66,13 +74,14 @@ def stage(
     from feedback_loop.ingest import contract
 
     settings = Settings.load()
+    day = _day(date_)
     if name in ("land", "validate"):
         for s in [source] if source else contract.SOURCE_NAMES:
-            typer.echo(json.dumps(getattr(nightly, name)(settings, s, date_), default=str))
+            typer.echo(json.dumps(getattr(nightly, name)(settings, s, day), default=str))
     elif name == "model":
-        typer.echo(json.dumps(nightly.model(settings, date_)))
+        typer.echo(json.dumps(nightly.model(settings, day)))
     elif name == "summarize":
-        typer.echo(json.dumps(nightly.summarize(settings, date_)["totals"]))
+        typer.echo(json.dumps(nightly.summarize(settings, day)["totals"]))
     else:
         raise typer.BadParameter(f"unknown stage {name}")
 
@@ -89,7 +98,7 @@ def summary(
 
     settings = Settings.load()
     lake = Lake(settings.lake)
-    days = _days(date_, start, end) if (date_ or start) else lake.days_with_file("runs", "summary.json")
+    days = [str(d) for d in _days(date_, start, end)] if (date_ or start) else lake.days_with_file("runs", "summary.json")
     typer.echo(summary_table(lake, days))
 
 
@@ -101,7 +110,7 @@ def gaps(
     """Find and rank knowledge-base gaps over the trailing window ending on --date (docs/gaps.md)."""
     from feedback_loop.nightly import detect_gaps
 
-    out = detect_gaps(Settings.load(), date_, window_days)
+    out = detect_gaps(Settings.load(), _day(date_), window_days)
     typer.echo(f"{out['dt']}: window {out['window_start']}..{out['window_end']}, {out['n_signals']} gap signals "
                f"in {out['n_conversations']} conversations, {out['n_topics']} topics; open gaps "
                f"{json.dumps(out['gaps_by_kind'])}, closed {out['gaps_closed']}")

@@ -263,7 +263,7 @@ SIGNALS = ("kb_empty", "kb_low", "escalation_knowledge", "escalation_other", "ov
 # --------------------------------------------------------------------------------------------- the stage
 
 
-def detect_gaps(settings: Settings, dt: str, window_days: int | None = None) -> dict:
+def detect_gaps(settings: Settings, dt: date | str, window_days: int | None = None) -> dict:
     """Find, classify and rank the KB gaps of the window ending on `dt`; write the mart and the page."""
     from feedback_loop.lake.duck import connect
 
@@ -784,15 +784,6 @@ def register_gap_views(con, settings: Settings) -> list[str]:
         WHERE (q.scope_dimension = 'intent' AND list_contains(g.intents, q.scope_value))
            OR len(list_intersect(coalesce(q.example_conversation_ids, []), g.conversation_ids)) > 0""")
     return ["kb_gap_actions"]
-
-
-def _register() -> None:
-    from feedback_loop.lake.warehouse import register_extra_views
-
-    register_extra_views(register_gap_views)
-
-
-_register()
 
 
 # --------------------------------------------------------------------------------------------- writing

@@ -288,14 +288,13 @@ class _Plan:
         return str(self.day - timedelta(days=days_before))
 
 
-def run_signals(settings: Settings, dt: date | str) -> dict:
-    """Compute the signal metrics, the A/B tests and the action queue of day `dt`; return a small summary."""
+def run_signals(settings: Settings, day: date) -> dict:
+    """Compute the signal metrics, the A/B tests and the action queue of `day`; return a small summary."""
     from feedback_loop.datasets import pii
     from feedback_loop.lake.duck import connect
     from feedback_loop.signals import sentiment
 
-    day = date.fromisoformat(str(dt))
-    dt = str(day)
+    dt = day.isoformat()
     lake = Lake(settings.lake)
     if not lake.has_partition("marts", "conversation_facts", dt):
         raise RuntimeError(f"no marts/conversation_facts for {dt}: run the model stage first")
@@ -983,15 +982,6 @@ def register_signal_views(con, settings: Settings) -> list[str]:
         return []
     con.execute(f"CREATE OR REPLACE VIEW signal_metrics_latest AS {_latest_view_sql(lake)}")
     return ["signal_metrics_latest"]
-
-
-def _register() -> None:
-    from feedback_loop.lake.warehouse import register_extra_views
-
-    register_extra_views(register_signal_views)
-
-
-_register()
 
 
 def metric_docs() -> str:

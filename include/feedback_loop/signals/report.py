@@ -50,12 +50,12 @@ def report_path(lake: Lake, dt: str) -> str:
     return join(lake.root, "reports", f"dt={dt}", "index.html")
 
 
-def write_report(settings: Settings, dt: date | str) -> str:
-    """Render the report of day `dt` from the signal marts (run the signals stage first); return its path."""
+def write_report(settings: Settings, day: date) -> str:
+    """Render the report of `day` from the signal marts (run the signals stage first); return its path."""
     from feedback_loop.datasets.pii import redactor
     from feedback_loop.lake.duck import connect
 
-    dt = str(dt)
+    dt = day.isoformat()
     lake = Lake(settings.lake)
     if not lake.has_partition("marts", METRICS_MART, dt):
         raise RuntimeError(f"no marts/{METRICS_MART} for {dt}: run the signals stage first")
@@ -68,11 +68,11 @@ def write_report(settings: Settings, dt: date | str) -> str:
                            "ORDER BY severity DESC, action_id") if lake.has_partition("marts", QUEUE_MART, dt) else []
         ab = _rows(con, f"SELECT * FROM read_parquet('{lake.partition_file('marts', AB_MART, dt)}') "
                         "ORDER BY metric, treatment") if lake.has_partition("marts", AB_MART, dt) else []
-        trend = _trend(con, lake, dt)
+        trend = _trend(con, lake, day)
     finally:
         con.close()
     summary = lake.read_json("runs", f"dt={dt}", "summary.json") or {}
-    html = _render(settings, lake, dt, cur, queue, ab, trend, summary, red)
+    html = _render(settings, lake, day, cur, queue, ab, trend, summary, red)
     target = report_path(lake, dt)
     write_bytes_atomic(target, html.encode("utf-8"))
     return target
@@ -84,9 +84,10 @@ def _rows(con, sql: str) -> list[dict]:
     return [dict(zip(cols, r)) for r in res.fetchall()]
 
 
-def _trend(con, lake: Lake, dt: str) -> list[dict]:
-    """The overall value and baseline of every metric per metric_date, latest as of dt, final or not."""
-    first = str(date.fromisoformat(dt) - timedelta(days=TREND_DAYS))
+def _trend(con, lake: Lake, day: date) -> list[dict]:
+    """The overall value and baseline of every metric per metric_date, latest as of the day, final or not."""
+    dt = day.isoformat()
+    first = str(day - timedelta(days=TREND_DAYS))
     days = [d for d in lake.days("marts", METRICS_MART) if first <= d <= dt]
     files = "[" + ", ".join(f"'{lake.partition_file('marts', METRICS_MART, d)}'" for d in days) + "]"
     return _rows(con, f"""SELECT metric, metric_date, value, baseline_value, is_final, kind
@@ -137,11 +138,12 @@ def _direction(r: dict) -> str:
     return d
 
 
-def _render(settings, lake, dt, cur, queue, ab, trend, summary, red) -> str:
+def _render(settings, lake, day: date, cur, queue, ab, trend, summary, red) -> str:
+    dt = day.isoformat()
     e = lambda v: escape(str(red(str(v)) if v is not None else ""))
     out = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>",
            f"<title>ACSR signals {e(dt)}</title><style>{STYLE}</style></head><body>"]
-    out += _header(settings, lake, dt, summary, e)
+    out += _header(settings, lake, day, summary, e)
     current = [r for r in cur if r["is_current"]]
     overall = {r["metric"]: r for r in current if r["dimension"] == "all"}
 
@@ -177,10 +179,11 @@ def _render(settings, lake, dt, cur, queue, ab, trend, summary, red) -> str:
     return "\n".join(out)
 
 
-def _header(settings, lake, dt, summary, e) -> list[str]:
+def _header(settings, lake, day: date, summary, e) -> list[str]:
+    dt = day.isoformat()
     here = os.path.dirname(report_path(lake, dt))
-    prev_d = str(date.fromisoformat(dt) - timedelta(days=1))
-    next_d = str(date.fromisoformat(dt) + timedelta(days=1))
+    prev_d = str(day - timedelta(days=1))
+    next_d = str(day + timedelta(days=1))
     links = []
     if lake.has_partition("marts", METRICS_MART, prev_d):
         links.append(f"<a href='../dt={e(prev_d)}/index.html'>&larr; {e(prev_d)}</a>")
