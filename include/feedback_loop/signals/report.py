@@ -72,7 +72,7 @@ def write_report(settings: Settings, day: date) -> str:
     finally:
         con.close()
     summary = lake.read_json("runs", f"dt={dt}", "summary.json") or {}
-    html = _render(settings, lake, day, cur, queue, ab, trend, summary, red)
+    html = _render(settings, lake, dt, cur, queue, ab, trend, summary, red)
     target = report_path(lake, dt)
     write_bytes_atomic(target, html.encode("utf-8"))
     return target
@@ -138,12 +138,11 @@ def _direction(r: dict) -> str:
     return d
 
 
-def _render(settings, lake, day: date, cur, queue, ab, trend, summary, red) -> str:
-    dt = day.isoformat()
+def _render(settings, lake, dt, cur, queue, ab, trend, summary, red) -> str:
     e = lambda v: escape(str(red(str(v)) if v is not None else ""))
     out = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>",
            f"<title>ACSR signals {e(dt)}</title><style>{STYLE}</style></head><body>"]
-    out += _header(settings, lake, day, summary, e)
+    out += _header(settings, lake, dt, summary, e)
     current = [r for r in cur if r["is_current"]]
     overall = {r["metric"]: r for r in current if r["dimension"] == "all"}
 
@@ -179,11 +178,10 @@ def _render(settings, lake, day: date, cur, queue, ab, trend, summary, red) -> s
     return "\n".join(out)
 
 
-def _header(settings, lake, day: date, summary, e) -> list[str]:
-    dt = day.isoformat()
+def _header(settings, lake, dt, summary, e) -> list[str]:
     here = os.path.dirname(report_path(lake, dt))
-    prev_d = str(day - timedelta(days=1))
-    next_d = str(day + timedelta(days=1))
+    prev_d = str(date.fromisoformat(dt) - timedelta(days=1))
+    next_d = str(date.fromisoformat(dt) + timedelta(days=1))
     links = []
     if lake.has_partition("marts", METRICS_MART, prev_d):
         links.append(f"<a href='../dt={e(prev_d)}/index.html'>&larr; {e(prev_d)}</a>")
