@@ -56,7 +56,6 @@ def build(args: tuple) -> str:
 
     logging.disable(logging.INFO)
     from feedback_loop import nightly
-    from feedback_loop.ingest import contract
     from feedback_loop.settings import Settings
     from feedback_loop_sample.generator import generate
 
@@ -66,12 +65,7 @@ def build(args: tuple) -> str:
     start = END - timedelta(days=days - 1)
     generate(settings.landing, start, END, conversations_per_day=cpd, seed=seed, kb_gap_share=gap_share)
     for i in range(days):
-        dt = (start + timedelta(days=i)).isoformat()
-        for src in contract.SOURCE_NAMES:
-            nightly.land(settings, src, dt)
-        for src in contract.SOURCE_NAMES:
-            nightly.validate(settings, src, dt)
-        nightly.model(settings, dt)
+        nightly.land_validate_model(settings, start + timedelta(days=i), summarize_day=False)
     done.write_text("ok\n")
     return str(d)
 
@@ -137,7 +131,7 @@ def evaluate(lake_path: str, windows: list[int], volumes: list[float], k: int, e
     for window in windows:
         for volume in volumes:
             # Each setting writes to its own lake copy of the mart: ids must not chain across settings.
-            settings = Settings.load(extra={"gaps": {**extra, "sample_share": volume}},
+            settings = Settings.load(gap_params={**extra, "sample_share": volume},
                                      lake=f"{lake_path}/lake")
             _clear_gap_outputs(settings.lake)
             t = time.perf_counter()

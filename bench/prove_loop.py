@@ -46,14 +46,8 @@ def _days(first: date, n: int) -> list[str]:
 def nightly(settings, day: str) -> dict:
     """The nightly stages the loop needs (gaps, signals and the warehouse are left out: they feed people)."""
     from feedback_loop import nightly as n
-    from feedback_loop.ingest import contract
 
-    for source in contract.SOURCE_NAMES:
-        n.land(settings, source, day)
-    for source in contract.SOURCE_NAMES:
-        n.validate(settings, source, day)
-    counts = n.model(settings, day)
-    n.summarize(settings, day, {"model": counts})
+    n.land_validate_model(settings, day)
     built = n.build_datasets(settings, day)
     decision = n.decide_retraining(settings, day)
     return {"relabels": built["datasets"]["intent_relabels"], "decision": decision["intent_classifier"]}

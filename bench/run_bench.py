@@ -150,7 +150,7 @@ def run_scale(conversations: int, seed: int, stages: list[str], log: Path, keep:
     env = os.environ.copy()
     env.update({"ACSR_DATA_DIR": str(work), "ACSR_LANDING": str(landing), "ACSR_LAKE": str(work / "lake"),
                 "ACSR_WAREHOUSE": str(work / "warehouse.duckdb"), "PYTHONWARNINGS": "ignore"})
-    for var in ("ACSR_EXTRA",):
+    for var in ("ACSR_EXTRA", "ACSR_GAP_PARAMS"):
         env.pop(var, None)
     try:
         ref = measure({"kind": "reference", "folder": str(events_dir), "target": str(work / "reference.parquet")},

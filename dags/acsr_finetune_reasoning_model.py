@@ -18,7 +18,6 @@ model id, dataset version) is also logged to MLflow. Manual by default; set `ACS
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 
 import pendulum
@@ -27,10 +26,10 @@ from feedback_loop.alerts import WebhookNotifier
 from feedback_loop.assets import DATASET_ASSETS
 from feedback_loop.retrain.operators import FineTuneOperator
 from feedback_loop.retrain.params import asset_event_version, finetune_params
+from feedback_loop.settings import parse_time
 
 # Parse-time configuration from the environment only (no Variables, no I/O at parse time).
-ON_DATASETS = [n.strip() for n in os.environ.get("ACSR_FINETUNE_ON_DATASETS", "").split(",")
-               if n.strip() in ("sft", "preference")]
+ON_DATASETS = parse_time().finetune_on
 
 
 @dag(

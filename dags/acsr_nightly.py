@@ -14,7 +14,6 @@ or the `date` field of the trigger form for a manual run. Logic lives in `includ
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 
 import pendulum
@@ -23,9 +22,10 @@ from airflow.sdk import CronPartitionTimetable, Param, dag, task
 from feedback_loop.alerts import WebhookNotifier, nightly_deadline
 from feedback_loop.assets import DATASET_ASSETS
 from feedback_loop.ingest.contract import SOURCE_NAMES
+from feedback_loop.settings import parse_time
 
 # How often a day of a backfill checks whether the earlier days are done (ACSR_EARLIER_DAYS_POKE_SECONDS).
-EARLIER_DAYS_POKE_S = float(os.environ.get("ACSR_EARLIER_DAYS_POKE_SECONDS", "30"))
+EARLIER_DAYS_POKE_S = parse_time().earlier_days_poke_seconds
 
 DEFAULT_ARGS = {
     "owner": "ml-platform",
@@ -59,7 +59,7 @@ DEFAULT_ARGS = {
 def acsr_nightly():
     @task
     def resolve_day(params=None, dag_run=None, logical_date=None) -> str:
-        """The day this run processes (see feedback_loop.nightly.partition_day)."""
+        """The day this run processes (see feedback_loop.nightly.partition_day), as YYYY-MM-DD text in XCom."""
         from feedback_loop.nightly import partition_day
 
         return partition_day(
@@ -67,7 +67,7 @@ def acsr_nightly():
             getattr(dag_run, "partition_key", None),
             logical_date,
             getattr(dag_run, "run_after", None),
-        )
+        ).isoformat()
 
     @task.sensor(poke_interval=EARLIER_DAYS_POKE_S, timeout=timedelta(hours=12), mode="reschedule")
     def wait_for_earlier_days(day: str):

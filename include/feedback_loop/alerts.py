@@ -10,8 +10,9 @@ used three ways (see docs/operations.md):
 - the nightly DAG's `DeadlineAlert` (runs in the triggerer, through `async_notify`), when a run has not
   finished in time.
 
-The URL comes from `ACSR_ALERT_WEBHOOK_URL` in the environment of the Airflow services (callbacks run in
-the dag-processor, the workers and the triggerer, none of which may read Variables at every call).
+The URL comes from `ACSR_ALERT_WEBHOOK_URL` in the environment of the Airflow services, through
+`settings.parse_time()` (callbacks run in the dag-processor, the workers and the triggerer, none of which may
+read Variables at every call).
 Without one the alert is only logged: a local `make airflow` needs no receiver.
 """
 
@@ -19,11 +20,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import urllib.request
 from typing import Any
 
 from airflow.sdk import BaseNotifier
+
+from feedback_loop.settings import parse_time
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +33,7 @@ TIMEOUT_S = 10
 
 
 def webhook_url() -> str:
-    return os.environ.get("ACSR_ALERT_WEBHOOK_URL", "")
+    return parse_time().alert_webhook_url
 
 
 def post_json(url: str, doc: dict) -> None:
@@ -43,7 +45,7 @@ def post_json(url: str, doc: dict) -> None:
 
 
 def _ui_base() -> str:
-    return os.environ.get("AIRFLOW__API__BASE_URL", "http://localhost:8080").rstrip("/")
+    return parse_time().api_base_url
 
 
 def _exception_of(context: dict) -> BaseException | None:
@@ -135,14 +137,6 @@ class WebhookNotifier(BaseNotifier):
         await asyncio.to_thread(self._send, context)
 
 
-def on_task_failure() -> WebhookNotifier:
-    return WebhookNotifier(kind="task_failed")
-
-
-def on_dag_failure() -> WebhookNotifier:
-    return WebhookNotifier(kind="dag_failed")
-
-
 def nightly_deadline():
     """The nightly run must finish within `ACSR_NIGHTLY_DEADLINE_MINUTES` (default 240) of being queued.
 
@@ -153,7 +147,7 @@ def nightly_deadline():
 
     from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference
 
-    minutes = float(os.environ.get("ACSR_NIGHTLY_DEADLINE_MINUTES", "240"))
+    minutes = parse_time().nightly_deadline_minutes
     return DeadlineAlert(
         reference=DeadlineReference.DAGRUN_QUEUED_AT,
         interval=timedelta(minutes=minutes),

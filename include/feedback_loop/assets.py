@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from airflow.sdk import Asset
 
-DATASET_NAMES = ("intent_relabels", "sft", "preference", "kto")
+from feedback_loop.datasets import DATASETS
 
 DATASET_ASSETS: dict[str, Asset] = {
     name: Asset(f"acsr://datasets/{name}", group="acsr-datasets")
-    for name in DATASET_NAMES
+    for name in DATASETS
 }

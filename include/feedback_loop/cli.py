@@ -29,13 +29,21 @@ from feedback_loop.settings import Settings
 app = typer.Typer(help="ACSR feedback loop: the nightly stages on the command line.", no_args_is_help=True)
 
 
-def _days(day: str | None, start: str | None, end: str | None) -> list[str]:
+def _day(text: str) -> date:
+    """A YYYY-MM-DD option as a date: the command line's one parse of a day."""
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a day (YYYY-MM-DD)") from None
+
+
+def _days(day: str | None, start: str | None, end: str | None) -> list[date]:
     from feedback_loop.nightly import days_between
 
     if day:
-        return [date.fromisoformat(day).isoformat()]
+        return [_day(day)]
     if start and end:
-        return days_between(start, end)
+        return days_between(_day(start), _day(end))
     raise typer.BadParameter("give --date, or --start and --end")
 
 
@@ -66,13 +74,14 @@ def stage(
     from feedback_loop.ingest import contract
 
     settings = Settings.load()
+    day = _day(date_)
     if name in ("land", "validate"):
         for s in [source] if source else contract.SOURCE_NAMES:
-            typer.echo(json.dumps(getattr(nightly, name)(settings, s, date_), default=str))
+            typer.echo(json.dumps(getattr(nightly, name)(settings, s, day), default=str))
     elif name == "model":
-        typer.echo(json.dumps(nightly.model(settings, date_)))
+        typer.echo(json.dumps(nightly.model(settings, day)))
     elif name == "summarize":
-        typer.echo(json.dumps(nightly.summarize(settings, date_)["totals"]))
+        typer.echo(json.dumps(nightly.summarize(settings, day)["totals"]))
     else:
         raise typer.BadParameter(f"unknown stage {name}")
 
@@ -89,7 +98,7 @@ def summary(
 
     settings = Settings.load()
     lake = Lake(settings.lake)
-    days = _days(date_, start, end) if (date_ or start) else lake.days_with_file("runs", "summary.json")
+    days = [str(d) for d in _days(date_, start, end)] if (date_ or start) else lake.days_with_file("runs", "summary.json")
     typer.echo(summary_table(lake, days))
 
 
@@ -101,7 +110,7 @@ def gaps(
     """Find and rank knowledge-base gaps over the trailing window ending on --date (docs/gaps.md)."""
     from feedback_loop.nightly import detect_gaps
 
-    out = detect_gaps(Settings.load(), date_, window_days)
+    out = detect_gaps(Settings.load(), _day(date_), window_days)
     typer.echo(f"{out['dt']}: window {out['window_start']}..{out['window_end']}, {out['n_signals']} gap signals "
                f"in {out['n_conversations']} conversations, {out['n_topics']} topics; open gaps "
                f"{json.dumps(out['gaps_by_kind'])}, closed {out['gaps_closed']}")
@@ -123,16 +132,14 @@ def datasets(
 
     if not (end or date_):
         raise typer.BadParameter("give --start and --end, or --date [--window-days N]")
-    settings = Settings.load()
-    if min_new_examples is not None:
-        settings = Settings.load(extra={**settings.extra, "dataset_min_new_examples": min_new_examples})
+    settings = Settings.load(dataset_min_new_examples=min_new_examples, dataset_min_new_pairs=min_new_examples)
     out = build_datasets(settings, date_, window_days, start=start, end=end or date_)
     w = out["window"]
     typer.echo(f"window {w['start']}..{w['end']}: {out['conversations']} conversations")
     for name, r in out["datasets"].items():
         typer.echo(f"  {name:<16} {r['status']:<20} {r['examples']:>6} examples, {r.get('new_examples') or 0:>6} new  "
                    f"{r.get('version') or ''} {r.get('reason') or ''}".rstrip())
-    typer.echo(f"datasets: {Settings.load().lake}/datasets/<name>/latest.json -> <version>/manifest.json, README.md")
+    typer.echo(f"datasets: {settings.lake}/datasets/<name>/latest.json -> <version>/manifest.json, README.md")
 
 
 @app.command()

@@ -2,6 +2,11 @@
 
 Order: land every source -> validate every source -> model -> summarize -> signals -> detect KB gaps -> build the
 fine-tuning datasets -> publish the warehouse.
+
+The day is a `datetime.date`. It is parsed once, at the edge: `partition_day` (the DAG's resolve_day, from
+the trigger form, the partition key or the logical date), the command line, or `as_day` at the top of each
+function here for the ISO text a task gets through XCom (XCom keeps the day as text: the Flywheel page, the
+REST API and the retraining trigger's run id read it). Lake paths and documents format it as YYYY-MM-DD.
 """
 
 from __future__ import annotations
@@ -20,8 +25,17 @@ class AccountingError(RuntimeError):
     """Rows read != rows staged + rows quarantined for some source and day."""
 
 
+def as_day(day: date | str) -> date:
+    """The day as a date; ISO text (XCom, tests) is parsed here, once per call from outside."""
+    if isinstance(day, datetime):
+        return day.date()
+    if isinstance(day, date):
+        return day
+    return date.fromisoformat(day)
+
+
 def partition_day(conf_date: str | None = None, partition_key: str | None = None,
-                  logical_date: datetime | None = None, run_after: datetime | None = None) -> str:
+                  logical_date: datetime | None = None, run_after: datetime | None = None) -> date:
     """The day a nightly run processes, the same for scheduled, backfilled and manual runs.
 
     An explicit date (the trigger form's `date` param) wins; then the run's partition key (scheduled runs
@@ -30,12 +44,12 @@ def partition_day(conf_date: str | None = None, partition_key: str | None = None
     """
     for candidate in (conf_date, partition_key):
         if candidate:
-            return date.fromisoformat(str(candidate)[:10]).isoformat()
+            return date.fromisoformat(str(candidate)[:10])
     moment = logical_date or run_after or datetime.now(UTC)
-    return (moment.date() - timedelta(days=1)).isoformat()
+    return moment.date() - timedelta(days=1)
 
 
-def earlier_days_pending(settings: Settings, dt: str) -> list[str]:
+def earlier_days_pending(settings: Settings, day: date | str) -> list[str]:
     """Earlier days this day's results depend on that have landing data but no run summary yet.
 
     Validation resolves references and cross-day duplicates against earlier days, and the gap, dataset and
@@ -51,7 +65,7 @@ def earlier_days_pending(settings: Settings, dt: str) -> list[str]:
                    settings.signals_baseline_days)
     lake = Lake(settings.lake)
     done = set(lake.days_with_file("runs", "summary.json"))
-    day = date.fromisoformat(dt)
+    day = as_day(day)
     pending = []
     for i in range(lookback, 0, -1):
         earlier = (day - timedelta(days=i)).isoformat()
@@ -76,9 +90,10 @@ def day_failed(lake: Lake, dt: str) -> bool:
     return False
 
 
-def land(settings: Settings, source: str, dt: str) -> dict:
+def land(settings: Settings, source: str, day: date | str) -> dict:
     from feedback_loop.ingest.land import LandingError, land_source
 
+    dt = as_day(day).isoformat()  # ingest/ works on the partition's text (its documents carry it)
     try:
         result = land_source(settings, source, dt).as_dict()
     except LandingError as exc:  # recorded, so the day counts as settled (failed) for later days
@@ -90,23 +105,38 @@ def land(settings: Settings, source: str, dt: str) -> dict:
     return {k: result[k] for k in ("source", "dt", "rows_read", "parse_errors", "missing_folder")}
 
 
-def validate(settings: Settings, source: str, dt: str) -> dict:
+def validate(settings: Settings, source: str, day: date | str) -> dict:
     from feedback_loop.ingest.quality import validate_source
 
+    dt = as_day(day).isoformat()
     s = validate_source(settings, source, dt)
     log.info("validated %s %s: %s read, %s staged, %s quarantined %s", source, dt, s["rows_read"],
              s["rows_staged"], s["rows_quarantined"], s["quarantined_by_reason"])
     return {k: s[k] for k in ("source", "dt", "status", "rows_read", "rows_staged", "rows_quarantined")}
 
 
-def model(settings: Settings, dt: str) -> dict:
+def model(settings: Settings, day: date | str) -> dict:
     from feedback_loop.model.conversations import build_model
 
-    return build_model(settings, dt)
+    return build_model(settings, as_day(day))
 
 
-def summarize(settings: Settings, dt: str, extra: dict | None = None) -> dict:
+def land_validate_model(settings: Settings, day: date | str, *, summarize_day: bool = True) -> dict:
+    """The base of every night, one stage runner for the DAG-less callers (the command line, the benchmarks,
+    the evaluations): land every source, validate every source, model the day and (by default) write its
+    run summary. Returns {"model": counts, "summary": the summary or None}."""
+    day = as_day(day)
+    for source in contract.SOURCE_NAMES:
+        land(settings, source, day)
+    for source in contract.SOURCE_NAMES:
+        validate(settings, source, day)
+    counts = model(settings, day)
+    return {"model": counts, "summary": summarize(settings, day, {"model": counts}) if summarize_day else None}
+
+
+def summarize(settings: Settings, day: date | str, extra: dict | None = None) -> dict:
     """Combine the per-source summaries into `<lake>/runs/dt=<dt>/summary.json`; assert the accounting."""
+    dt = as_day(day).isoformat()
     lake = Lake(settings.lake)
     sources = {}
     for name in contract.SOURCE_NAMES:
@@ -141,29 +171,30 @@ def summarize(settings: Settings, dt: str, extra: dict | None = None) -> dict:
     return summary
 
 
-def detect_gaps(settings: Settings, dt: str, window_days: int | None = None) -> dict:
-    """Knowledge-base gaps over the trailing window ending on dt (marts/kb_gaps, reports/.../gaps.html)."""
+def detect_gaps(settings: Settings, day: date | str, window_days: int | None = None) -> dict:
+    """Knowledge-base gaps over the trailing window ending on the day (marts/kb_gaps, reports/.../gaps.html)."""
     from feedback_loop.gaps.detect import detect_gaps as detect
 
-    return detect(settings, dt, window_days)
+    return detect(settings, as_day(day), window_days)
 
 
-def build_datasets(settings: Settings, dt: str, window_days: int | None = None) -> dict:
+def build_datasets(settings: Settings, day: date | str, window_days: int | None = None) -> dict:
     """Fine-tuning dataset versions over the trailing window ending on dt (<lake>/datasets/, docs/datasets.md).
 
     Runs after summarize: each version's manifest records the data-quality results of its days."""
     from feedback_loop.datasets.build import build_datasets as build
 
-    return build(settings, dt, window_days)
+    return build(settings, as_day(day), window_days)
 
 
-def signals(settings: Settings, dt: str) -> dict:
+def signals(settings: Settings, day: date | str) -> dict:
     """Signal metrics, A/B tests, the improvement-action queue and the day's HTML report (docs/signals.md)."""
     from feedback_loop.signals.metrics import run_signals
     from feedback_loop.signals.report import write_report
 
-    out = run_signals(settings, dt)
-    out["report"] = write_report(settings, dt)
+    day = as_day(day)
+    out = run_signals(settings, day)
+    out["report"] = write_report(settings, day)
     return out
 
 
@@ -180,33 +211,29 @@ def build_data_docs(settings: Settings) -> str:
     return build(gx_root(settings))
 
 
-def decide_retraining(settings: Settings, dt: str) -> dict:
+def decide_retraining(settings: Settings, day: date | str) -> dict:
     """The night's retraining decision and its reasons (marts/retrain_decisions, runs/dt=/retrain_decision.json).
 
     Runs last: it reads the day's facts, the latest relabel dataset and the action queue."""
     from feedback_loop.retrain.decide import decide
 
-    return decide(settings, dt)
+    return decide(settings, as_day(day).isoformat())
 
 
-def run_day(settings: Settings, dt: str, *, data_docs: bool = True) -> dict:
+def run_day(settings: Settings, day: date | str, *, data_docs: bool = True) -> dict:
     """Every stage of the nightly run for one day, in one process (the CLI's `acsr run`)."""
-    for source in contract.SOURCE_NAMES:
-        land(settings, source, dt)
-    for source in contract.SOURCE_NAMES:
-        validate(settings, source, dt)
-    counts = model(settings, dt)
-    summary = summarize(settings, dt, {"model": counts})
-    signals(settings, dt)
-    detect_gaps(settings, dt)  # after signals: gap rows link the night's action queue
-    build_datasets(settings, dt)
+    day = as_day(day)
+    summary = land_validate_model(settings, day)["summary"]
+    signals(settings, day)
+    detect_gaps(settings, day)  # after signals: gap rows link the night's action queue
+    build_datasets(settings, day)
     publish_warehouse(settings)
     if data_docs:
         build_data_docs(settings)
-    decide_retraining(settings, dt)  # recorded only: the DAG also starts the retraining runs it decides on
+    decide_retraining(settings, day)  # recorded only: the DAG also starts the retraining runs it decides on
     return summary
 
 
-def days_between(start: str, end: str) -> list[str]:
-    a, b = date.fromisoformat(start), date.fromisoformat(end)
-    return [(a + timedelta(days=i)).isoformat() for i in range((b - a).days + 1)]
+def days_between(start: date | str, end: date | str) -> list[date]:
+    a, b = as_day(start), as_day(end)
+    return [a + timedelta(days=i) for i in range((b - a).days + 1)]

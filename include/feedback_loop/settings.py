@@ -1,20 +1,42 @@
-"""One configuration object for the whole loop.
+"""One configuration object for the whole loop, and the few values that must be known before it can be read.
 
-Every setting has a default that makes `make demo` work with no set-up. Precedence, highest first:
-explicit keyword arguments, environment variables `ACSR_<NAME>` (upper case), Airflow Variables
-`acsr_<name>` (only read inside a running Airflow task, never at DAG-parse time), the defaults below.
+`Settings` holds every setting a stage reads, typed, in blocks per stage (flat access: `settings.lake`,
+`settings.gap_window_days`). Every field has a default that makes `make demo` work with no set-up.
+Precedence, highest first:
+
+1. keyword arguments of `Settings.load(...)`;
+2. environment variables `ACSR_<FIELD>` (upper case), e.g. `ACSR_GAP_WINDOW_DAYS=21`;
+3. the JSON Airflow Variable `acsr_settings` (`{"gap_window_days": 21, ...}`), read once per task try and only
+   inside a running task (never at DAG-parse time, never in callbacks);
+4. the defaults below.
+
+A value that does not fit its field's type raises `SettingsError` naming the field and where the value came
+from; an unknown key in `acsr_settings` is an error too (a typo would otherwise be ignored).
+
+`ParseTime` (`parse_time()`) is the other, deliberately small, section: what DAG files need while they are
+parsed and what alert callbacks need in the dag-processor and the triggerer, where no Variable may be read.
+It comes from the environment only. docs/operations.md lists both.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+log = logging.getLogger(__name__)
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA_DIR = PROJECT_ROOT / ".data"
+
+VARIABLE = "acsr_settings"  # the one Airflow Variable: a JSON object of field -> value
+
+
+class SettingsError(ValueError):
+    """A setting's value does not fit its field (the message names the field and the value's origin)."""
 
 
 def _default(sub: str) -> str:
@@ -23,28 +45,31 @@ def _default(sub: str) -> str:
 
 @dataclass(frozen=True)
 class Settings:
-    # Paths. `lake` may be a local folder or an object-store URL (s3://bucket/prefix).
+    # ---- lake: the shared ground (feedback_loop.lake) --------------------------------------------------------
+    # Paths. `lake` may be a local folder or an object-store URL (s3://bucket/prefix). ACSR_DATA_DIR moves all three.
     landing: str = field(default_factory=lambda: _default("landing"))
     lake: str = field(default_factory=lambda: _default("lake"))
     warehouse: str = field(default_factory=lambda: _default("warehouse.duckdb"))
     # How long publishing waits for another process's read-write connection to the warehouse file to close
     # before it fails (read-only connections never block it; docs/reliability.md).
     warehouse_lock_wait_seconds: float = 60.0
+    # Every stage's DuckDB connection (lake.duck.connect): bounded memory, spilling to a per-process folder.
+    duckdb_memory_limit: str = "1GB"
+    duckdb_temp_dir: str = ""  # parent of each process's spill folder acsr-duckdb-<pid> ("" = the system temp)
 
-    # Data quality.
+    # ---- ingest: land and validate (feedback_loop.ingest) -----------------------------------------------------
     lateness_hours: float = 48.0  # rows up to this much before the interval are accepted as late data
     future_skew_minutes: float = 15.0  # clock skew tolerated past the interval's end
     max_bad_row_share: float = 0.2  # above this share of quarantined rows a source fails the task
-    reference_lookback_days: int = 30  # how far back references (cases, conversations) are resolved
-    model_bucket_events: int = 2_000_000  # model aggregates a day's conversations in buckets of about this many events
+    reference_lookback_days: int = 30  # how far back references (cases, conversations) are resolved (model too)
     missing_source: str = "fail"  # a source folder absent for a day: "fail" (outage) or "empty" (no data)
+    data_docs_url: str = ""  # where the GX Data Docs site is served ("" = file:// links on the task's machine)
 
-    # Signals, datasets, gaps and retraining read their own settings from here too.
+    # ---- model: conversation facts (feedback_loop.model) ------------------------------------------------------
+    model_bucket_events: int = 2_000_000  # model aggregates a day's conversations in buckets of about this many events
+
+    # ---- signals (feedback_loop.signals, docs/signals.md): windows, noise rules, the action queue's thresholds
     signals_baseline_days: int = 28
-    dataset_window_days: int = 28
-    gap_window_days: int = 28
-
-    # Signals stage (docs/signals.md): windows, noise rules and the action queue's thresholds.
     signals_reengagement_days: int = 7  # same customer, same intent, new conversation within this many days
     signals_review_window_days: int = 2  # human reviews up to this long after the conversation day still count
     signals_level_window_days: int = 7  # level thresholds are judged on this many trailing days, pooled
@@ -63,19 +88,27 @@ class Settings:
     cost_human_usd_per_hour: float = 40.0  # loaded cost of an hour of a human agent's handle time
     cost_review_usd: float = 1.5  # one human review of an agent decision (a row of the override log)
 
-    # Fine-tuning datasets (docs/datasets.md).
+    # ---- gaps: knowledge-base gaps (feedback_loop.gaps, docs/gaps.md) -----------------------------------------
+    gap_window_days: int = 28
+    gap_params: dict = field(default_factory=dict)  # fields of gaps.detect.GapParams, e.g. {"algorithm": "hdbscan"}
+
+    # ---- datasets: fine-tuning datasets (feedback_loop.datasets, docs/datasets.md) ----------------------------
+    dataset_window_days: int = 28
     dataset_min_new_examples: int = 10  # a version with fewer examples unseen in the last one is not published
     dataset_min_new_pairs: int = 5  # the same for preference pairs (one per ~150 conversations: rarer)
     dataset_max_tokens: int = 4096  # token budget per example (cl100k_base), over it an example is dropped
     dataset_near_duplicate_threshold: float = 0.85  # MinHash Jaccard above which two examples are duplicates
     dataset_validation_share: float = 0.1  # split by a hash of the conversation id
     dataset_test_share: float = 0.1
-
+    dataset_system_prompt: str = ""  # "" = datasets.build.DEFAULT_SYSTEM_PROMPT
+    dataset_relabel_weights: dict = field(default_factory=dict)  # per relabel source, over datasets.build.RELABEL_WEIGHTS
+    dataset_csat_good: int = 4  # CSAT at or above this is a good outcome
+    dataset_csat_bad: int = 2  # CSAT at or below this is a bad outcome
     # Personal-data redaction (feedback_loop.datasets.pii), used by every stage that writes free text.
     pii_phone_regions: str = "US,GB,DE,FR,ES,IT,NL,IE,IN,AU,CA"  # regions whose numbering plans are tried
     pii_patterns: dict = field(default_factory=dict)  # extra {"PLACEHOLDER": "regex"}, JSON in ACSR_PII_PATTERNS
 
-    # Retraining (docs/retraining.md): the nightly decision's triggers, the promotion policy, the registry.
+    # ---- retrain: the nightly decision, promotion policy, registry (feedback_loop.retrain, docs/retraining.md)
     retrain_min_new_relabels: int = 50  # human relabels unseen by the champion's training set that trigger a retrain
     retrain_drift_psi: float = 0.2  # population stability index of live vs training intents that triggers a retrain
     retrain_window_days: int = 7  # trailing days pooled for drift and the override-rate test
@@ -93,50 +126,179 @@ class Settings:
     finetune_dataset: str = "sft"  # sft | preference
     finetune_base_model: str = "gpt-4.1-mini-2025-04-14"
     finetune_connection_id: str = "acsr_finetune_api"  # Airflow connection: host = API base URL, password = key
+    # Without that connection (the command line): the API's base URL and key. The key is never shown.
+    finetune_base_url: str = "https://api.openai.com/v1"
+    finetune_api_key: str = field(default="", repr=False)
     finetune_command: str = ""  # command backend: "" = the bundled local trainer (feedback_loop.retrain.train_command)
     finetune_poll_seconds: float = 60.0
     finetune_timeout_hours: float = 24.0
-    finetune_on_datasets: str = ""  # "sft" and/or "preference": schedule the fine-tuning DAG on their Assets
-
-    # Anything a stage adds without a field of its own (JSON in ACSR_EXTRA).
-    extra: dict = field(default_factory=dict)
 
     @classmethod
     def load(cls, **overrides) -> Settings:
-        """Build the settings from defaults, Airflow Variables, the environment and `overrides`."""
+        """Build the settings from defaults, the `acsr_settings` Variable, the environment and `overrides`."""
+        return cls._build(True, overrides)
+
+    @classmethod
+    def from_env(cls, **overrides) -> Settings:
+        """The same without the Airflow Variable: for code that has no Settings passed in and must not cost a
+        look-up (lake.duck.connect() without settings)."""
+        return cls._build(False, overrides)
+
+    @classmethod
+    def _build(cls, use_variable: bool, overrides: dict) -> Settings:
         values: dict = {}
-        for f in dataclasses.fields(cls):
-            raw = _airflow_variable(f"acsr_{f.name}")
-            env = os.environ.get(f"ACSR_{f.name.upper()}")
+        for name, raw in (_variable_values() if use_variable else {}).items():
+            values[name] = _coerce(name, raw, f"Airflow Variable {VARIABLE}")
+        values.update(_legacy_extra())
+        for name in _FIELDS:
+            env = os.environ.get(f"ACSR_{name.upper()}")
             if env is not None:
-                raw = env
-            if raw is not None:
-                values[f.name] = _coerce(f, raw)
+                values[name] = _coerce(name, env, f"ACSR_{name.upper()}")
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+        settings = cls(**values)
+        if settings.finetune_api_key:
+            _mask(settings.finetune_api_key)
+        return settings
 
     def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Every field but secrets (for logs and manifests)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in SECRET_FIELDS}
 
 
-def _coerce(f: dataclasses.Field, raw: str):
-    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "str")
-    if kind == "float":
-        return float(raw)
-    if kind == "int":
-        return int(raw)
-    if kind == "dict":
-        return json.loads(raw) if isinstance(raw, str) else dict(raw)
-    return raw
+SECRET_FIELDS = frozenset({"finetune_api_key"})
+_FIELDS: dict[str, str] = {f.name: str(f.type) for f in dataclasses.fields(Settings)}
 
 
-def _airflow_variable(key: str):
-    """An Airflow Variable, read only inside a running task (no metadata-DB access anywhere else)."""
-    if not os.environ.get("AIRFLOW_CTX_DAG_ID"):
-        return None
+def _coerce(name: str, raw, origin: str):
+    """`raw` (a string from the environment, or a JSON value from the Variable) as field `name`'s type."""
+    if name not in _FIELDS:
+        raise SettingsError(f"{origin}: unknown setting {name!r} (known: {', '.join(sorted(_FIELDS))})")
+    kind = _FIELDS[name]
+    try:
+        if kind == "int":
+            if isinstance(raw, bool) or isinstance(raw, float) and not raw.is_integer():
+                raise ValueError("not an integer")
+            return int(raw)
+        if kind == "float":
+            if isinstance(raw, bool):
+                raise ValueError("not a number")
+            return float(raw)
+        if kind == "dict":
+            value = json.loads(raw) if isinstance(raw, str) else raw
+            if not isinstance(value, dict):
+                raise ValueError("not a JSON object")
+            return dict(value)
+        if not isinstance(raw, str):
+            raise TypeError("not a string")
+        return raw
+    except (ValueError, TypeError) as exc:
+        raise SettingsError(f"{origin}: setting {name!r} expects {kind}, got {raw!r} ({exc})") from None
+
+
+_variable_cache: dict[tuple, dict] = {}
+
+
+def _variable_values() -> dict:
+    """The `acsr_settings` Variable as a dict: one look-up per task try, none outside a running task.
+
+    The task runner exports AIRFLOW_CTX_* for the task it runs; outside one (DAG parsing, the command line,
+    callbacks) no Variable is read. Several `Settings.load()` calls of one task share the one read."""
+    ctx = tuple(os.environ.get(f"AIRFLOW_CTX_{k}") for k in ("DAG_ID", "TASK_ID", "DAG_RUN_ID", "TRY_NUMBER"))
+    if not ctx[0]:
+        return {}
+    if ctx in _variable_cache:
+        return _variable_cache[ctx]
     try:
         from airflow.sdk import Variable
 
-        return Variable.get(key, default=None)
-    except Exception:  # noqa: BLE001 - no Variable backend reachable: fall back to env and defaults
-        return None
+        raw = Variable.get(VARIABLE, default=None)
+    except Exception as exc:  # noqa: BLE001 - no Variable backend reachable: fall back to env and defaults
+        log.warning("Airflow Variable %s not readable (%s): settings from the environment and defaults", VARIABLE, exc)
+        raw = None
+    if raw is None or raw == "":
+        doc = {}
+    else:
+        try:
+            doc = json.loads(raw) if isinstance(raw, str) else raw
+        except json.JSONDecodeError as exc:
+            raise SettingsError(f"Airflow Variable {VARIABLE} is not JSON: {exc}") from None
+        if not isinstance(doc, dict):
+            raise SettingsError(f"Airflow Variable {VARIABLE} must be a JSON object of setting -> value")
+    _variable_cache.clear()  # only the running task's read is kept
+    _variable_cache[ctx] = doc
+    return doc
+
+
+def _legacy_extra() -> dict:
+    """ACSR_EXTRA, the retired untyped side channel, still read so existing deployments keep working: each key
+    must now be a field (coerced like any other; `gaps` maps to `gap_params`), below ACSR_<FIELD>."""
+    raw = os.environ.get("ACSR_EXTRA")
+    if not raw:
+        return {}
+    try:
+        doc = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise SettingsError(f"ACSR_EXTRA is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise SettingsError("ACSR_EXTRA must be a JSON object of setting -> value")
+    log.warning("ACSR_EXTRA is deprecated: set each setting as ACSR_<FIELD> or in the %s Variable", VARIABLE)
+    if "dataset_min_new_examples" in doc:  # as before: extra's bar applied to preference pairs too
+        doc.setdefault("dataset_min_new_pairs", doc["dataset_min_new_examples"])
+    return {("gap_params" if k == "gaps" else k): _coerce("gap_params" if k == "gaps" else k, v, "ACSR_EXTRA")
+            for k, v in doc.items()}
+
+
+def _mask(secret: str) -> None:
+    """Ask Airflow's log masker to redact a secret setting (a no-op outside Airflow)."""
+    try:
+        from airflow.sdk.log import mask_secret
+    except ImportError:  # pragma: no cover - Airflow is installed wherever tasks run
+        return
+    mask_secret(secret)
+
+
+# ---- parse time: read from the environment only -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ParseTime:
+    """Values needed where no Variable may be read: while a DAG file is parsed (the schedule, the deadline, a
+    sensor's poke interval) and in alert callbacks (dag-processor, workers, triggerer). Environment only."""
+
+    nightly_deadline_minutes: float = 240.0  # ACSR_NIGHTLY_DEADLINE_MINUTES: the nightly run's DeadlineAlert
+    earlier_days_poke_seconds: float = 30.0  # ACSR_EARLIER_DAYS_POKE_SECONDS: a backfill day's wait for earlier days
+    finetune_on_datasets: str = ""  # ACSR_FINETUNE_ON_DATASETS: "sft" and/or "preference" schedule the fine-tuning DAG
+    alert_webhook_url: str = ""  # ACSR_ALERT_WEBHOOK_URL: where alerts are posted ("" = logged only)
+    api_base_url: str = "http://localhost:8080"  # AIRFLOW__API__BASE_URL: links in alerts
+
+    @classmethod
+    def from_env(cls) -> ParseTime:
+        values = {}
+        for f in dataclasses.fields(cls):
+            var = PARSE_TIME_ENV[f.name]
+            raw = os.environ.get(var)
+            if raw is None:
+                continue
+            if str(f.type) == "float":
+                try:
+                    values[f.name] = float(raw)
+                except ValueError:
+                    raise SettingsError(f"{var}: setting {f.name!r} expects float, got {raw!r}") from None
+            else:
+                values[f.name] = raw
+        out = cls(**values)
+        return dataclasses.replace(out, api_base_url=out.api_base_url.rstrip("/"))
+
+    @property
+    def finetune_on(self) -> list[str]:
+        """The datasets whose new versions start the fine-tuning DAG (unknown names ignored)."""
+        return [n.strip() for n in self.finetune_on_datasets.split(",") if n.strip() in ("sft", "preference")]
+
+
+PARSE_TIME_ENV = {f.name: f"ACSR_{f.name.upper()}" for f in dataclasses.fields(ParseTime)}
+PARSE_TIME_ENV["api_base_url"] = "AIRFLOW__API__BASE_URL"
+
+
+def parse_time() -> ParseTime:
+    """The parse-time section, from the environment (cheap: no I/O, no Airflow import)."""
+    return ParseTime.from_env()

@@ -227,7 +227,7 @@ def staged_lake(tmp_path_factory):
 
 def _settings(root, **extra) -> Settings:
     return Settings.load(landing=str(root / "landing"), lake=str(root / "lake"), warehouse=str(root / "wh.duckdb"),
-                         extra={"dataset_min_new_examples": 1, **extra})
+                         **{"dataset_min_new_examples": 1, "dataset_min_new_pairs": 1, **extra})
 
 
 def _copy(staged_lake, tmp_path):
@@ -547,7 +547,7 @@ def test_versions_idempotent_split_stable_and_threshold(staged_lake, tmp_path):
     assert {r["status"] for r in again["datasets"].values()} == {"unchanged"}
     assert {n: r["version"] for n, r in again["datasets"].items()} == {n: r["version"] for n, r in first["datasets"].items()}
 
-    blocked = build_datasets(_settings(root, dataset_min_new_examples=50), start=D1, end=D2)
+    blocked = build_datasets(_settings(root, dataset_min_new_examples=50, dataset_min_new_pairs=50), start=D1, end=D2)
     r = blocked["datasets"]["sft"]
     assert r["status"] == "not_published" and r["new_examples"] == 3 and "fewer than the minimum of 50" in r["reason"]
     assert len(glob.glob(str(root / "lake" / "datasets" / "sft" / "v*"))) == 1
@@ -600,7 +600,8 @@ def test_nightly_dag_emits_an_asset_event_only_for_new_versions(staged_lake, tmp
     monkeypatch.setenv("ACSR_LANDING", str(root / "landing"))
     monkeypatch.setenv("ACSR_LAKE", str(root / "lake"))
     monkeypatch.setenv("ACSR_WAREHOUSE", str(root / "wh.duckdb"))
-    monkeypatch.setenv("ACSR_EXTRA", json.dumps({"dataset_min_new_examples": 1}))
+    monkeypatch.setenv("ACSR_DATASET_MIN_NEW_EXAMPLES", "1")
+    monkeypatch.setenv("ACSR_DATASET_MIN_NEW_PAIRS", "1")
     nightly_dag = load_dag("acsr_nightly")
     dag = nightly_dag.partial_subset(["resolve_day", "build_datasets", *(f"announce_{n}" for n in DATASET_ASSETS)],
                                      include_upstream=False)

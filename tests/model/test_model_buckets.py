@@ -25,9 +25,9 @@ def test_bucketed_facts_equal_the_one_pass_facts(tmp_path, monkeypatch):
         nightly.land(settings, source, DAY)
         nightly.validate(settings, source, DAY)
     shutil.copytree(tmp_path / "one", tmp_path / "buckets")
-    build_model(settings, DAY)
+    build_model(settings, date.fromisoformat(DAY))
     bucketed = Settings.load(lake=str(tmp_path / "buckets" / "lake"), model_bucket_events=97)
-    build_model(bucketed, DAY)
+    build_model(bucketed, date.fromisoformat(DAY))
 
     facts = "lake/marts/conversation_facts/dt=2026-11-20/part.parquet"
     con = duckdb.connect()

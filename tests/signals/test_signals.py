@@ -183,7 +183,7 @@ def build_hand_fixture(settings: Settings) -> Lake:
         {"check_id": "H2", "case_id": "K2", "action": "issue_refund", "checked_at": ts(D1, 12), "verified": False},
     ])
     for d in (D1, D2, D3, D4, D5, D6):
-        build_model(settings, d)
+        build_model(settings, date.fromisoformat(d))
     return lake
 
 
@@ -203,7 +203,7 @@ def hand(tmp_path_factory):
     settings = Settings.load(landing=str(root / "landing"), lake=str(root / "lake"),
                              warehouse=str(root / "w.duckdb"))
     lake = build_hand_fixture(settings)
-    outs = {d: run_signals(settings, d) for d in (D1, D2, D3, D4, D5, D6)}
+    outs = {d: run_signals(settings, date.fromisoformat(d)) for d in (D1, D2, D3, D4, D5, D6)}
     return settings, lake, outs
 
 
@@ -336,7 +336,7 @@ def test_rerun_of_a_day_is_identical(hand):
     from pathlib import Path
 
     before = Path(path).read_bytes()
-    run_signals(settings, D3)
+    run_signals(settings, date.fromisoformat(D3))
     assert Path(path).read_bytes() == before
 
 
@@ -350,7 +350,7 @@ def test_report_is_written_with_its_sections_and_no_personal_data(hand):
     assert all(b"anna.smith" not in b for b in marts.values())
     m = metric_rows(lake, D3)
     assert ("aht_s", D3, "strategy", "[EMAIL]") in m  # the label is kept, its personal data redacted
-    html = Path(write_report(settings, D4)).read_text()
+    html = Path(write_report(settings, date.fromisoformat(D4))).read_text()
     for part in ("Headline signals", "Improvement-action queue", "Top movers", "<svg", "A/B", "Shadow mode",
                  "Windowed metrics by cohort day", "gaps.html", f"runs/dt={D4}/summary.json",
                  f"../dt={D3}/index.html", f"../dt={D5}/index.html"):
@@ -455,16 +455,16 @@ def generated(tmp_path_factory):
     lake = Lake(settings.lake)
     for k, day in enumerate(GEN_DAYS[:-1]):
         generate_day(lake, day, np.random.default_rng([11, k]))
-        build_model(settings, day)
-        run_signals(settings, day)
+        build_model(settings, date.fromisoformat(day))
+        run_signals(settings, date.fromisoformat(day))
     out = {}
     for variant in ("quiet", "planted"):
         root = base / variant
         shutil.copytree(base / "lake", root / "lake")
         s = Settings.load(landing=str(root / "landing"), lake=str(root / "lake"), warehouse=str(root / "w.duckdb"))
         generate_day(Lake(s.lake), GEN_DAYS[-1], np.random.default_rng([11, 99]), plant=variant == "planted")
-        build_model(s, GEN_DAYS[-1])
-        run_signals(s, GEN_DAYS[-1])
+        build_model(s, date.fromisoformat(GEN_DAYS[-1]))
+        run_signals(s, date.fromisoformat(GEN_DAYS[-1]))
         con = duckdb.connect()
         rows = con.execute(f"SELECT * FROM read_parquet('{Lake(s.lake).partition_file('marts', 'action_queue', GEN_DAYS[-1])}')").fetchall()
         cols = [d[0] for d in con.description]

@@ -38,7 +38,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
-from feedback_loop.datasets import curation, formats, pii, tokens
+from feedback_loop.datasets import (  # DATASETS: the one list (assets.py)
+    DATASETS,
+    curation,
+    formats,
+    pii,
+    tokens,
+)
 from feedback_loop.datasets.curation import Example, Step
 from feedback_loop.ingest import contract
 from feedback_loop.lake.files import Lake, file_sha256, filesystem_for, is_remote, join
@@ -46,7 +52,6 @@ from feedback_loop.settings import Settings
 
 log = logging.getLogger(__name__)
 
-DATASETS = ("intent_relabels", "sft", "preference", "kto")
 # Asset URIs live in feedback_loop.assets (light, for DAG files); the names here are the folders.
 
 # Which file of each dataset holds which format (relative path pattern, format name, Parquet too?).
@@ -98,18 +103,15 @@ class Config:
 
     @classmethod
     def from_settings(cls, settings: Settings, start: str, end: str) -> Config:
-        x = settings.extra or {}
         return cls(
             window_start=start, window_end=end,
-            min_new_examples=int(x.get("dataset_min_new_examples", settings.dataset_min_new_examples)),
-            min_new_pairs=int(x.get("dataset_min_new_pairs", x.get("dataset_min_new_examples",
-                                                                  settings.dataset_min_new_pairs))),
+            min_new_examples=settings.dataset_min_new_examples, min_new_pairs=settings.dataset_min_new_pairs,
             max_tokens=settings.dataset_max_tokens,
             near_duplicate_threshold=settings.dataset_near_duplicate_threshold,
             validation_share=settings.dataset_validation_share, test_share=settings.dataset_test_share,
-            system_prompt=x.get("dataset_system_prompt", DEFAULT_SYSTEM_PROMPT),
-            relabel_weights={**RELABEL_WEIGHTS, **x.get("dataset_relabel_weights", {})},
-            csat_good=int(x.get("dataset_csat_good", CSAT_GOOD)), csat_bad=int(x.get("dataset_csat_bad", CSAT_BAD)),
+            system_prompt=settings.dataset_system_prompt or DEFAULT_SYSTEM_PROMPT,
+            relabel_weights={**RELABEL_WEIGHTS, **settings.dataset_relabel_weights},
+            csat_good=settings.dataset_csat_good, csat_bad=settings.dataset_csat_bad,
             phone_regions=settings.pii_phone_regions,
             extra_pii_patterns=sorted(settings.pii_patterns or {}),  # names only: patterns may be sensitive
         )

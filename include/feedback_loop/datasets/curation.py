@@ -15,6 +15,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from feedback_loop.patches.minhash import batch_signatures as _batch_signatures  # guarded (patches/)
+
 SPLITS = ("train", "validation", "test")
 
 
@@ -155,28 +157,6 @@ def _signatures(keys, num_perm: int):
             hashes, starts = [], []
     if starts:
         yield from _batch_signatures(hashes, starts, num_perm)
-
-
-def _batch_signatures(hashes: list[int], starts: list[int], num_perm: int):
-    import numpy as np
-    from datasketch.minhash import _fmix
-
-    a, b = _permutations(num_perm)
-    distinct, inverse = np.unique(np.array(hashes, dtype=np.uint32), return_inverse=True)
-    permuted = (_fmix(distinct, 32)[:, None] * a + b)[inverse.ravel()]
-    ends = starts[1:] + [len(hashes)]
-    return [permuted[s:e].min(axis=0) for s, e in zip(starts, ends)]
-
-
-@lru_cache(maxsize=4)
-def _permutations(num_perm: int):
-    """datasketch's (a, b) permutation parameters for seed 1, default scheme (uint32 arrays)."""
-    from datasketch import MinHash
-
-    m = MinHash(num_perm=num_perm, seed=1)
-    assert m.scheme == "affine32", m.scheme
-    a, b = m.permutations
-    return a, b
 
 
 _SHINGLE_HASHES_LIMIT = 1 << 18

@@ -26,6 +26,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from feedback_loop.patches.phonenumbers_matcher import matcher_class as _matcher_class  # guarded (patches/)
+
 # Order = precedence: an earlier detector's finding masks the text for the later ones.
 KINDS = ("EMAIL", "IBAN", "CARD", "PHONE")
 DEFAULT_PHONE_REGIONS = ("US", "GB", "DE", "FR", "ES", "IT", "NL", "IE", "IN", "AU", "CA")
@@ -190,82 +192,6 @@ def _phones(text: str, regions: tuple[str, ...], leniency: str):
             if span not in seen:
                 seen.add(span)
                 yield span
-
-
-_CANDIDATES_LIMIT = 1 << 18  # candidate verdicts remembered; beyond it the memo starts again (same answers)
-_candidates: dict = {}
-
-
-@lru_cache(maxsize=1)
-def _matcher_class():
-    """libphonenumber's matcher with each candidate's verdict remembered.
-
-    The matcher scans a text for digit runs (a regular expression that does not depend on the region) and
-    parses and verifies each candidate in the region: that is where its time goes, and the same candidates
-    (order numbers, amounts, dates, a KB article's phone number) recur across thousands of texts. A
-    candidate's verdict depends only on the region, the leniency, the candidate, the character before it
-    and the three after it (the neighbours of its inner groups lie inside it), so it is remembered under
-    that key, with the number of tries it used; the matcher's own loop, and so every span it reports, is
-    unchanged. Near the try limit (65,535 failed candidates in one text) the library decides alone. The
-    candidate search itself (the library's `_find` loop, reproduced) is shared by the regions' matchers
-    over one text: it does not depend on the region, and it was run once per region."""
-    from phonenumbers import PhoneNumberMatch, PhoneNumberMatcher
-    from phonenumbers.phonenumbermatcher import _PATTERN, _SECOND_NUMBER_START_PATTERN
-
-    class _RememberingMatcher(PhoneNumberMatcher):
-        def __init__(self, text, region, *, searches: dict, **kwargs):
-            super().__init__(text, region, **kwargs)
-            self._searches = searches
-
-        def _candidate_at(self, index):
-            """The library's candidate search from `index` (its regular expression, then the cut before a
-            second number), shared by the matchers of every region over the same text."""
-            if index in self._searches:
-                return self._searches[index]
-            match = _PATTERN.search(self.text, index)
-            found = None
-            if match is not None:
-                found = (match.start(), self._trim_after_first_match(_SECOND_NUMBER_START_PATTERN, match.group()))
-            self._searches[index] = found
-            return found
-
-        def _find(self, index):
-            # PhoneNumberMatcher._find (phonenumbers 9.0.43) with the search shared: same loop, same tries.
-            found = self._candidate_at(index)
-            while self._max_tries > 0 and found is not None:
-                start, candidate = found
-                candidate_len = len(candidate)
-                if candidate_len >= self._min_candidate_length:
-                    match = self._extract_match(candidate, start)
-                    if match is not None:
-                        return match
-                    self._max_tries -= 1
-                index = start + candidate_len
-                found = self._candidate_at(index)
-            return None
-
-        def _extract_match(self, candidate, offset):
-            if self._max_tries < 1024:
-                return super()._extract_match(candidate, offset)
-            end = offset + len(candidate)
-            key = (self.preferred_region, self.leniency, candidate,
-                   self.text[offset - 1] if offset > 0 else "", self.text[end:end + 3])
-            known = _candidates.get(key)
-            if known is None:
-                before = self._max_tries
-                m = super()._extract_match(candidate, offset)
-                known = (None if m is None else (m.start - offset, m.raw_string, m.number), before - self._max_tries)
-                if len(_candidates) >= _CANDIDATES_LIMIT:
-                    _candidates.clear()
-                _candidates[key] = known
-            else:
-                self._max_tries -= known[1]
-            if known[0] is None:
-                return None
-            rel, raw, number = known[0]
-            return PhoneNumberMatch(offset + rel, raw, number)
-
-    return _RememberingMatcher
 
 
 # -- module-level convenience --------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ KINDS = ("missing_article", "revise_article", "stale_article")
 
 @dataclass(frozen=True)
 class GapParams:
-    """Tuning of the gap stage; override any field with `Settings.extra["gaps"] = {...}` (ACSR_EXTRA)."""
+    """Tuning of the gap stage; override any field with `Settings.gap_params = {...}` (ACSR_GAP_PARAMS, JSON)."""
 
     window_days: int = 28
     low_kb_score: float = 0.35  # a KB result below this score does not answer the question
@@ -101,7 +101,7 @@ class GapParams:
     @classmethod
     def from_settings(cls, settings: Settings, window_days: int | None = None) -> GapParams:
         known = {f.name for f in fields(cls)}
-        given = dict((settings.extra or {}).get("gaps", {}))
+        given = dict(settings.gap_params or {})
         unknown = set(given) - known
         if unknown:
             raise ValueError(f"unknown gap settings {sorted(unknown)}; known: {sorted(known)}")
@@ -263,7 +263,7 @@ SIGNALS = ("kb_empty", "kb_low", "escalation_knowledge", "escalation_other", "ov
 # --------------------------------------------------------------------------------------------- the stage
 
 
-def detect_gaps(settings: Settings, dt: str, window_days: int | None = None) -> dict:
+def detect_gaps(settings: Settings, dt: date | str, window_days: int | None = None) -> dict:
     """Find, classify and rank the KB gaps of the window ending on `dt`; write the mart and the page."""
     from feedback_loop.lake.duck import connect
 
@@ -784,15 +784,6 @@ def register_gap_views(con, settings: Settings) -> list[str]:
         WHERE (q.scope_dimension = 'intent' AND list_contains(g.intents, q.scope_value))
            OR len(list_intersect(coalesce(q.example_conversation_ids, []), g.conversation_ids)) > 0""")
     return ["kb_gap_actions"]
-
-
-def _register() -> None:
-    from feedback_loop.lake.warehouse import register_extra_views
-
-    register_extra_views(register_gap_views)
-
-
-_register()
 
 
 # --------------------------------------------------------------------------------------------- writing

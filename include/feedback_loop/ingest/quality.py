@@ -312,7 +312,7 @@ def validate_source(settings: Settings, source: str, dt: date | str) -> dict:
         from feedback_loop.ingest.data_docs import build_and_link
 
         names = ", ".join(f"{f['reason']} ({f['unexpected_count']})" for f in failed)
-        docs = build_and_link(gx_root(settings), outcome.result_json_path)
+        docs = build_and_link(gx_root(settings), outcome.result_json_path, settings.data_docs_url)
         raise DataQualityError(
             f"suite '{outcome.suite_name}' failed for {source} on {dt}: {bad} of {rows_read} rows "
             f"({share:.1%}) quarantined, above the limit of {settings.max_bad_row_share:.0%}. Failed "

@@ -5,32 +5,37 @@ from __future__ import annotations
 
 import os
 import tempfile
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from feedback_loop.settings import Settings
 
 
-def connect():
-    """A fresh in-memory DuckDB connection with the settings every stage expects."""
+def connect(settings: Settings | None = None):
+    """A fresh in-memory DuckDB connection with the settings every stage expects.
+
+    Without `settings`, the DuckDB options and the lake's location come from the environment and the
+    defaults only (`Settings.from_env()`): connections are opened in many places, and opening one must never
+    cost an Airflow Variable look-up."""
     import duckdb
 
+    from feedback_loop.lake.object_store import uses_object_store
+    from feedback_loop.settings import Settings
+
+    s = settings or Settings.from_env()
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     # DuckDB takes 80% of the machine's memory by default: a large day's land held 12 GiB. Bounded, it
     # spills sorts and joins to a per-process folder instead (docs/benchmark.md).
-    con.execute(f"SET memory_limit = '{os.environ.get('ACSR_DUCKDB_MEMORY_LIMIT', '1GB')}'")
-    con.execute(f"SET temp_directory = '{_sql_str(os.path.join(tempfile.gettempdir(), f'acsr-duckdb-{os.getpid()}'))}'")
-    if _lake_on_object_store():
+    con.execute("SET memory_limit = ?", [s.duckdb_memory_limit])
+    con.execute("SET temp_directory = ?", [spill_dir(s)])
+    if uses_object_store(s.lake, s.landing):
         from feedback_loop.lake.object_store import configure_duckdb
 
         configure_duckdb(con)
     return con
 
 
-def _lake_on_object_store() -> bool:
-    """The lake or the landing area is an s3:// URL (read from the environment: no Variable look-ups on
-    every connection)."""
-    from feedback_loop.lake.object_store import uses_object_store
-
-    return uses_object_store(os.environ.get("ACSR_LAKE", ""), os.environ.get("ACSR_LANDING", ""))
-
-
-def _sql_str(s: str) -> str:
-    return s.replace("'", "''")
+def spill_dir(settings: Settings) -> str:
+    """This process's DuckDB spill folder: `<duckdb_temp_dir or the system temp>/acsr-duckdb-<pid>`."""
+    return os.path.join(settings.duckdb_temp_dir or tempfile.gettempdir(), f"acsr-duckdb-{os.getpid()}")

@@ -8,7 +8,6 @@ lets several days run at once and lets tasks run on other workers.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import re
@@ -46,8 +45,12 @@ def view_sql(lake: Lake, layer: str, name: str) -> str:
     return f"SELECT * FROM read_parquet('{lake.glob(layer, name)}', hive_partitioning=true, union_by_name=true)"
 
 
-def register_views(con, settings: Settings) -> list[str]:
-    """Create the lake's views on any DuckDB connection (in-memory for stages, the file for users)."""
+def register_views(con, settings: Settings, providers=None) -> list[str]:
+    """Create the lake's views on any DuckDB connection (in-memory for stages, the file for users).
+
+    Beside one view per dataset, each of `providers` (`fn(con, settings) -> [view names]`) adds its
+    stage's derived views; by default every stage's, as listed in `feedback_loop.views.PROVIDERS` (the
+    stages import the lake, so the lake takes their list from that one module rather than importing them)."""
     lake = Lake(settings.lake)
     names = []
     for view, layer, name in _datasets(lake):
@@ -59,29 +62,18 @@ def register_views(con, settings: Settings) -> list[str]:
             f"CREATE OR REPLACE VIEW run_summaries AS SELECT * FROM read_json('{runs}', format='auto', union_by_name=true)"
         )
         names.append("run_summaries")
-    for module in VIEW_MODULES:  # importing a stage module registers its views
-        importlib.import_module(module)
-    for extra in _extra_views:
-        names.extend(extra(con, settings) or [])
+    if providers is None:
+        from feedback_loop.views import PROVIDERS as providers
+    for provider in providers:
+        names.extend(provider(con, settings) or [])
     return names
-
-
-# Later stages (signals, datasets, gaps) add views with `register_extra_views`, called when their module is
-# imported; register_views imports these modules so that `acsr warehouse` and the DAG get the same views.
-VIEW_MODULES = ("feedback_loop.signals.metrics", "feedback_loop.gaps.detect")
-_extra_views: list = []
-
-
-def register_extra_views(fn):
-    _extra_views.append(fn)
-    return fn
 
 
 class WarehouseLockedError(RuntimeError):
     """Another process holds the warehouse file open for writing."""
 
 
-def publish(settings: Settings) -> dict:
+def publish(settings: Settings, providers=None) -> dict:
     """Rebuild the warehouse file's views and swap it in atomically.
 
     Readers that hold the file open read-only keep their old catalogue until they reconnect; nothing
@@ -103,7 +95,7 @@ def publish(settings: Settings) -> dict:
             from feedback_loop.lake.object_store import configure_duckdb
 
             configure_duckdb(con)
-        views = register_views(con, settings)
+        views = register_views(con, settings, providers)
         con.close()
         if os.path.exists(target + ".wal"):  # the log of the file being replaced (its writer is gone)
             os.remove(target + ".wal")

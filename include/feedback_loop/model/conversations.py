@@ -34,11 +34,11 @@ def _view(con, name: str, files: str | None, empty_sql: str) -> None:
         con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {empty_sql}")
 
 
-def build_model(settings: Settings, dt: date | str) -> dict:
+def build_model(settings: Settings, day: date) -> dict:
     """Write `marts/conversation_facts` and `marts/case_history` for one day; return their row counts."""
-    dt = str(dt)
+    dt = day.isoformat()
     lake = Lake(settings.lake)
-    first = str(date.fromisoformat(dt) - timedelta(days=settings.reference_lookback_days))
+    first = str(day - timedelta(days=settings.reference_lookback_days))
     con = connect()
     events = _files(lake, "staged", "agent_events", dt, dt)
     if not events:

@@ -404,8 +404,7 @@ def backend_for(settings: Settings, request: dict, connection=None):
     if request["backend"] == "command":
         return CommandBackend(settings)
     if connection is None:
-        return OpenAIBackend(os.environ.get("ACSR_FINETUNE_BASE_URL", "https://api.openai.com/v1"),
-                             os.environ.get("ACSR_FINETUNE_API_KEY", ""))
+        return OpenAIBackend(settings.finetune_base_url, settings.finetune_api_key)
     return openai_from_connection(connection)
 
 

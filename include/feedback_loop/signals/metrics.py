@@ -58,14 +58,13 @@ _RUN_TABLES = ("run_ev", "run_conv", "run_sent", "run_per_conv", "run_srv", "run
                "run_reeng", "run_coh", "run_auto")
 
 
-def run_signals(settings: Settings, dt: date | str) -> dict:
-    """Compute the signal metrics, the A/B tests and the action queue of day `dt`; return a small summary."""
+def run_signals(settings: Settings, day: date) -> dict:
+    """Compute the signal metrics, the A/B tests and the action queue of `day`; return a small summary."""
     from feedback_loop.datasets import pii
     from feedback_loop.lake.duck import connect
     from feedback_loop.signals import sentiment
 
-    day = date.fromisoformat(str(dt))
-    dt = str(day)
+    dt = day.isoformat()
     lake = Lake(settings.lake)
     if not lake.has_partition("marts", "conversation_facts", dt):
         raise RuntimeError(f"no marts/conversation_facts for {dt}: run the model stage first")
@@ -305,13 +304,6 @@ def register_signal_views(con, settings: Settings) -> list[str]:
     return ["signal_metrics_latest"]
 
 
-def _register() -> None:
-    from feedback_loop.lake.warehouse import register_extra_views
-
-    register_extra_views(register_signal_views)
-
-
-_register()
 
 
 def dumps(doc: dict) -> str:

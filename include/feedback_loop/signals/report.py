@@ -51,12 +51,12 @@ def report_path(lake: Lake, dt: str) -> str:
     return join(lake.root, "reports", f"dt={dt}", "index.html")
 
 
-def write_report(settings: Settings, dt: date | str) -> str:
-    """Render the report of day `dt` from the signal marts (run the signals stage first); return its path."""
+def write_report(settings: Settings, day: date) -> str:
+    """Render the report of `day` from the signal marts (run the signals stage first); return its path."""
     from feedback_loop.datasets.pii import redactor
     from feedback_loop.lake.duck import connect
 
-    dt = str(dt)
+    dt = day.isoformat()
     lake = Lake(settings.lake)
     if not lake.has_partition("marts", METRICS_MART, dt):
         raise RuntimeError(f"no marts/{METRICS_MART} for {dt}: run the signals stage first")
@@ -70,7 +70,7 @@ def write_report(settings: Settings, dt: date | str) -> str:
                            "ORDER BY severity DESC, action_id") if lake.has_partition("marts", QUEUE_MART, dt) else []
         ab = _rows(con, f"SELECT * FROM read_parquet({part(AB_MART)}) "
                         "ORDER BY metric, treatment") if lake.has_partition("marts", AB_MART, dt) else []
-        trend = _trend(con, lake, dt)
+        trend = _trend(con, lake, day)
     finally:
         con.close()
     summary = lake.read_json("runs", f"dt={dt}", "summary.json") or {}
@@ -86,9 +86,10 @@ def _rows(con, sql: str, params: dict | None = None) -> list[dict]:
     return [dict(zip(cols, r)) for r in res.fetchall()]
 
 
-def _trend(con, lake: Lake, dt: str) -> list[dict]:
-    """The overall value and baseline of every metric per metric_date, latest as of dt, final or not."""
-    first = str(date.fromisoformat(dt) - timedelta(days=TREND_DAYS))
+def _trend(con, lake: Lake, day: date) -> list[dict]:
+    """The overall value and baseline of every metric per metric_date, latest as of the day, final or not."""
+    dt = day.isoformat()
+    first = str(day - timedelta(days=TREND_DAYS))
     days = [d for d in lake.days("marts", METRICS_MART) if first <= d <= dt]
     files = literal_list(lake.partition_file("marts", METRICS_MART, d) for d in days)
     return _rows(con, f"""SELECT metric, metric_date, value, baseline_value, is_final, kind
