@@ -196,7 +196,7 @@ def through_instrumentation(landing: str | os.PathLike, day: str, traces_root: s
                 (Path(script) / source / f"dt={day}").mkdir(parents=True, exist_ok=True)
                 shutil.copy2(f, Path(script) / source / f"dt={day}" / f.name)
         run = run_day(script, day, traces)
-        pulled = convert(sorted(traces.glob("*.jsonl")), landing, days=[day])
+        pulled = convert(sorted(traces.glob("*.jsonl")), landing, day=day)
         for source, lines in run["leftover"].items():
             folder = landing / source / f"dt={day}"
             folder.mkdir(parents=True, exist_ok=True)

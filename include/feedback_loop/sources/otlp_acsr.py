@@ -156,36 +156,32 @@ def span_row(attrs: dict, span: dict) -> tuple[str | None, dict | None, str]:
     return "agent_events", row, ""
 
 
-def convert(paths: Iterable[str | os.PathLike], landing: str | os.PathLike, days: Iterable[str] | None = None
-            ) -> dict:
+def convert(paths: Iterable[str | os.PathLike], landing: str | os.PathLike, day: str | None = None) -> dict:
     """Write `<landing>/{agent_events,overrides}/dt=<day>/otlp-acsr.jsonl` from the spans of `paths`.
 
-    Rows go to the UTC day of their timestamp (rows without one to no day: counted, land would quarantine
-    them anyway); `days` limits the partitions written. Each file is written to a temporary name and renamed:
+    With `day` (a pull of that day's traces), every row goes to that partition, as a vendor's export of the
+    day would: land checks the timestamps and quarantines those outside the interval with a reason. Without
+    it, rows go to the UTC day of their timestamp (a row without one is counted and written nowhere). Each file is written to a temporary name and renamed:
     a re-run replaces it whole. Returns the counts: spans read, rows per source and day, spans that are no row
     by reason."""
     rows: dict[tuple[str, str], list[dict]] = defaultdict(list)
     skipped: Counter = Counter()
     n_spans = 0
-    wanted = set(days) if days is not None else None
     for attrs, span in iter_spans(paths):
         n_spans += 1
         source, row, why = span_row(attrs, span)
         if row is None:
             skipped[why] += 1
             continue
-        day = (row["ts"] or "")[:10]
-        if not day:
+        dt = day or (row["ts"] or "")[:10]
+        if not dt:
             skipped[f"{source}: span without a timestamp"] += 1
             continue
-        if wanted is not None and day not in wanted:
-            skipped["outside the requested days"] += 1
-            continue
-        rows[(source, day)].append(row)
+        rows[(source, dt)].append(row)
     written = {}
-    for (source, day), part in sorted(rows.items()):
+    for (source, dt), part in sorted(rows.items()):
         cols = contract.SOURCES[source].columns
-        folder = Path(landing) / source / f"dt={day}"
+        folder = Path(landing) / source / f"dt={dt}"
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".otlp-", suffix=".tmp")
         try:
@@ -197,5 +193,5 @@ def convert(paths: Iterable[str | os.PathLike], landing: str | os.PathLike, days
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        written.setdefault(source, {})[day] = len(part)
+        written.setdefault(source, {})[dt] = len(part)
     return {"spans": n_spans, "rows": written, "skipped": dict(skipped)}
