@@ -30,13 +30,21 @@ import logging
 from datetime import date, timedelta
 
 from feedback_loop.datasets import pii, tokens
-from feedback_loop.datasets.config import DATASETS, LAYOUT, Config, DatasetError, resolve_window
+from feedback_loop.datasets.config import (
+    ACTION_DATASETS,
+    ALL_DATASETS,
+    DATASETS,
+    LAYOUT,
+    Config,
+    DatasetError,
+    resolve_window,
+)
 from feedback_loop.datasets.publish import _publish, _ScanMemo, curate, dataset_card
 from feedback_loop.datasets.read import Redaction, _incomplete_triads, _read, _sources
 from feedback_loop.lake.files import Lake, file_sha256, is_remote
 from feedback_loop.settings import Settings
 
-__all__ = ["DATASETS", "LAYOUT", "Config", "DatasetError", "build_datasets", "curate", "dataset_card", "latest",
+__all__ = ["ACTION_DATASETS", "ALL_DATASETS", "DATASETS", "LAYOUT", "Config", "DatasetError", "build_datasets", "curate", "dataset_card", "latest",
            "resolve_window"]
 
 log = logging.getLogger(__name__)
@@ -105,7 +113,7 @@ def build_datasets(settings: Settings, dt: str | date | None = None, window_days
                "tokenizer": tokens.describe(), "conversations_read": n_conversations}
     result = {"window": {"start": start, "end": end}, "conversations": n_conversations, "datasets": {}}
     scan = _ScanMemo(pii.redactor(settings))  # shared by the datasets: they repeat each other's strings
-    for name in only or DATASETS:
+    for name in only or ALL_DATASETS:
         examples, conflicts, steps = curate(name, cfg, cands[name], unusable[name])
         result["datasets"][name] = _publish(lake, name, cfg, examples, conflicts, steps, context, scan)
         r = result["datasets"][name]

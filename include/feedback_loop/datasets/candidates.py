@@ -10,7 +10,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from feedback_loop.datasets import curation
-from feedback_loop.datasets.config import DATASETS, Config
+from feedback_loop.datasets.actions import BUILTIN_TOOLS, ActionExamples
+from feedback_loop.datasets.config import ALL_DATASETS, Config
 from feedback_loop.datasets.curation import Example
 
 
@@ -30,6 +31,7 @@ class Conversation:
     kb: list = field(default_factory=list)  # (ts, article_id, score)
     policies: list = field(default_factory=list)  # (ts, policy_id, outcome)
     thumbs: list = field(default_factory=list)  # (ts, rating)
+    actions: list = field(default_factory=list)  # (ts, event_type, action, arguments, status)
 
 
 def _messages(turns: list[Turn]) -> list[dict]:
@@ -180,20 +182,22 @@ class _Ordered:
         self.items.append((self.key, example))
 
 
-class _Candidates:
+class _Candidates(ActionExamples):
     """Candidates built one conversation at a time, in conversation order, so the window's events need not
     be in memory at once.
 
     Curation breaks ties by input order, so `result` returns them in the order of the four passes a whole
     window used to get: (0) intent corrections in review order, (1) relabels from each conversation's
     outcome, (2) SFT/KTO examples from outcomes, in conversation order, (3) response corrections in review
-    order."""
+    order; then the tool-calling sets: (4) action/policy corrections in review order, (5) failed outcome
+    checks in conversation order."""
 
-    def __init__(self, cfg: Config, corrections: list[dict], kb: dict):
+    def __init__(self, cfg: Config, corrections: list[dict], kb: dict, tools: dict | None = None):
         self.cfg, self.kb = cfg, kb
+        self.tools = tools or dict(BUILTIN_TOOLS)
         self.spill = _Spill()
-        self.cands: dict[str, _Ordered] = {n: _Ordered(self.spill) for n in DATASETS}
-        self.unusable: dict[str, Counter] = {n: Counter() for n in DATASETS}
+        self.cands: dict[str, _Ordered] = {n: _Ordered(self.spill) for n in ALL_DATASETS}
+        self.unusable: dict[str, Counter] = {n: Counter() for n in ALL_DATASETS}
         self.response_fixed = {o["conversation_id"] for o in corrections if o["stage"] == "response"}
         self.intent_fixed = {o["conversation_id"] for o in corrections if o["stage"] == "intent"}
         self.corrections_of: dict[str, list[tuple[int, dict]]] = {}
@@ -224,6 +228,12 @@ class _Candidates:
             if o["stage"] == "response":
                 self._at(3, i)
                 self._response_correction(conv, o)
+        for i, o in mine:
+            if o["stage"] in ("action", "policy"):
+                self._at(4, i)
+                self._action_correction(conv, o)
+        self._at(5, seq)
+        self._failed_checks(conv)
 
     # Intent relabels ---------------------------------------------------------------------------------------
     def _relabel(self, conv, text, label, source, evidence, reviewer=None, **meta):

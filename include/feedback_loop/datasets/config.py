@@ -10,6 +10,9 @@ from datetime import date, timedelta
 from feedback_loop.settings import Settings
 
 DATASETS = ("intent_relabels", "sft", "preference", "kto")
+# Learning from actions (datasets/actions.py): tool-calling sets from action/policy corrections and failed checks.
+ACTION_DATASETS = ("tool_sft", "tool_preference", "tool_kto")
+ALL_DATASETS = DATASETS + ACTION_DATASETS
 # Asset URIs live in feedback_loop.assets (light, for DAG files); the names here are the folders.
 
 # Which file of each dataset holds which format (relative path pattern, format name, Parquet too?).
@@ -18,6 +21,10 @@ LAYOUT = {
     "sft": [("trl/{split}", "trl_messages", True), ("openai/{split}", "openai_chat", False)],
     "preference": [("trl/{split}", "trl_preference", True), ("openai_dpo/{split}", "openai_dpo", False)],
     "kto": [("trl/{split}", "trl_unpaired", True)],
+    # JSON Lines only: a Parquet schema would merge every tool's arguments into one struct of nullable fields.
+    "tool_sft": [("trl/{split}", "trl_tool_messages", False), ("openai/{split}", "openai_chat", False)],
+    "tool_preference": [("trl/{split}", "trl_tool_preference", False)],
+    "tool_kto": [("trl/{split}", "trl_tool_unpaired", False)],
 }
 
 DEFAULT_SYSTEM_PROMPT = (

@@ -13,7 +13,14 @@ import uuid
 from collections import Counter
 
 from feedback_loop.datasets import curation, formats, pii, tokens
-from feedback_loop.datasets.config import HUMAN_LABEL_SOURCES, LAYOUT, RELABEL_FIELDS, Config, DatasetError
+from feedback_loop.datasets.config import (
+    ACTION_DATASETS,
+    HUMAN_LABEL_SOURCES,
+    LAYOUT,
+    RELABEL_FIELDS,
+    Config,
+    DatasetError,
+)
 from feedback_loop.datasets.curation import Example, Step
 from feedback_loop.lake.files import Lake, file_sha256, filesystem_for, is_remote, join
 
@@ -24,6 +31,8 @@ def _main_format(name: str) -> str:
 
 def _count_tokens(name: str, e: Example) -> int:
     r = e.records[_main_format(name)]
+    if name in ACTION_DATASETS:  # tool calls and schemas have no chat-template count: their JSON, a bound above
+        return tokens.count(json.dumps(r, ensure_ascii=False))
     if name == "intent_relabels":
         return tokens.count(r["text"])
     if name == "sft":
@@ -43,7 +52,7 @@ def curate(name: str, cfg: Config, candidates: list[Example], unusable: Counter)
     if name == "intent_relabels":
         examples, conflicts, step = curation.label_conflicts(examples, HUMAN_LABEL_SOURCES)
         steps.append(step)
-    elif name == "kto":  # the same response to the same message judged good and bad: neither is kept
+    elif name in ("kto", "tool_kto"):  # the same response to the same message judged good and bad: neither is kept
         examples, conflicts, step = curation.label_conflicts(examples, {e.source for e in examples})
         steps.append(step)
     examples, step = curation.exact_duplicates(examples)
@@ -122,6 +131,12 @@ def _write_files(folder: str, name: str, examples: list[Example], conflicts: lis
         ("source", pa.string()), ("weight", pa.float64()), ("tokens", pa.int64()), ("copies_merged", pa.int64()),
         ("fact_date", pa.string())])), os.path.join(folder, "examples.parquet"), compression="zstd")
     files.append({"path": "examples.parquet", "format": "index", "split": None, "rows": len(index)})
+    provenance = [{"example_id": e.example_id, "conversation_id": e.conversation_id, "split": e.split,
+                   **e.meta["provenance"]} for e in examples if e.meta.get("provenance")]
+    if provenance:  # where each tool-calling example came from: override or check, reviewer, policy clause
+        with open(os.path.join(folder, "provenance.jsonl"), "wb") as fh:
+            fh.write(_jsonl(provenance))
+        files.append({"path": "provenance.jsonl", "format": "provenance", "split": None, "rows": len(provenance)})
     if conflicts:
         with open(os.path.join(folder, "conflicts.jsonl"), "wb") as fh:
             fh.write(_jsonl(conflicts))
@@ -178,6 +193,8 @@ def _strings(obj, key: str | None = None):
     if isinstance(obj, str):
         if key in FREE_TEXT_KEYS:
             yield obj
+    elif key == "arguments":  # a tool call's arguments: every string in them is free text
+        yield from _all_strings(obj)
     elif isinstance(obj, dict):
         for k, v in obj.items():
             yield from _strings(v, k)
@@ -186,7 +203,18 @@ def _strings(obj, key: str | None = None):
             yield from _strings(v, key)
 
 
-FREE_TEXT_KEYS = {"content", "text", "label", "labels", "previous_label"}  # free text a person or model typed
+FREE_TEXT_KEYS = {"content", "text", "label", "labels", "previous_label", "arguments"}  # free text a person or model typed
+
+
+def _all_strings(obj):
+    if isinstance(obj, str):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _all_strings(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _all_strings(v)
 
 
 @contextlib.contextmanager
@@ -247,7 +275,7 @@ def _publish(lake: Lake, name: str, cfg: Config, examples: list[Example], confli
             prev_ids = _previous_ids(lake, name, latest)
             new = sum(1 for e in examples if e.example_id not in prev_ids)
             out["new_examples"] = new
-            minimum = cfg.min_new_pairs if name == "preference" else cfg.min_new_examples
+            minimum = cfg.min_new_pairs if name in ("preference", "tool_preference") else cfg.min_new_examples
             if new < minimum or not examples:
                 return {**out, "status": "not_published", "supersedes": (latest or {}).get("version"),
                         "reason": f"{new} new examples, fewer than the minimum of {minimum}"}
@@ -338,6 +366,13 @@ def dataset_card(m: dict) -> str:
                       "prompt, for DPO-style preference training.",
         "kto": "Single agent responses labelled good or bad by customer feedback (thumbs, CSAT) and by human "
                "corrections, for KTO-style unpaired preference training.",
+        "tool_sft": "The reviewer's corrected call (action or policy stage) as the assistant's tool call, with the "
+                    "window's tool catalogue, for supervised tool-calling fine-tuning (TRL tool use, OpenAI chat "
+                    "with tools/tool_calls).",
+        "tool_preference": "The agent's tool call (rejected) against the reviewer's (chosen) for the same prompt, "
+                           "for DPO-style preference training of the action framework.",
+        "tool_kto": "Tool calls labelled undesirable (the agent's corrected call; an executed action whose outcome "
+                    "check failed) or desirable (the reviewer's call), for KTO-style training.",
     }[name]
     lines = [f"# ACSR {name} - {m['version']}", "", what, "",
              f"- Window: {m['window']['start']} .. {m['window']['end']}",
@@ -361,13 +396,21 @@ def dataset_card(m: dict) -> str:
               f"{m['tokenizer']['library']} / {m['tokenizer']['encoding']}."),
               "", "## Loading", ""]
     parquet = {f["split"]: f["path"] for f in m["files"] if f["path"].endswith(".parquet") and f["split"]}
+    kind, data = "parquet", parquet
+    if not parquet:  # JSON Lines only: the main format's files
+        main = LAYOUT[name][0][1]
+        kind, data = "json", {f["split"]: f["path"] for f in m["files"] if f["format"] == main and f["split"]}
     lines += ["```python", "from datasets import load_dataset  # works offline on the local files",
-              f"ds = load_dataset('parquet', data_files={json.dumps(parquet)})", "```"]
+              f"ds = load_dataset('{kind}', data_files={json.dumps(data)})", "```"]
     if name == "sft":
         lines += ["", ("OpenAI: upload `openai/train.jsonl` (and `openai/validation.jsonl`) with "
                   "`purpose=\"fine-tune\"`; earlier agent turns of corrected conversations carry `weight: 0`.")]
     if name == "preference":
         lines += ["", "OpenAI: `openai_dpo/train.jsonl` for a fine-tuning job with `method={\"type\": \"dpo\"}`."]
+    if name.startswith("tool_"):
+        lines += ["", ("`provenance.jsonl`: per example the override or outcome check it came from, the reviewer, "
+                  "the stage, the policy clause, the agent's and the reviewer's calls. Load the JSON Lines files "
+                  "(no Parquet: each tool's arguments differ).")]
     notes = [n for v in m["validation"]["files"].values() for n in v.get("notes", [])]
     lines += ["", "## Validation", "", ("Every file was read back and checked against its consumer's rules "
               "(roles, non-empty content, final assistant message, token budget); see docs/datasets.md.")]

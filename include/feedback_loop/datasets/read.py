@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from feedback_loop.datasets import pii
+from feedback_loop.datasets import actions, pii
 from feedback_loop.datasets.candidates import Conversation, Turn, _Candidates
 from feedback_loop.datasets.config import Config
 from feedback_loop.datasets.curation import Example
@@ -84,6 +84,7 @@ def _sources(lake: Lake, start: str, end: str) -> dict[tuple[str, str], list[str
         ("staged", "crm_cases"): _partitions(lake, "staged", "crm_cases", start, end),
         ("staged", "surveys"): _partitions(lake, "staged", "surveys", start, end),
         ("quarantine", "overrides"): _partitions(lake, "quarantine", "overrides", start, end),
+        ("staged", "outcome_checks"): _partitions(lake, "staged", "outcome_checks", start, end),
     }
     kb = [d for d in lake.days("staged", "kb_articles") if d <= end]
     out[("staged", "kb_articles")] = kb[-1:]
@@ -128,7 +129,8 @@ def _can_yield_sql(cfg: Config) -> str:
 
 
 OUTCOME_COLUMNS = ("conversation_id", "case_id", "fact_date", "final_intent", "final_confidence", "status",
-                   "reopen_count", "human_category", "escalated", "csat", "n_thumbs_up", "n_thumbs_down")
+                   "reopen_count", "human_category", "escalated", "csat", "n_thumbs_up", "n_thumbs_down",
+                   "failed_checks")
 
 
 def _read(con, lake: Lake, sources: dict, red: Redaction, cfg: Config) -> tuple[int, dict[str, list[Example]],
@@ -149,13 +151,16 @@ def _read(con, lake: Lake, sources: dict, red: Redaction, cfg: Config) -> tuple[
     _view(con, "cases", lake, "staged", "crm_cases", sources[("staged", "crm_cases")], _empty("crm_cases"))
     _view(con, "surveys", lake, "staged", "surveys", sources[("staged", "surveys")], _empty("surveys"))
     _view(con, "kb", lake, "staged", "kb_articles", sources[("staged", "kb_articles")], _empty("kb_articles"))
+    _view(con, "checks", lake, "staged", "outcome_checks", sources.get(("staged", "outcome_checks"), []),
+          _empty("outcome_checks"))
+    tools = actions.catalogue(con)
 
     # Corrections and KB passages are small: read whole, redacted into counters of their own that are
     # added after the events' (the order the summary had when they were read after the events).
     corr_sql = """
     SELECT override_id, ts, conversation_id, reviewer_id, stage, agent_decision, agent_confidence, human_decision,
            policy_clause_id
-    FROM ovr WHERE outcome = 'corrected' AND stage IN ('intent', 'response')
+    FROM ovr WHERE outcome = 'corrected'
       AND conversation_id IN (SELECT conversation_id FROM facts)
     ORDER BY ts, override_id"""
     red_corr, red_kb = red.part(), red.part()
@@ -180,6 +185,9 @@ def _read(con, lake: Lake, sources: dict, red: Redaction, cfg: Config) -> tuple[
                  arg_max(category, updated_at) AS category, bool_or(coalesce(escalated, false)) AS escalated
           FROM cases GROUP BY case_id),
     s AS (SELECT case_id, arg_max(score, submitted_at) FILTER (kind = 'csat') AS csat FROM surveys GROUP BY case_id),
+    k AS (SELECT case_id, list(struct_pack(check_id, action, expected_state, observed_state)
+                               ORDER BY checked_at, check_id) AS failed_checks
+          FROM checks WHERE NOT verified GROUP BY case_id),
     o AS (
         SELECT f.conversation_id, f.case_id, f.fact_date::VARCHAR AS fact_date, f.final_intent, f.final_confidence,
             coalesce(c.status, f.case_status) AS status,
@@ -187,10 +195,11 @@ def _read(con, lake: Lake, sources: dict, red: Redaction, cfg: Config) -> tuple[
             coalesce(c.category, f.human_category) AS human_category,
             coalesce(c.escalated, false) OR coalesce(f.escalated, false) AS escalated,
             coalesce(s.csat, f.csat) AS csat, f.n_thumbs_up, f.n_thumbs_down,
-            f.conversation_id IN (SELECT conversation_id FROM ovr WHERE outcome = 'corrected'
-                                  AND stage IN ('intent', 'response')) AS corrected
-        FROM f LEFT JOIN c ON c.case_id = f.case_id LEFT JOIN s ON s.case_id = f.case_id)
-    SELECT * EXCLUDE (corrected), coalesce({_can_yield_sql(cfg)}, false) AS keep FROM o""")
+            f.conversation_id IN (SELECT conversation_id FROM ovr WHERE outcome = 'corrected') AS corrected,
+            k.failed_checks
+        FROM f LEFT JOIN c ON c.case_id = f.case_id LEFT JOIN s ON s.case_id = f.case_id
+               LEFT JOIN k ON k.case_id = f.case_id)
+    SELECT * EXCLUDE (corrected), coalesce({_can_yield_sql(cfg)} OR len(failed_checks) > 0, false) AS keep FROM o""")
     n_conversations, n_texts = con.execute(f"""
         SELECT (SELECT count(*) FROM outcomes),
                (SELECT count(e.text) FROM ev e JOIN outcomes o ON o.conversation_id = e.conversation_id
@@ -201,22 +210,23 @@ def _read(con, lake: Lake, sources: dict, red: Redaction, cfg: Config) -> tuple[
     stream_sql = f"""
     SELECT e.conversation_id, 1 AS part, e.ts, e.turn, e.dt, e._row_id, e.event_type, e.text, e.intent, e.confidence,
            e.kb_results, e.policy_id, e.policy_outcome, e.rating, o.keep, coalesce(e.text IS NOT NULL AND {may}, false)
-           AS maybe_pii, NULL AS outcome
+           AS maybe_pii, NULL AS outcome, e.action, e.action_args::VARCHAR AS action_args, e.action_status
     FROM ev e JOIN outcomes o ON o.conversation_id = e.conversation_id
-    WHERE e.event_type IN ('customer_message', 'agent_response', 'intent_classified', 'kb_query', 'policy_check', 'thumbs')
+    WHERE e.event_type IN ('customer_message', 'agent_response', 'intent_classified', 'kb_query', 'policy_check', 'thumbs',
+                           'action_proposed', 'action_executed')
       AND (o.keep OR (e.event_type IN {TEXT_EVENTS} AND e.text IS NOT NULL AND {may}))
     UNION ALL
     SELECT conversation_id, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, true, false,
-           {outcome}
+           {outcome}, NULL, NULL, NULL
     FROM outcomes WHERE keep
     ORDER BY conversation_id, part, ts, turn, dt, _row_id"""
-    builder = _Candidates(cfg, corrections, kb)
+    builder = _Candidates(cfg, corrections, kb, tools)
     texts_before = red.texts
     conv, last_user = None, None
     cur = con.execute(stream_sql)
     while rows := cur.fetchmany(STREAM_ROWS):
         for (cid, part, ts, _turn, _dt, _row_id, etype, text, intent, conf, kb_results, policy_id, policy_outcome,
-             rating, keep, maybe_pii, oc) in rows:
+             rating, keep, maybe_pii, oc, action, action_args, action_status) in rows:
             if part == 0:  # a conversation that can yield candidates starts: its outcome, then its events
                 if conv is not None:
                     builder.add(conv)
@@ -241,6 +251,8 @@ def _read(con, lake: Lake, sources: dict, red: Redaction, cfg: Config) -> tuple[
                 conv.policies.append((ts, policy_id, policy_outcome))
             elif etype == "thumbs" and rating is not None:
                 conv.thumbs.append((ts, rating))
+            elif etype in ("action_proposed", "action_executed") and action:
+                conv.actions.append((ts, etype, action, actions.redact_args(red, action_args), action_status))
     if conv is not None:
         builder.add(conv)
     red.texts = texts_before + n_texts  # the texts ruled out in SQL were scanned too, with nothing found
