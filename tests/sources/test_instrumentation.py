@@ -100,6 +100,7 @@ def test_a_failing_exporter_leaves_the_answers_unchanged(batch):
     assert stats["spans_dropped"] == 3 * 7 - 1  # 7 spans per conversation with an action, 6 without
     assert "collector unreachable" in stats["last_export_error"] or "disk full" in stats["last_export_error"]
     assert stats["spans_exported"] == 0
+    assert stats["spans_ended"] == 3 * 7 - 1 and stats["spans_not_exported"] == 3 * 7 - 1
 
 
 def test_bad_calls_are_counted_not_raised():

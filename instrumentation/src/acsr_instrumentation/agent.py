@@ -27,7 +27,7 @@ from typing import Self
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 from opentelemetry.trace import Status, StatusCode
 
@@ -76,6 +76,7 @@ class Instrumentation:
         self.redact = redact
         self.agent_name = agent_name
         self.exporters: list[SafeExporter] = []
+        self._ended: _Counting | None = None
         self.instrumentation_errors = 0
         self.last_instrumentation_error: str | None = None
         self._lock = threading.Lock()
@@ -90,9 +91,12 @@ class Instrumentation:
         drops spans rather than blocking); `batch=False` exports as each span ends (tests, short scripts)."""
         safe = SafeExporter(exporter)
         provider = TracerProvider(resource=Resource.create({"service.name": service_name, **(resource or {})}))
+        ended = _Counting()
+        provider.add_span_processor(ended)
         provider.add_span_processor(BatchSpanProcessor(safe) if batch else SimpleSpanProcessor(safe))
         inst = cls(provider, redact=redact, agent_name=agent_name or service_name)
         inst.exporters.append(safe)
+        inst._ended = ended
         return inst
 
     @classmethod
@@ -125,7 +129,11 @@ class Instrumentation:
 
     def stats(self) -> dict:
         """What was lost and why: failed exports, spans dropped, errors inside the instrumentation."""
-        return {"spans_exported": sum(x.spans_exported for x in self.exporters),
+        ended = self._ended.count if self._ended is not None else None
+        exported = sum(x.spans_exported for x in self.exporters)
+        return {"spans_ended": ended, "spans_exported": exported,
+                # ended but neither exported nor failed: still queued, or dropped by a full queue
+                "spans_not_exported": None if ended is None else ended - exported,
                 "export_failures": sum(x.failures for x in self.exporters),
                 "spans_dropped": sum(x.spans_dropped for x in self.exporters),
                 "last_export_error": next((x.last_error for x in reversed(self.exporters) if x.last_error), None),
@@ -142,6 +150,18 @@ class Instrumentation:
         if self.redact is not None and isinstance(value, str) and key in REDACTED_ATTRIBUTES:
             return self.redact(value)
         return value
+
+
+class _Counting(SpanProcessor):
+    """Counts the spans that ended, so spans lost before the exporter (a full queue) show in `stats()`."""
+
+    def __init__(self):
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def on_end(self, span) -> None:
+        with self._lock:
+            self.count += 1
 
 
 class Conversation:
