@@ -36,6 +36,9 @@ def main() -> int:
         traces = Path(settings.landing).parent / "traces"
         for i in range(args.days):
             r = through_instrumentation(settings.landing, (start + timedelta(days=i)).isoformat(), traces)
+            if r.get("skipped"):
+                print(f"[demo] {r['day']}: {r['skipped']}", flush=True)
+                continue
             print(f"[demo] {r['day']}: sample agent, {r['conversations']} conversations -> {r['spans_exported']} spans "
                   f"in {r['traces']} -> pulled {r['rows']['agent_events'][r['day']]} agent_events and "
                   f"{r['rows'].get('overrides', {}).get(r['day'], 0)} overrides rows "

@@ -181,11 +181,15 @@ def run_day(script_landing: str | os.PathLike, day: str, traces_dir: str | os.Pa
 def through_instrumentation(landing: str | os.PathLike, day: str, traces_root: str | os.PathLike) -> dict:
     """Replace the generator's agent_events and overrides of `day` in `landing` by the sample agent's: the
     generator's files become the agent's script, its instrumented traffic goes to
-    `<traces_root>/dt=<day>/` as OTLP JSON, and the pull converts that into the landing partitions."""
+    `<traces_root>/dt=<day>/` as OTLP JSON, and the pull converts that into the landing partitions. A day
+    already replayed is left as it is (a re-run changes nothing)."""
     from feedback_loop.sources.otlp_acsr import FILE_NAME, convert
 
     landing = Path(landing)
     traces = Path(traces_root) / f"dt={day}"
+    if not any(f.name not in (FILE_NAME, LEFTOVER) for s in INSTRUMENTED_SOURCES
+               for f in (landing / s / f"dt={day}").glob("*")):
+        return {"day": day, "traces": str(traces), "skipped": "no generator files: replayed already"}
     shutil.rmtree(traces, ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix="acsr-agent-script-") as script:
         originals = {}
@@ -198,6 +202,8 @@ def through_instrumentation(landing: str | os.PathLike, day: str, traces_root: s
         run = run_day(script, day, traces)
         pulled = convert(sorted(traces.glob("*.jsonl")), landing, day=day)
         for source, lines in run["leftover"].items():
+            if not originals[source]:  # replayed already (or nothing generated): its files stay as they are
+                continue
             folder = landing / source / f"dt={day}"
             folder.mkdir(parents=True, exist_ok=True)
             if lines:

@@ -92,6 +92,9 @@ def test_planted_defects_are_kept_not_lost(tmp_path):
     truth = generate(tmp_path / "landing", day, day, conversations_per_day=20, seed=3, malformed_share=0.05)
     report = through_instrumentation(tmp_path / "landing", DAY, tmp_path / "traces")
     assert report["unreplayable"]["agent_events"] > 0
+    files = {p: p.read_bytes() for p in sorted((tmp_path / "landing").rglob("*.jsonl"))}
+    again = through_instrumentation(tmp_path / "landing", DAY, tmp_path / "traces")  # a re-run changes nothing
+    assert again["skipped"] and {p: p.read_bytes() for p in sorted((tmp_path / "landing").rglob("*.jsonl"))} == files
     s = _settings(tmp_path)
     for source in ("agent_events", "overrides"):
         res = nightly.land(s, source, DAY)
