@@ -14,12 +14,13 @@ CONVERSATIONS ?= 300
 
 .PHONY: venv demo test test-fast test-integration airflow bench lint clean
 
-$(BIN)/activate: requirements.txt requirements-dev.txt pyproject.toml
+$(BIN)/activate: requirements.txt requirements-dev.txt pyproject.toml instrumentation/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip 2> >(grep -v '^WARNING: Location' >&2)
 	$(BIN)/pip install -q -r requirements-dev.txt 2> >(grep -v '^WARNING: Location' >&2)
 	$(BIN)/pip install -q --no-deps -e . 2> >(grep -v '^WARNING: Location' >&2)
-	$(BIN)/python -c "import airflow, great_expectations, duckdb, feedback_loop"
+	$(BIN)/pip install -q --no-deps -e ./instrumentation 2> >(grep -v '^WARNING: Location' >&2)  # the agent-side package (docs/instrumentation.md)
+	$(BIN)/python -c "import airflow, great_expectations, duckdb, feedback_loop, acsr_instrumentation"
 	touch $(BIN)/activate
 
 venv: $(BIN)/activate
@@ -44,7 +45,7 @@ bench: venv
 	$(BIN)/python bench/run_bench.py
 
 lint: venv
-	$(BIN)/ruff check dags include tests
+	$(BIN)/ruff check dags include tests instrumentation
 	$(BIN)/ruff check --select AIR3 dags
 
 clean:

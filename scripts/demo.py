@@ -15,6 +15,8 @@ def main() -> int:
     ap.add_argument("--days", type=int, default=7)
     ap.add_argument("--conversations-per-day", type=int, default=300)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--no-agent", action="store_true",
+                    help="land the generator's agent_events/overrides as they are, not through the sample agent")
     args = ap.parse_args()
 
     from feedback_loop.settings import Settings
@@ -26,6 +28,21 @@ def main() -> int:
     print(f"[demo] generating sample exports {start}..{end} into {settings.landing}", flush=True)
     generate(settings.landing, start, end, conversations_per_day=args.conversations_per_day, seed=args.seed,
              malformed_share=0.01)
+    if not args.no_agent:  # the adopter's path: instrumented agent -> OTLP JSON files -> pull -> landing
+        from pathlib import Path
+
+        from feedback_loop_sample.agent import through_instrumentation
+
+        traces = Path(settings.landing).parent / "traces"
+        for i in range(args.days):
+            r = through_instrumentation(settings.landing, (start + timedelta(days=i)).isoformat(), traces)
+            if r.get("skipped"):
+                print(f"[demo] {r['day']}: {r['skipped']}", flush=True)
+                continue
+            print(f"[demo] {r['day']}: sample agent, {r['conversations']} conversations -> {r['spans_exported']} spans "
+                  f"in {r['traces']} -> pulled {r['rows']['agent_events'][r['day']]} agent_events and "
+                  f"{r['rows'].get('overrides', {}).get(r['day'], 0)} overrides rows "
+                  f"({sum(r['unreplayable'].values())} planted defects kept aside)", flush=True)
 
     print("[demo] preparing the Airflow metadata DB (SQLite) in", os.environ.get("AIRFLOW_HOME"), flush=True)
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, stdout=subprocess.DEVNULL)

@@ -1,6 +1,7 @@
 """`acsr-sample`: sample landing data for the demo, tests and benchmarks (not part of the product).
 
     acsr-sample generate --start 2026-11-19 --end 2026-11-25 --conversations-per-day 300
+    acsr-sample agent --date 2026-11-25      # that day through the instrumented sample agent
 """
 
 from __future__ import annotations
@@ -33,6 +34,23 @@ def generate(
                 malformed_share=malformed_share)
     typer.echo(f"wrote {start_d}..{end_d} to {target}; gaps planted: {len(truth.get('gap_intents', []))}")
 
+
+@app.command()
+def agent(
+    date_: str = typer.Option(..., "--date", help="the generated day the sample agent replays"),
+    landing: str = typer.Option(None, help="landing folder (default: the configured one)"),
+    traces: str = typer.Option(None, help="where the OTLP JSON files go (default: <landing>/../traces)"),
+):
+    """Replay a generated day through the instrumented sample agent: OTLP JSON files, then the pull into the
+    landing area in place of the generator's agent_events and overrides (docs/instrumentation.md)."""
+    import json
+    from pathlib import Path
+
+    from feedback_loop_sample.agent import through_instrumentation
+
+    target = landing or Settings.load().landing
+    report = through_instrumentation(target, date_, traces or Path(target).parent / "traces")
+    typer.echo(json.dumps(report, indent=2, default=str))
 
 
 @app.command()

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from feedback_loop import nightly
 from feedback_loop.datasets import curation, formats, tokens
-from feedback_loop.datasets.build import DATASETS, build_datasets
+from feedback_loop.datasets.build import ACTION_DATASETS, DATASETS, build_datasets
 from feedback_loop.datasets.curation import Example
 from feedback_loop.settings import Settings
 
@@ -544,8 +544,9 @@ def test_versions_idempotent_split_stable_and_threshold(staged_lake, tmp_path):
     first = build_datasets(_settings(root), start=D1, end=D1)
     assert first["datasets"]["sft"]["status"] == "published"
     again = build_datasets(_settings(root), start=D1, end=D1)
-    assert {r["status"] for r in again["datasets"].values()} == {"unchanged"}
+    assert {r["status"] for n, r in again["datasets"].items() if n in DATASETS} == {"unchanged"}
     assert {n: r["version"] for n, r in again["datasets"].items()} == {n: r["version"] for n, r in first["datasets"].items()}
+    assert {again["datasets"][n]["status"] for n in ACTION_DATASETS} == {"not_published"}  # no action corrections here
 
     blocked = build_datasets(_settings(root, dataset_min_new_examples=50, dataset_min_new_pairs=50), start=D1, end=D2)
     r = blocked["datasets"]["sft"]

@@ -20,6 +20,12 @@ the file as written (JSON Lines or Parquet), so what a trainer loads is what was
   output exactly one assistant message with text content; the two outputs differ.
 - Intent relabels (this project's own): text, label, source, weight in (0, 1], conversation_id,
   example_id.
+- Tool calling (learning from actions): OpenAI chat fine-tuning as above with `tools` (function JSON
+  Schemas) and an assistant message whose `tool_calls` are `{id, type: function, function: {name,
+  arguments: JSON string of an object}}` and whose content may be absent; TRL's tool-use format: the same
+  conversational types (`messages`; `prompt`/`chosen`/`rejected`; `prompt`/`completion`/`label`) with a
+  `tools` column and assistant messages `{"role": "assistant", "tool_calls": [{"type": "function",
+  "function": {"name", "arguments": object}}]}`. Every called function must be one of `tools`.
 
 Each example must also fit the token budget (`feedback_loop.datasets.tokens`, cl100k_base).
 """
@@ -60,6 +66,12 @@ FORMATS = {
                          min_examples=10),
     "intent_relabel": Format("intent_relabel", "Intent relabels with provenance and weight (this project)",
                              "docs/datasets.md"),
+    "trl_tool_messages": Format("trl_tool_messages", "TRL conversational language modeling with tool calls "
+                                "(SFTTrainer, `tools` column)", "https://huggingface.co/docs/trl/dataset_formats"),
+    "trl_tool_preference": Format("trl_tool_preference", "TRL conversational preference with tool calls "
+                                  "(DPOTrainer, `tools` column)", "https://huggingface.co/docs/trl/dataset_formats"),
+    "trl_tool_unpaired": Format("trl_tool_unpaired", "TRL conversational unpaired preference with tool calls "
+                                "(KTOTrainer, `tools` column)", "https://huggingface.co/docs/trl/dataset_formats"),
 }
 
 TRL_ROLES = {"system", "user", "assistant"}
@@ -157,6 +169,15 @@ def check_trl_unpaired(r: dict, max_tokens: int | None = None) -> list[str]:
 def check_openai_chat(r: dict, max_tokens: int | None = None) -> list[str]:
     errors = _only_keys(r, OPENAI_TOP_KEYS)
     msgs = r.get("messages")
+    names = None
+    if "tools" in r:
+        errors += _tools(r["tools"])
+        names = _tool_names(r["tools"])
+    if isinstance(msgs, list) and any(isinstance(m, dict) and "tool_calls" in m for m in msgs):
+        for i, m in enumerate(msgs):
+            if isinstance(m, dict) and "tool_calls" in m:
+                errors += _tool_calls(m, f"messages[{i}]", names, openai=True)
+        msgs = [_as_text(m) for m in msgs]
     errors += _messages(msgs, "messages", OPENAI_ROLES, OPENAI_MESSAGE_KEYS)
     if errors:
         return errors
@@ -209,7 +230,120 @@ def check_intent_relabel(r: dict, max_tokens: int | None = None) -> list[str]:
     return errors
 
 
+def _tools(tools) -> list[str]:
+    """`tools`: a non-empty list of {type: function, function: {name, description?, parameters: object schema}}."""
+    if not isinstance(tools, list) or not tools:
+        return ["tools: must be a non-empty list"]
+    errors, seen = [], set()
+    for i, t in enumerate(tools):
+        f = t.get("function") if isinstance(t, dict) else None
+        if not isinstance(t, dict) or t.get("type") != "function" or not isinstance(f, dict):
+            errors.append(f"tools[{i}]: must be {{type: function, function: {{...}}}}")
+            continue
+        if not isinstance(f.get("name"), str) or not f["name"]:
+            errors.append(f"tools[{i}]: function.name must be a non-empty string")
+        elif f["name"] in seen:
+            errors.append(f"tools[{i}]: function {f['name']!r} listed twice")
+        seen.add(f.get("name"))
+        params = f.get("parameters")
+        if params is not None and (not isinstance(params, dict) or params.get("type") != "object"):
+            errors.append(f"tools[{i}]: parameters must be a JSON Schema of type object")
+    return errors
+
+
+def _tool_names(tools) -> set[str] | None:
+    if not isinstance(tools, list):
+        return None
+    return {t["function"].get("name") for t in tools if isinstance(t, dict) and isinstance(t.get("function"), dict)}
+
+
+def _tool_calls(m: dict, where: str, names: set[str] | None, openai: bool) -> list[str]:
+    """An assistant message's tool calls: OpenAI has an id and arguments as a JSON string, TRL an object."""
+    calls = m.get("tool_calls")
+    if m.get("role") != "assistant":
+        return [f"{where}: only assistant messages make tool calls"]
+    if not isinstance(calls, list) or not calls:
+        return [f"{where}: tool_calls must be a non-empty list"]
+    errors = []
+    for j, c in enumerate(calls):
+        w = f"{where}.tool_calls[{j}]"
+        f = c.get("function") if isinstance(c, dict) else None
+        if not isinstance(c, dict) or c.get("type") != "function" or not isinstance(f, dict):
+            errors.append(f"{w}: must be {{type: function, function: {{name, arguments}}}}")
+            continue
+        if openai and (not isinstance(c.get("id"), str) or not c["id"]):
+            errors.append(f"{w}: id must be a non-empty string")
+        if not isinstance(f.get("name"), str) or not f["name"]:
+            errors.append(f"{w}: function.name must be a non-empty string")
+        elif names is None:
+            errors.append(f"{w}: calls {f['name']!r} but the record lists no tools")
+        elif f["name"] not in names:
+            errors.append(f"{w}: calls {f['name']!r}, which is not in tools")
+        args = f.get("arguments")
+        if openai:
+            try:
+                args = json.loads(args) if isinstance(args, str) else None
+            except json.JSONDecodeError:
+                args = None
+            if not isinstance(args, dict):
+                errors.append(f"{w}: arguments must be a JSON string of an object")
+        elif not isinstance(args, dict):
+            errors.append(f"{w}: arguments must be an object")
+    content = m.get("content")
+    if content is not None and not isinstance(content, str):
+        errors.append(f"{where}: content must be a string when present")
+    return errors
+
+
+def _as_text(m):
+    """A tool-calling assistant message, for the shape/alternation checks: its calls stand for its content."""
+    if isinstance(m, dict) and "tool_calls" in m and not (isinstance(m.get("content"), str) and m["content"].strip()):
+        return {**{k: v for k, v in m.items() if k != "tool_calls"}, "content": "<tool call>"}
+    return m
+
+
+def _tool_record(r: dict, keys: set[str], sides: tuple[str, ...]) -> tuple[list[str], dict]:
+    """Common checks of the TRL tool formats; returns (errors, the record with calls as text for the rest)."""
+    errors = _only_keys(r, keys) + _tools(r.get("tools"))
+    names = _tool_names(r.get("tools"))
+    plain = {k: v for k, v in r.items() if k != "tools"}
+    for side in sides:
+        msgs = r.get(side)
+        if isinstance(msgs, list):
+            for i, m in enumerate(msgs):
+                if isinstance(m, dict) and "tool_calls" in m:
+                    errors += _tool_calls(m, f"{side}[{i}]", names, openai=False)
+            plain[side] = [_as_text(m) for m in msgs]
+    return errors, plain
+
+
+def check_trl_tool_messages(r: dict, max_tokens: int | None = None) -> list[str]:
+    errors, plain = _tool_record(r, {"messages", "tools"}, ("messages",))
+    return errors + (check_trl_messages(plain) if not errors else []) + _json_budget(r, max_tokens)
+
+
+def check_trl_tool_preference(r: dict, max_tokens: int | None = None) -> list[str]:
+    errors, plain = _tool_record(r, {"prompt", "chosen", "rejected", "tools"}, ("prompt", "chosen", "rejected"))
+    if not errors:  # the calls stand in as the same placeholder text: compare the calls themselves
+        errors += [e for e in check_trl_preference(plain) if e != "chosen and rejected are the same text"]
+        if json.dumps(r["chosen"], sort_keys=True) == json.dumps(r["rejected"], sort_keys=True):
+            errors.append("chosen and rejected are the same call")
+    return errors + _json_budget(r, max_tokens)
+
+
+def check_trl_tool_unpaired(r: dict, max_tokens: int | None = None) -> list[str]:
+    errors, plain = _tool_record(r, {"prompt", "completion", "label", "tools"}, ("prompt", "completion"))
+    return errors + (check_trl_unpaired(plain) if not errors else []) + _json_budget(r, max_tokens)
+
+
+def _json_budget(r: dict, max_tokens: int | None) -> list[str]:
+    return _budget(tokens.count(json.dumps(r, ensure_ascii=False)), max_tokens) if max_tokens else []
+
+
 CHECKS = {
+    "trl_tool_messages": check_trl_tool_messages,
+    "trl_tool_preference": check_trl_tool_preference,
+    "trl_tool_unpaired": check_trl_tool_unpaired,
     "trl_messages": check_trl_messages,
     "trl_preference": check_trl_preference,
     "trl_unpaired": check_trl_unpaired,

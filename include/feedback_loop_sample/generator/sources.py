@@ -422,7 +422,11 @@ def _override_text(g: _Gen, c, j: int) -> dict:
     elif stage == 1:
         a = ACTIONS[c.act[i]][0]
         agent = a
-        human = f"revert {a}" if not c.correct[i] else f"retry {a}"
+        # The reviewer's call, as a tool name (issue 20: action corrections become tool-calling data): the
+        # action of the customer's real intent, or a hand-over when it has none; the same action, run again
+        # by hand, when the back end failed.
+        right = int(st.action[true])
+        human = a if c.correct[i] else (ACTIONS[right][0] if right >= 0 else "escalate_to_human")
         rationale = (f"{a} did not match the customer's request ({t_title})." if not c.correct[i]
                      else f"The back end returned an error; ran {a} again by hand.")
         clause = st.policy[true]

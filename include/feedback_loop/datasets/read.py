@@ -1,0 +1,285 @@
+"""Reading a window: the marts and staged sources through DuckDB, every text redacted as it leaves.
+
+Part of the dataset stage (`feedback_loop.datasets.build`, docs/datasets.md)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from feedback_loop.datasets import actions, pii
+from feedback_loop.datasets.candidates import Conversation, Turn, _Candidates
+from feedback_loop.datasets.config import Config
+from feedback_loop.datasets.curation import Example
+from feedback_loop.ingest import contract
+from feedback_loop.lake.files import Lake
+from feedback_loop.settings import Settings
+
+
+class Redaction:
+    """Redacts every text that leaves DuckDB and counts what it replaced."""
+
+    def __init__(self, settings: Settings):
+        self.redactor = pii.redactor(settings)
+        self.by_kind: Counter = Counter()
+        self.by_field: Counter = Counter()
+        self.texts = 0
+        self.changed = 0
+
+    def part(self) -> Redaction:
+        """A counter of its own with the same redactor, for texts redacted out of the reading order;
+        `absorb` it afterwards (the summary lists kinds in the order they were first found)."""
+        other = object.__new__(Redaction)
+        other.redactor, other.by_kind, other.by_field, other.texts, other.changed = self.redactor, Counter(), Counter(), 0, 0
+        return other
+
+    def absorb(self, other: Redaction) -> None:
+        self.texts += other.texts
+        self.changed += other.changed
+        self.by_kind.update(other.by_kind)
+        self.by_field.update(other.by_field)
+
+    def __call__(self, text, where: str, maybe_pii: bool = True):
+        """`maybe_pii=False`: SQL has shown the detectors cannot find anything in it (`_may_hold_pii`)."""
+        if text is None:
+            return None
+        self.texts += 1
+        if not maybe_pii:
+            return text
+        red, counts = self.redactor.redact_counted(text)
+        if counts:
+            self.changed += 1
+            self.by_kind.update(counts)
+            self.by_field[where] += sum(counts.values())
+        return red
+
+    def summary(self) -> dict:
+        return {"texts_scanned": self.texts, "texts_changed": self.changed, "replaced_by_kind": dict(self.by_kind),
+                "replaced_by_field": dict(self.by_field), "placeholders": [pii.placeholder(k) for k in pii.KINDS]}
+
+
+def _partitions(lake: Lake, layer: str, name: str, start: str, end: str) -> list[str]:
+    return [d for d in lake.days(layer, name) if start <= d <= end]
+
+
+def _view(con, name: str, lake: Lake, layer: str, source: str, days: list[str], empty: str) -> None:
+    if days:
+        files = ", ".join(f"'{lake.partition_file(layer, source, d)}'" for d in days)
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM read_parquet([{files}], "
+                    "hive_partitioning=true, union_by_name=true)")
+    else:
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {empty}")
+
+
+def _empty(source: str, extra: str = "") -> str:
+    cols = ", ".join(f'NULL::{f.type} AS "{f.name}"' for f in contract.SOURCES[source].fields)
+    return f"SELECT {cols}, NULL::DATE AS dt{extra} WHERE false"
+
+
+def _sources(lake: Lake, start: str, end: str) -> dict[tuple[str, str], list[str]]:
+    """The partitions each input is read from (kb_articles: the newest snapshot up to the window's end)."""
+    out = {
+        ("marts", "conversation_facts"): _partitions(lake, "marts", "conversation_facts", start, end),
+        ("staged", "agent_events"): _partitions(lake, "staged", "agent_events", start, end),
+        ("staged", "overrides"): _partitions(lake, "staged", "overrides", start, end),
+        ("staged", "crm_cases"): _partitions(lake, "staged", "crm_cases", start, end),
+        ("staged", "surveys"): _partitions(lake, "staged", "surveys", start, end),
+        ("quarantine", "overrides"): _partitions(lake, "quarantine", "overrides", start, end),
+        ("staged", "outcome_checks"): _partitions(lake, "staged", "outcome_checks", start, end),
+    }
+    kb = [d for d in lake.days("staged", "kb_articles") if d <= end]
+    out[("staged", "kb_articles")] = kb[-1:]
+    return out
+
+
+# Rows fetched from DuckDB at a time: the stream's memory is this many rows, not the window's events.
+STREAM_ROWS = 5_000
+TEXT_EVENTS = ("customer_message", "agent_response")
+
+
+def _may_hold_pii(redactor: pii.Redactor, col: str = "text") -> str:
+    """SQL that is true for every text in which `redactor.find` can find anything (a superset of them).
+
+    The detectors need an '@' (e-mail), two ASCII letters and two digits in a row (IBAN), or 7 digits
+    (phone; a card has 13); a text with any non-ASCII character is always sent (Python's digit classes are
+    wider than ASCII), and so is every text when extra patterns are configured. Texts it rules out are
+    counted as scanned without running the detectors: the counts and outputs are those of a full scan."""
+    if redactor.extra_patterns:
+        return "true"
+    return (f"(contains({col}, '@') OR strlen({col}) <> length({col}) "
+            f"OR regexp_matches({col}, '[A-Za-z]{{2}}[0-9]{{2}}') "
+            f"OR length(regexp_replace({col}, '[^0-9]+', '', 'g')) >= 7)")
+
+
+def _can_yield_sql(cfg: Config) -> str:
+    """SQL over an outcome row: true for every conversation `_Candidates.add` can get anything from (a
+    superset: the Python rules decide). A correction, an escalation category to relabel from, a confirmed
+    intent, or an outcome `_good` or `_bad`; any other conversation yields no candidate and no
+    'unusable' count, so its events are never read into Python."""
+    good, bad = int(cfg.csat_good), int(cfg.csat_bad)
+    return f"""(
+        corrected
+        OR (escalated AND coalesce(human_category, '') <> '' AND human_category IS DISTINCT FROM final_intent)
+        OR (coalesce(final_intent, '') <> '' AND status IN ('solved', 'closed') AND coalesce(reopen_count, 0) = 0
+            AND csat >= {good})
+        OR (status IN ('solved', 'closed') AND NOT coalesce(reopen_count, 0) > 0 AND NOT escalated
+            AND CASE WHEN csat IS NOT NULL THEN csat >= {good}
+                     ELSE coalesce(n_thumbs_up, 0) > 0 AND coalesce(n_thumbs_down, 0) = 0 END)
+        OR CASE WHEN csat IS NOT NULL THEN csat <= {bad}
+                ELSE coalesce(n_thumbs_down, 0) > 0 AND coalesce(n_thumbs_up, 0) = 0 END)"""
+
+
+OUTCOME_COLUMNS = ("conversation_id", "case_id", "fact_date", "final_intent", "final_confidence", "status",
+                   "reopen_count", "human_category", "escalated", "csat", "n_thumbs_up", "n_thumbs_down",
+                   "failed_checks")
+
+
+def _read(con, lake: Lake, sources: dict, red: Redaction, cfg: Config) -> tuple[int, dict[str, list[Example]],
+                                                                                   dict[str, Counter]]:
+    """(conversations of the window, candidates of every dataset, unusable counts), streaming.
+
+    The outcome of every conversation is computed in SQL; only the conversations that can yield a candidate
+    (`_can_yield_sql`) have their events read into Python, in conversation order, `STREAM_ROWS` at a time,
+    each turned into candidates as soon as its last event is read: memory holds the candidates, not the
+    window's events. Every text is still redacted and counted as before (`_may_hold_pii`)."""
+    facts_days = sources[("marts", "conversation_facts")]
+    if not facts_days:
+        return 0, *_Candidates(cfg, [], {}).result()
+    _view(con, "facts", lake, "marts", "conversation_facts", facts_days, "")
+    _view(con, "ev", lake, "staged", "agent_events", sources[("staged", "agent_events")],
+          _empty("agent_events", ", NULL::BIGINT AS _row_id"))
+    _view(con, "ovr", lake, "staged", "overrides", sources[("staged", "overrides")], _empty("overrides"))
+    _view(con, "cases", lake, "staged", "crm_cases", sources[("staged", "crm_cases")], _empty("crm_cases"))
+    _view(con, "surveys", lake, "staged", "surveys", sources[("staged", "surveys")], _empty("surveys"))
+    _view(con, "kb", lake, "staged", "kb_articles", sources[("staged", "kb_articles")], _empty("kb_articles"))
+    _view(con, "checks", lake, "staged", "outcome_checks", sources.get(("staged", "outcome_checks"), []),
+          _empty("outcome_checks"))
+    tools = actions.catalogue(con)
+
+    # Corrections and KB passages are small: read whole, redacted into counters of their own that are
+    # added after the events' (the order the summary had when they were read after the events).
+    corr_sql = """
+    SELECT override_id, ts, conversation_id, reviewer_id, stage, agent_decision, agent_confidence, human_decision,
+           policy_clause_id
+    FROM ovr WHERE outcome = 'corrected'
+      AND conversation_id IN (SELECT conversation_id FROM facts)
+    ORDER BY ts, override_id"""
+    red_corr, red_kb = red.part(), red.part()
+    cur = con.execute(corr_sql)
+    cols = [d[0] for d in cur.description]
+    corrections = []
+    for row in cur.fetchall():
+        o = dict(zip(cols, row))
+        o["agent_decision"] = red_corr(o["agent_decision"], f"overrides.agent_decision ({o['stage']})")
+        o["human_decision"] = red_corr(o["human_decision"], f"overrides.human_decision ({o['stage']})")
+        corrections.append(o)
+    kb = {}
+    for aid, title, body in con.execute("SELECT article_id, title, body FROM kb ORDER BY article_id").fetchall():
+        kb[aid] = (red_kb(title, "kb_articles.title") or "", red_kb(body, "kb_articles.body") or "")
+
+    # The outcome known at the window's end: the latest case state and CSAT exported inside the window,
+    # not only what the conversation's own day had seen.
+    con.execute(f"""
+    CREATE OR REPLACE TEMP TABLE outcomes AS
+    WITH f AS (SELECT * FROM facts QUALIFY row_number() OVER (PARTITION BY conversation_id ORDER BY fact_date DESC) = 1),
+    c AS (SELECT case_id, arg_max(status, updated_at) AS status, arg_max(reopen_count, updated_at) AS reopen_count,
+                 arg_max(category, updated_at) AS category, bool_or(coalesce(escalated, false)) AS escalated
+          FROM cases GROUP BY case_id),
+    s AS (SELECT case_id, arg_max(score, submitted_at) FILTER (kind = 'csat') AS csat FROM surveys GROUP BY case_id),
+    k AS (SELECT case_id, list(struct_pack(check_id, action, expected_state, observed_state)
+                               ORDER BY checked_at, check_id) AS failed_checks
+          FROM checks WHERE NOT verified GROUP BY case_id),
+    o AS (
+        SELECT f.conversation_id, f.case_id, f.fact_date::VARCHAR AS fact_date, f.final_intent, f.final_confidence,
+            coalesce(c.status, f.case_status) AS status,
+            coalesce(c.reopen_count, f.reopen_count, 0) AS reopen_count,
+            coalesce(c.category, f.human_category) AS human_category,
+            coalesce(c.escalated, false) OR coalesce(f.escalated, false) AS escalated,
+            coalesce(s.csat, f.csat) AS csat, f.n_thumbs_up, f.n_thumbs_down,
+            f.conversation_id IN (SELECT conversation_id FROM ovr WHERE outcome = 'corrected') AS corrected,
+            k.failed_checks
+        FROM f LEFT JOIN c ON c.case_id = f.case_id LEFT JOIN s ON s.case_id = f.case_id
+               LEFT JOIN k ON k.case_id = f.case_id)
+    SELECT * EXCLUDE (corrected), coalesce({_can_yield_sql(cfg)} OR len(failed_checks) > 0, false) AS keep FROM o""")
+    n_conversations, n_texts = con.execute(f"""
+        SELECT (SELECT count(*) FROM outcomes),
+               (SELECT count(e.text) FROM ev e JOIN outcomes o ON o.conversation_id = e.conversation_id
+                WHERE e.event_type IN {TEXT_EVENTS})""").fetchone()
+
+    may = _may_hold_pii(red.redactor, "e.text")
+    outcome = "{" + ", ".join(f"'{c}': {c}" for c in OUTCOME_COLUMNS) + "}"
+    stream_sql = f"""
+    SELECT e.conversation_id, 1 AS part, e.ts, e.turn, e.dt, e._row_id, e.event_type, e.text, e.intent, e.confidence,
+           e.kb_results, e.policy_id, e.policy_outcome, e.rating, o.keep, coalesce(e.text IS NOT NULL AND {may}, false)
+           AS maybe_pii, NULL AS outcome, e.action, e.action_args::VARCHAR AS action_args, e.action_status
+    FROM ev e JOIN outcomes o ON o.conversation_id = e.conversation_id
+    WHERE e.event_type IN ('customer_message', 'agent_response', 'intent_classified', 'kb_query', 'policy_check', 'thumbs',
+                           'action_proposed', 'action_executed')
+      AND (o.keep OR (e.event_type IN {TEXT_EVENTS} AND e.text IS NOT NULL AND {may}))
+    UNION ALL
+    SELECT conversation_id, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, true, false,
+           {outcome}, NULL, NULL, NULL
+    FROM outcomes WHERE keep
+    ORDER BY conversation_id, part, ts, turn, dt, _row_id"""
+    builder = _Candidates(cfg, corrections, kb, tools)
+    texts_before = red.texts
+    conv, last_user = None, None
+    cur = con.execute(stream_sql)
+    while rows := cur.fetchmany(STREAM_ROWS):
+        for (cid, part, ts, _turn, _dt, _row_id, etype, text, intent, conf, kb_results, policy_id, policy_outcome,
+             rating, keep, maybe_pii, oc, action, action_args, action_status) in rows:
+            if part == 0:  # a conversation that can yield candidates starts: its outcome, then its events
+                if conv is not None:
+                    builder.add(conv)
+                conv, last_user = Conversation(cid, oc), None
+                continue
+            if not keep:  # a text that may hold personal data, of a conversation that yields nothing
+                red(text, f"agent_events.text ({etype})")
+                continue
+            if etype in TEXT_EVENTS:
+                clean = red(text, f"agent_events.text ({etype})", maybe_pii)
+                if clean and clean.strip():
+                    conv.turns.append(Turn("user" if etype == "customer_message" else "assistant", clean.strip(), ts))
+                    if etype == "customer_message":
+                        last_user = clean.strip()
+            elif etype == "intent_classified" and intent:
+                conv.intents.append((ts, intent, conf, last_user))
+            elif etype == "kb_query":
+                for r in kb_results or []:
+                    if r and r.get("article_id"):
+                        conv.kb.append((ts, r["article_id"], r.get("score") or 0.0))
+            elif etype == "policy_check" and policy_id:
+                conv.policies.append((ts, policy_id, policy_outcome))
+            elif etype == "thumbs" and rating is not None:
+                conv.thumbs.append((ts, rating))
+            elif etype in ("action_proposed", "action_executed") and action:
+                conv.actions.append((ts, etype, action, actions.redact_args(red, action_args), action_status))
+    if conv is not None:
+        builder.add(conv)
+    red.texts = texts_before + n_texts  # the texts ruled out in SQL were scanned too, with nothing found
+    red.absorb(red_corr)
+    red.absorb(red_kb)
+    return n_conversations, *builder.result()
+
+
+def _incomplete_triads(con, lake: Lake, days: list[str]) -> dict:
+    """Corrections the quality stage quarantined as incomplete triads, counted by the part that was missing."""
+    staged = con.execute("SELECT stage, count(*) FROM ovr WHERE outcome = 'corrected' GROUP BY 1").fetchall()
+    out = {"corrections_staged_by_stage": dict(sorted(staged)), "incomplete_total": 0, "incomplete_by_missing": {},
+           "incomplete_by_stage": {}}
+    if not days:
+        return out
+    _view(con, "qovr", lake, "quarantine", "overrides", days, "")
+    groups = {
+        "agent decision/confidence": " OR ".join(f"{c} IS NULL" for c in contract.OVERRIDE_TRIAD["agent"]),
+        "human decision/rationale": " OR ".join(f"{c} IS NULL" for c in contract.OVERRIDE_TRIAD["human"]),
+        "policy clause or evidence": " AND ".join(f"{c} IS NULL" for c in contract.OVERRIDE_TRIAD["grounding_any"]),
+    }
+    sel = ", ".join(f"count(*) FILTER ({cond})" for cond in groups.values())
+    where = "list_contains(quarantine_reasons, 'incomplete_triad')"
+    row = con.execute(f"SELECT count(*), {sel} FROM qovr WHERE {where}").fetchone()
+    out["incomplete_total"] = row[0]
+    out["incomplete_by_missing"] = dict(zip(groups, row[1:]))
+    out["incomplete_by_stage"] = dict(sorted(con.execute(
+        f"SELECT coalesce(stage, 'unknown'), count(*) FROM qovr WHERE {where} GROUP BY 1").fetchall()))
+    return out
+
