@@ -98,6 +98,11 @@ class Settings:
     finetune_timeout_hours: float = 24.0
     finetune_on_datasets: str = ""  # "sft" and/or "preference": schedule the fine-tuning DAG on their Assets
 
+    # Retraining on an object-store lake (issue 21, retrain stage): the command fine-tuning backend runs a
+    # local process, so with the lake on S3 its job folders (inputs copied from the lake, status, output)
+    # live here; the compose file puts it on the data volume every worker and the triggerer share.
+    finetune_local_dir: str = field(default_factory=lambda: _default("finetune_jobs"))
+
     # Anything a stage adds without a field of its own (JSON in ACSR_EXTRA).
     extra: dict = field(default_factory=dict)
 

@@ -30,15 +30,13 @@ import csv
 import hashlib
 import json
 import logging
-import os
 import re
-import uuid
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
-from feedback_loop.lake.files import Lake, is_remote, join
-from feedback_loop.retrain import registry
+from feedback_loop.lake.files import Lake, join
+from feedback_loop.retrain import registry, store
 from feedback_loop.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -163,40 +161,27 @@ def training_key(dataset_version: str | None, base_per_intent: int) -> str:
 
 
 def run_dir(settings: Settings, key: str) -> str:
-    if is_remote(settings.lake):
-        raise RetrainError("intent retraining writes model files under a local lake folder")
+    """The run folder, on the lake itself (local or s3://): every step reads and writes it through
+    `retrain.store`, so steps can run on different workers with no shared disk."""
     return join(settings.lake, *ROOT, key)
 
 
 def _write_parquet(rows: list[dict], path: str, columns: dict) -> None:
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    table = pa.table({c: pa.array([r.get(c) for r in rows], t) for c, t in columns.items()})
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
+    store.write_parquet(pa.table({c: pa.array([r.get(c) for r in rows], t) for c, t in columns.items()}), path)
 
 
 def _read_parquet(path: str) -> list[dict]:
-    import pyarrow.parquet as pq
-
-    return pq.read_table(path).to_pylist()
+    return store.read_parquet_rows(path)
 
 
 def _write_json(path: str, doc: dict) -> str:
-    from feedback_loop.lake.files import write_bytes_atomic
-
-    write_bytes_atomic(path, (json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n").encode())
-    return path
+    return store.write_json(path, doc)
 
 
 def _read_json(path: str) -> dict | None:
-    if not os.path.exists(path):
-        return None
-    with open(path) as fh:
-        return json.load(fh)
+    return store.read_json(path)
 
 
 def assemble(settings: Settings, request: dict, *, dataset_version: str | None = "from-request") -> dict:
@@ -294,21 +279,17 @@ def _reference_distribution(settings: Settings, window: dict) -> dict | None:
 
 def train_challenger(settings: Settings, assembly: dict) -> dict:
     """Fit the pipeline on the run's training set and store it as `model.joblib` (kept if it exists)."""
-    import joblib
-
     from feedback_loop.retrain import intent_model
 
     path = join(assembly["folder"], "model.joblib")
-    if not os.path.exists(path):
+    if not store.exists(path):
         rows = _read_parquet(assembly["files"]["train"])
         if not rows:
             raise RetrainError("empty training set")
         model = intent_model.train([r["text"] for r in rows], [r["label"] for r in rows],
                                    [r["weight"] for r in rows], C=MODEL_CONFIG["C"],
                                    random_state=MODEL_CONFIG["random_state"])
-        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-        joblib.dump(model, tmp)
-        os.replace(tmp, path)
+        store.dump_model(model, path)
     return {"training_key": assembly["training_key"], "folder": assembly["folder"], "model_path": path}
 
 
@@ -324,15 +305,13 @@ def _evaluate_on(model, sets: dict[str, list[dict]]) -> dict:
 
 def evaluate(settings: Settings, assembly: dict, request: dict, trained: dict | None = None) -> dict:
     """Champion and challenger on the same gold and held-out sets, and the promotion decision."""
-    import joblib
-
     from feedback_loop.retrain import intent_model
 
     folder = assembly["folder"]
     ptr = registry.champion(settings)
     sets = {"gold": _read_parquet(assembly["files"]["gold"]), "holdout": _read_parquet(assembly["files"]["holdout"])}
-    challenger = _evaluate_on(joblib.load(join(folder, "model.joblib")), sets)
-    champion = _evaluate_on(joblib.load(ptr["model_path"]), sets) if ptr else None
+    challenger = _evaluate_on(store.load_model(join(folder, "model.joblib")), sets)
+    champion = _evaluate_on(store.load_model(ptr["model_path"]), sets) if ptr else None
     if ptr and ptr.get("training_key") == assembly["training_key"]:
         decision = {"promote": False, "reasons": ["the challenger is the champion (same training key)"],
                     "checks": {}, "worse_intents": [], "mcnemar": None}
@@ -368,15 +347,13 @@ def _summary(ev: dict) -> dict:
 
 def register(settings: Settings, evaluation: dict, run_id: str | None = None) -> dict:
     """Register the challenger in MLflow (metrics, dataset version, training key), alias `challenger`."""
-    import joblib
-
     assembly = _read_json(evaluation["assembly"])
     ch = evaluation["metrics"]["challenger"]
     metrics = {"gold": ch["gold"], "holdout": ch.get("holdout")}
     per_intent = _write_json(join(evaluation["folder"], "per_intent_f1.json"),
                              {k: v.get("per_intent") for k, v in ch.items()})
     out = registry.register_intent_model(
-        settings, model=joblib.load(evaluation["model_path"]), training_key=evaluation["training_key"],
+        settings, model=store.load_model(evaluation["model_path"]), training_key=evaluation["training_key"],
         dataset_version=evaluation["dataset_version"],
         params={"dataset_version": evaluation["dataset_version"] or "none", "base_per_intent": assembly["base"]["per_intent"],
                 "train_rows": assembly["counts"]["train"], "holdout_rows": assembly["counts"]["holdout"],
@@ -397,9 +374,7 @@ def finalize(settings: Settings, evaluation: dict, registered: dict, run_id: str
     promote = decision["promote"] and not (current and current.get("version") == version)
     card = model_card(version, assembly, evaluation, promoted=promote, previous=current)
     card_path = join(evaluation["folder"], "model_card.md")
-    from feedback_loop.lake.files import write_bytes_atomic
-
-    write_bytes_atomic(card_path, card.encode())
+    store.write_bytes(card_path, card.encode())
     registry.record_decision(settings, version, decision, card)
     outcome = {"version": version, "promoted": promote, "reasons": decision["reasons"],
                "champion_before": current and current.get("version"), "model_card": card_path,

@@ -21,6 +21,7 @@ import os
 from contextlib import contextmanager
 
 from feedback_loop.lake.files import Lake, is_remote, join
+from feedback_loop.retrain import store
 from feedback_loop.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -120,9 +121,9 @@ def register_intent_model(settings: Settings, *, model, training_key: str, datas
             mlflow.log_params({k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in params.items()})
             mlflow.log_metrics({**_flat("gold", metrics.get("gold")), **_flat("holdout", metrics.get("holdout"))})
             mlflow.set_tags({"training_key": training_key, "dataset_version": dataset_version or "none", **tags})
-            for path in artifacts:
-                if path and os.path.exists(path):
-                    mlflow.log_artifact(path)
+            for path in artifacts:  # lake files (local or s3://): logged by content, so any lake works
+                if path and store.exists(path):
+                    mlflow.log_text(store.read_bytes(path).decode(), path.rsplit("/", 1)[-1])
             info = mlflow.sklearn.log_model(
                 model, name="model", serialization_format="cloudpickle",
                 pip_requirements=_requirements(), registered_model_name=INTENT_MODEL)
@@ -187,9 +188,7 @@ def load_champion_model(settings: Settings):
     ptr = champion(settings)
     if not ptr:
         return None
-    import joblib
-
-    return joblib.load(ptr["model_path"])
+    return store.load_model(ptr["model_path"])
 
 
 def log_finetune_job(settings: Settings, record: dict) -> str:
