@@ -37,7 +37,8 @@ def tracking_uri(settings: Settings) -> str:
     if settings.mlflow_tracking_uri:
         return settings.mlflow_tracking_uri
     if is_remote(settings.lake):
-        raise ValueError("the default MLflow backend is SQLite under a local lake: set ACSR_MLFLOW_TRACKING_URI")
+        raise ValueError(f"the lake {settings.lake} is remote and the default MLflow backend is SQLite under a local "
+                         "lake: set ACSR_MLFLOW_TRACKING_URI to a tracking server (docs/operations.md)")
     os.makedirs(join(settings.lake, "mlflow"), exist_ok=True)
     return "sqlite:///" + os.path.abspath(join(settings.lake, "mlflow", "mlflow.db"))
 
