@@ -117,7 +117,7 @@ def test_intent_retraining_on_an_s3_lake_with_an_mlflow_server(remote, tmp_path)
     texts = ["I lost my card yesterday", "my top up failed", "how do I change my PIN?"]
     in_lake = registry.load_champion_model(s)
     labels, _ = intent_model.predict(in_lake, texts)
-    assert [str(x) for x in served.predict(texts)] == [str(x) for x in labels]
+    assert served.predict(texts)["intent"].tolist() == [str(x) for x in labels]
 
     # The next night's decision reads the champion from S3: no longer "no champion".
     nxt = decide.decide(s, "2026-11-19")

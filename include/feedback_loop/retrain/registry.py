@@ -111,8 +111,6 @@ def register_intent_model(settings: Settings, *, model, training_key: str, datas
     with the alias `challenger`. Re-registering the same training key returns the existing version."""
     existing = find_version(settings, training_key)
     with mlflow_for(settings) as mlflow:
-        import mlflow.sklearn
-
         client = mlflow.MlflowClient()
         if existing:
             client.set_registered_model_alias(INTENT_MODEL, CHALLENGER, existing["version"])
@@ -125,15 +123,30 @@ def register_intent_model(settings: Settings, *, model, training_key: str, datas
             for path in artifacts:  # lake files (local or s3://): logged by content, so any lake works
                 if path and store.exists(path):
                     mlflow.log_text(store.read_bytes(path).decode(), path.rsplit("/", 1)[-1])
-            info = mlflow.sklearn.log_model(
-                model, name="model", serialization_format="cloudpickle",
-                pip_requirements=_requirements(), registered_model_name=INTENT_MODEL)
+            info = _log_pyfunc(mlflow, model)
         version = str(info.registered_model_version)
         for k, v in {"training_key": training_key, "dataset_version": dataset_version or "none", **tags}.items():
             client.set_model_version_tag(INTENT_MODEL, version, k, str(v))
         client.set_registered_model_alias(INTENT_MODEL, CHALLENGER, version)
         return {"version": version, "run_id": run.info.run_id, "model_uri": f"models:/{INTENT_MODEL}/{version}",
                 "reused": False}
+
+
+def _log_pyfunc(mlflow, model):
+    """The model as a pyfunc (feedback_loop.retrain.pyfunc: text in, intent and confidence out), its fitted
+    pipeline as the artifact `model`, registered as a new version of INTENT_MODEL."""
+    import tempfile
+
+    import joblib
+    import mlflow.pyfunc
+
+    from feedback_loop.retrain.pyfunc import IntentClassifierModel
+
+    with tempfile.TemporaryDirectory(prefix="acsr-model-") as tmp:
+        path = os.path.join(tmp, "model.joblib")
+        joblib.dump(model, path)
+        return mlflow.pyfunc.log_model(name="model", python_model=IntentClassifierModel(), artifacts={"model": path},
+                                       pip_requirements=_requirements(), registered_model_name=INTENT_MODEL)
 
 
 def _requirements() -> list[str]:
