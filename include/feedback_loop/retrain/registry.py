@@ -54,7 +54,8 @@ def artifact_root(settings: Settings) -> str | None:
 def _quiet():
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    logging.getLogger("mlflow.sklearn").setLevel(logging.ERROR)  # the cloudpickle notice: we load our own files
+    for name in ("mlflow.sklearn", "mlflow.pyfunc"):  # the cloudpickle notice: we load our own files
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 @contextmanager
