@@ -206,3 +206,27 @@ def test_a_pluggable_model_step_and_the_pyfunc_the_agent_loads_by_alias(company,
     assert list(out.columns) == ["intent", "confidence"]
     assert out["intent"].tolist() == [str(x) for x in labels]
     assert out["confidence"].round(9).tolist() == [round(float(c), 9) for c in conf]
+
+
+def test_a_taxonomy_the_champion_does_not_share_keeps_it_unless_a_person_decides(data_dir, tmp_path_factory,
+                                                                                  monkeypatch):
+    from feedback_loop.retrain import intent_retrain as ir
+    from feedback_loop.retrain import registry
+    from feedback_loop.settings import Settings
+
+    rows = [{"text": t, "intent": ours} for theirs, ours in COMPANY.items() for t in _banking(theirs)[:30]]
+    first = _write_csv(data_dir / "first.csv", rows)
+    renamed = _write_csv(data_dir / "second.csv", [{**r, "intent": r["intent"].upper()} for r in rows])
+    monkeypatch.setenv("ACSR_RETRAIN_TAXONOMY", str(first))
+    mlflow_db(Settings.load(), tmp_path_factory.getbasetemp() / "mlflow-template")
+    s = Settings.load()
+    ir.ensure_champion(s, ir.resolve_request(s, {}))
+    monkeypatch.setenv("ACSR_RETRAIN_TAXONOMY", str(renamed))
+    monkeypatch.setenv("ACSR_RETRAIN_GOLD_SHARE", "0.25")  # a new gold split for the new taxonomy
+    s = Settings.load()
+    kept = ir.run(s, ir.resolve_request(s, {}))
+    assert kept["outcome"]["promoted"] is False and "no paired comparison" in kept["outcome"]["reasons"][0]
+    assert registry.champion(s)["version"] == "1"
+    forced = ir.run(s, ir.resolve_request(s, {"promotion_policy": "always", "force": True}))
+    assert forced["outcome"]["promoted"] is True
+    assert sorted(registry.load_champion_model(s).classes_) == ["DELIVERY", "LOST_CARD", "TOPUP_PROBLEM"]

@@ -432,6 +432,13 @@ def evaluate(settings: Settings, assembly: dict, request: dict, trained: dict | 
     if ptr and ptr.get("training_key") == assembly["training_key"]:
         decision = {"promote": False, "reasons": ["the challenger is the champion (same training key)"],
                     "checks": {}, "worse_intents": [], "mcnemar": None}
+    elif champion is not None and not challenger["gold"]["n"]:
+        # A new taxonomy: no gold example of a class both models know, so there is no paired evidence.
+        always = request["policy"]["mode"] == "always"
+        decision = {"promote": always, "checks": {}, "worse_intents": [], "mcnemar": None, "reasons": [
+            "no gold example of a class both the champion and the challenger know (a taxonomy change): no paired "
+            "comparison is possible; " + ("promoted by promotion policy 'always'" if always else
+                                          "kept the champion; review and retrain with promotion_policy 'always'")]}
     else:
         policy = request["policy"]
         decision = intent_model.compare(champion, challenger, policy)
