@@ -4,6 +4,20 @@ promotion, and the next week's traffic classified by the new champion.
 
     .venv/bin/python bench/prove_loop.py                       # 7 + 7 days x 300 conversations: a few minutes
     .venv/bin/python bench/prove_loop.py --json bench/results/prove_loop.json
+    .venv/bin/python bench/prove_loop.py --taxonomy coarse   # the same loop on a company's own taxonomy
+
+It exits 1 when the loop does not improve what it claims (promotion, week-2 accuracy and override rate, paired
+tests; with --taxonomy coarse also that the champion speaks the company's taxonomy and learnt the new intent),
+so it can run as a check.
+
+`--taxonomy coarse` (issue 19): a company whose taxonomy is Banking77 merged into 17 coarser classes, several
+renamed (`COARSE`); its base set (`ACSR_RETRAIN_TAXONOMY`, a CSV written in the work folder) leaves out every
+currency-exchange message, so `currency_exchange` is a new intent that only the week's relabels can teach;
+its gold set is split off the base set and frozen; the mapping Banking77 -> company (`ACSR_RETRAIN_INTENT_MAPPING`)
+turns the people's overrides (the sample world speaks Banking77) into relabels of the company's taxonomy. The
+sample agent is judged in the company's taxonomy: a prediction counts as right when it is the coarse class of
+the message's true intent (the generator is told the true Banking77 intent then, another member of the
+predicted class otherwise).
 
 How it measures, honestly:
 - The starting champion is trained on a small seed of the base labelled set (`--base-per-intent`, default
@@ -37,6 +51,85 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 START = date(2026, 11, 2)  # fixed days: the figures do not depend on when the proof runs
 REVIEW_LAG = 2  # days after a conversation its review can still be exported (generator OVERRIDE_LOOKBACK)
+
+
+# The second taxonomy: Banking77 merged into coarser, partly renamed classes. currency_exchange is the new
+# intent: none of its messages is in the company's base set.
+COARSE = {
+    "card_delivery": ["card_arrival", "card_delivery_estimate"],
+    "card_activation": ["activate_my_card", "card_linking"],
+    "new_card_order": ["order_physical_card", "get_physical_card", "getting_spare_card", "card_about_to_expire"],
+    "virtual_cards": ["getting_virtual_card", "get_disposable_virtual_card", "disposable_card_limits",
+                      "virtual_card_not_working"],
+    "card_problem": ["card_not_working", "contactless_not_working", "card_swallowed", "card_acceptance",
+                     "declined_card_payment"],
+    "card_security": ["lost_or_stolen_card", "compromised_card", "lost_or_stolen_phone", "card_payment_not_recognised"],
+    "pin_and_passcode": ["change_pin", "pin_blocked", "passcode_forgotten"],
+    "card_payments": ["pending_card_payment", "reverted_card_payment?", "card_payment_fee_charged",
+                      "transaction_charged_twice", "extra_charge_on_statement", "direct_debit_payment_not_recognised"],
+    "cash_withdrawal": ["atm_support", "cash_withdrawal_charge", "cash_withdrawal_not_recognised",
+                        "declined_cash_withdrawal", "pending_cash_withdrawal", "wrong_amount_of_cash_received"],
+    "top_up": ["automatic_top_up", "pending_top_up", "top_up_by_bank_transfer_charge", "top_up_by_card_charge",
+               "top_up_by_cash_or_cheque", "top_up_failed", "top_up_limits", "top_up_reverted", "topping_up_by_card",
+               "verify_top_up"],
+    "transfers_out": ["cancel_transfer", "declined_transfer", "failed_transfer", "pending_transfer",
+                      "transfer_fee_charged", "transfer_not_received_by_recipient", "transfer_timing",
+                      "beneficiary_not_allowed"],
+    "money_in": ["receiving_money", "transfer_into_account", "balance_not_updated_after_bank_transfer",
+                 "balance_not_updated_after_cheque_or_cash_deposit"],
+    "refunds": ["Refund_not_showing_up", "request_refund"],
+    "identity_verification": ["unable_to_verify_identity", "verify_my_identity", "verify_source_of_funds",
+                              "why_verify_identity"],
+    "account": ["edit_personal_details", "terminate_account", "age_limit"],
+    "wallets_and_networks": ["apple_pay_or_google_pay", "visa_or_mastercard", "supported_cards_and_currencies",
+                             "country_support"],
+    "currency_exchange": ["exchange_charge", "exchange_rate", "exchange_via_app", "fiat_currency_support",
+                          "card_payment_wrong_exchange_rate", "wrong_exchange_rate_for_cash_withdrawal"],
+}
+NEW_INTENT = "currency_exchange"
+
+
+def coarse_taxonomy(folder: Path) -> dict:
+    """Write the company's base set (CSV) and its Banking77 -> company mapping (JSON); return paths and maps."""
+    import csv
+
+    from feedback_loop.retrain import intent_retrain as ir
+
+    to_coarse = {b: c for c, members in COARSE.items() for b in members}
+    rows = ir._read_csv("train.csv")
+    missing = sorted({r["label"] for r in rows} - set(to_coarse))
+    assert not missing, f"COARSE leaves Banking77 intents out: {missing}"
+    folder.mkdir(parents=True, exist_ok=True)
+    taxonomy, mapping = folder / "company_intents.csv", folder / "banking77_to_company.json"
+    with open(taxonomy, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["text", "intent", "source"])
+        for r in rows:
+            if to_coarse[r["label"]] != NEW_INTENT:
+                w.writerow([r["text"], to_coarse[r["label"]], "company labelled set"])
+    mapping.write_text(json.dumps(to_coarse, indent=1, sort_keys=True))
+    truth = {ir.normalise(r["text"]): r["label"] for r in rows + ir._read_csv("test.csv")}
+    return {"taxonomy": str(taxonomy), "mapping": str(mapping), "to_coarse": to_coarse, "truth": truth}
+
+
+def judged_in_company_taxonomy(classify, tax: dict):
+    """The sample agent's classifier hook for a coarse champion: the generator's world speaks Banking77, so a
+    coarse prediction is handed to it as the true Banking77 intent when it is that intent's class (right in
+    the company's taxonomy) and as another member of the predicted class otherwise (wrong)."""
+    from feedback_loop.retrain import intent_retrain as ir
+
+    def hook(texts: list[str]) -> list[tuple[str, float]]:
+        out = []
+        for text, (label, conf) in zip(texts, classify(texts)):
+            true77 = tax["truth"].get(ir.normalise(text))
+            if true77 is not None and tax["to_coarse"][true77] == label:
+                out.append((true77, conf))
+            else:
+                members = [m for m in COARSE.get(label, [label]) if m != true77] or COARSE.get(label, [label])
+                out.append((members[0], conf))
+        return out
+
+    return hook
 
 
 def _days(first: date, n: int) -> list[str]:
@@ -109,9 +202,16 @@ def paired(before: dict, after: dict) -> dict:
     return out
 
 
-def run_proof(workdir: Path, days: int, cpd: int, base_per_intent: int, seed: int) -> dict:
+def run_proof(workdir: Path, days: int, cpd: int, base_per_intent: int, seed: int,
+              taxonomy: str = "banking77") -> dict:
     os.environ["ACSR_DATA_DIR"] = str(workdir / "loop")
     os.environ["ACSR_RETRAIN_BASE_PER_INTENT"] = str(base_per_intent)
+    tax = None
+    if taxonomy == "coarse":
+        sys.path.insert(0, str(ROOT / "include"))
+        tax = coarse_taxonomy(workdir / "company")
+        os.environ["ACSR_RETRAIN_TAXONOMY"] = tax["taxonomy"]
+        os.environ["ACSR_RETRAIN_INTENT_MAPPING"] = tax["mapping"]
     os.environ.setdefault("ACSR_MAX_BAD_ROW_SHARE", "0.5")
     import logging
 
@@ -128,11 +228,16 @@ def run_proof(workdir: Path, days: int, cpd: int, base_per_intent: int, seed: in
     timings = {}
 
     def champion_classifier():
-        return intent_model.as_classifier(registry.load_champion_model(settings))
+        classify = intent_model.as_classifier(registry.load_champion_model(settings))
+        return judged_in_company_taxonomy(classify, tax) if tax else classify
+
+    def classes():
+        return sorted(str(c) for c in registry.load_champion_model(settings).classes_)
 
     ir.ensure_champion(settings, ir.resolve_request(settings, {"reason": "proof: baseline"}), "proof")
     v1 = registry.champion(settings)
     classify_v1 = champion_classifier()
+    classes_v1 = classes()
     timings["baseline"] = time.monotonic() - t0
 
     week1, week2 = _days(START, days), _days(START + timedelta(days=days), days)
@@ -152,6 +257,7 @@ def run_proof(workdir: Path, days: int, cpd: int, base_per_intent: int, seed: in
 
     outcome = ir.run(settings, ir.resolve_request(settings, {"reason": "proof: after week 1"}), "proof")
     v2 = registry.champion(settings)
+    classes_v2 = classes()
     print(f"[proof] retrain: {json.dumps(outcome.get('outcome', outcome), default=str)[:600]}", flush=True)
     timings["retrain"] = time.monotonic() - t0 - sum(timings.values())
 
@@ -181,6 +287,8 @@ def run_proof(workdir: Path, days: int, cpd: int, base_per_intent: int, seed: in
     ev = json.loads(Path(outcome["outcome"]["model_card"]).with_name(f"evaluation-vs-{v1['version']}.json").read_text()) \
         if outcome.get("outcome") else None
     result = {
+        "taxonomy": {"name": taxonomy, "classes_v1": classes_v1, "classes_after": classes_v2,
+                     "assembly": _assembly_taxonomy(outcome)},
         "params": {"days": days, "conversations_per_day": cpd, "base_per_intent": base_per_intent, "seed": seed,
                    "week1": [week1[0], week1[-1]], "week2": [week2[0], week2[-1]]},
         "champion_v1": {"version": v1["version"], "gold_accuracy": v1["gold"]["accuracy"], "gold_ece": v1["gold"]["ece"],
@@ -202,6 +310,49 @@ def run_proof(workdir: Path, days: int, cpd: int, base_per_intent: int, seed: in
     return result
 
 
+def _assembly_taxonomy(outcome: dict) -> dict | None:
+    card = (outcome.get("outcome") or {}).get("model_card")
+    if not card:
+        return None
+    doc = json.loads(Path(card).with_name("assembly.json").read_text())
+    t = doc.get("taxonomy") or {}
+    return {k: t.get(k) for k in ("source", "hash", "gold", "mapped", "new_intents")} | {
+        "train_labels": sorted(doc["label_distribution"])}
+
+
+def claims(r: dict) -> list[tuple[str, bool, str]]:
+    """What the proof claims, each checked: (claim, holds, figures)."""
+    t, p = r["traffic"], r["week2_paired_tests"]["all"]
+    a_after, a_before = t["week2_after_retrain"]["all"], t["week2_no_retrain"]["all"]
+    out = [
+        ("the retrain promoted a new champion", r["champion_after"]["version"] != r["champion_v1"]["version"],
+         f"v{r['champion_v1']['version']} -> v{r['champion_after']['version']}: {r['promotion']}"),
+        ("gold accuracy rose", r["champion_after"]["gold_accuracy"] > r["champion_v1"]["gold_accuracy"],
+         f"{r['champion_v1']['gold_accuracy']:.4f} -> {r['champion_after']['gold_accuracy']:.4f}"),
+        ("week-2 intent accuracy is higher after the retrain, significantly (paired, p < 0.05)",
+         a_after["accuracy"] > a_before["accuracy"] and p["accuracy"]["p_value"] < 0.05,
+         f"{a_before['accuracy']:.3f} -> {a_after['accuracy']:.3f}, p = {p['accuracy']['p_value']:.2g}"),
+        ("week-2 intent-override rate falls after the retrain, significantly (paired, p < 0.05)",
+         a_after["override_rate"] < a_before["override_rate"] and p["no_override"]["p_value"] < 0.05,
+         f"{a_before['override_rate']:.3f} -> {a_after['override_rate']:.3f}, p = {p['no_override']['p_value']:.2g}"),
+    ]
+    tx = r["taxonomy"]
+    if tx["name"] == "coarse":
+        company = set(COARSE)
+        asm = tx["assembly"] or {}
+        out += [
+            ("the champion is trained on the company's taxonomy (no Banking77 class, no new intent yet)",
+             set(tx["classes_v1"]) == company - {NEW_INTENT}, f"{len(tx['classes_v1'])} classes: {tx['classes_v1']}"),
+            ("overrides became relabels in the company's taxonomy (mapped, every training label a company class)",
+             bool((asm.get("mapped") or {}).get("relabel_train_renamed")) and set(asm.get("train_labels") or []) <= company,
+             f"mapped {asm.get('mapped')}"),
+            (f"the new intent {NEW_INTENT} is learnt from relabels and in the new champion",
+             NEW_INTENT in tx["classes_after"] and (asm.get("new_intents") or {}).get(NEW_INTENT, {}).get("status") == "learnt",
+             f"{(asm.get('new_intents') or {}).get(NEW_INTENT)}"),
+        ]
+    return out
+
+
 def table(r: dict) -> str:
     t = r["traffic"]
     lines = ["| measure | week 1 (champion v{a}) | week 2, no retrain (v{a}) | week 2 after retrain (v{b}) |".format(
@@ -212,7 +363,8 @@ def table(r: dict) -> str:
                          f"{t['week2_after_retrain'][scope][k]:.3f} |")
         lines.append(f"| conversations, {label} | {t['week1_v1'][scope]['conversations']} | "
                      f"{t['week2_no_retrain'][scope]['conversations']} | {t['week2_after_retrain'][scope]['conversations']} |")
-    lines.append(f"| gold accuracy (Banking77 test, 3080) | {r['champion_v1']['gold_accuracy']:.4f} | "
+    gold = "Banking77 test, 3080" if r["taxonomy"]["name"] == "banking77" else "company gold, split off and frozen"
+    lines.append(f"| gold accuracy ({gold}) | {r['champion_v1']['gold_accuracy']:.4f} | "
                  f"{r['champion_v1']['gold_accuracy']:.4f} | {r['champion_after']['gold_accuracy']:.4f} |")
     return "\n".join(lines)
 
@@ -221,7 +373,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--days", type=int, default=7)
     ap.add_argument("--conversations-per-day", type=int, default=300)
-    ap.add_argument("--base-per-intent", type=int, default=10)
+    ap.add_argument("--base-per-intent", type=int, default=None,
+                    help="base examples per intent of the seed champion (default 10 for banking77, 45 for coarse)")
+    ap.add_argument("--taxonomy", choices=("banking77", "coarse"), default="banking77")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--workdir", default=None, help="kept if given; a temporary folder otherwise")
     ap.add_argument("--json", default=None, help="also write every figure here")
@@ -232,7 +386,8 @@ def main() -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     try:
-        r = run_proof(workdir, args.days, args.conversations_per_day, args.base_per_intent, args.seed)
+        per_intent = args.base_per_intent or (45 if args.taxonomy == "coarse" else 10)
+        r = run_proof(workdir, args.days, args.conversations_per_day, per_intent, args.seed, args.taxonomy)
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -248,10 +403,14 @@ def main() -> int:
     print(f"\npromotion: {r['promotion']}\nMcNemar on gold: only the new champion right {m.get('only_challenger_right')}, "
           f"only v1 right {m.get('only_champion_right')}, p = {m.get('p_value')}\nheld-out relabels: {r['holdout']}"
           f"\nelapsed {r['elapsed_s']} s {r['timings_s']}")
+    r["claims"] = [{"claim": c, "holds": ok, "figures": f} for c, ok, f in claims(r)]
+    print()
+    for c in r["claims"]:
+        print(f"[{'ok' if c['holds'] else 'FAILED'}] {c['claim']}: {c['figures']}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(r, indent=2, default=str) + "\n")
-    return 0
+    return 0 if all(c["holds"] for c in r["claims"]) else 1
 
 
 if __name__ == "__main__":

@@ -133,6 +133,21 @@ class Settings:
     finetune_poll_seconds: float = 60.0
     finetune_timeout_hours: float = 24.0
 
+    # Retraining on an object-store lake (issue 21, retrain stage): the command fine-tuning backend runs a
+    # local process, so with the lake on S3 its job folders (inputs copied from the lake, status, output)
+    # live here; the compose file puts it on the data volume every worker and the triggerer share.
+    finetune_local_dir: str = field(default_factory=lambda: _default("finetune_jobs"))
+
+    # The company's intent taxonomy (issue 19, retrain stage; docs/retraining.md). "" keeps the demo's
+    # Banking77. Files or folders: CSV / JSON Lines / Parquet with text, intent, optional weight and source,
+    # local or on the lake's object store.
+    retrain_taxonomy: str = ""  # the base labelled set ("" = Banking77 train, vendored)
+    retrain_gold: str = ""  # the gold set ("" = Banking77 test by default, else split off the taxonomy and frozen)
+    retrain_gold_share: float = 0.2  # share of the taxonomy split off (stable text hash) when there is no gold set
+    retrain_intent_mapping: str = ""  # renamed/retired intents: JSON {"old": "new" | null} or a path to one
+    retrain_min_new_intent_examples: int = 5  # relabels an intent unknown to the base set needs to be learnt
+    retrain_model: str = ""  # "" = TF-IDF + linear SVM; "module:function" returning an unfitted text classifier
+
     @classmethod
     def load(cls, **overrides) -> Settings:
         """Build the settings from defaults, the `acsr_settings` Variable, the environment and `overrides`."""

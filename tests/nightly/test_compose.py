@@ -10,10 +10,11 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
+from deployment import AIRFLOW_COMMANDS, BUCKETS
+from mlflow_server import server_args
 
 ROOT = Path(__file__).resolve().parents[2]
-AIRFLOW_SERVICES = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
-                    "airflow-worker")
+AIRFLOW_SERVICES = tuple(AIRFLOW_COMMANDS)
 
 
 def interpolate(text: str, env: dict | None = None) -> str:
@@ -58,9 +59,8 @@ def test_every_service_of_the_official_layout_is_there(compose):
     for name in (*AIRFLOW_SERVICES, "airflow-init", "postgres", "redis", "minio", "minio-init", "mlflow"):
         assert name in services, name
     commands = {name: services[name]["command"] for name in AIRFLOW_SERVICES}
-    assert commands == {"airflow-apiserver": "api-server", "airflow-scheduler": "scheduler",
-                        "airflow-dag-processor": "dag-processor", "airflow-triggerer": "triggerer",
-                        "airflow-worker": "celery worker"}
+    # The commands the Celery integration test starts (tests/deployment.py).
+    assert commands == AIRFLOW_COMMANDS
     for name, service in services.items():
         for dep in service.get("depends_on", {}):
             assert dep in services, f"{name} depends on unknown service {dep}"
@@ -94,3 +94,71 @@ def test_the_image_installs_the_pinned_requirements_and_the_package():
     assert "pip install --no-cache-dir --no-deps /opt/acsr" in dockerfile
     assert "COPY --chown=airflow:root dags /opt/airflow/dags" in dockerfile
     assert "COPY --chown=airflow:root plugins /opt/airflow/plugins" in dockerfile
+
+
+def _options(args: list[str]) -> dict:
+    return dict(a.split("=", 1) if "=" in a else (a, True) for a in args)
+
+
+def test_the_mlflow_service_runs_what_the_integration_tests_run(compose):
+    """`mlflow server` with the same options as tests/mlflow_server.py (only host, port, paths differ), its
+    artifacts in a bucket minio-init creates, and the code pointed at it."""
+    services = compose["services"]
+    mlflow = services["mlflow"]
+    assert mlflow["entrypoint"] == ["mlflow"]
+    opts = _options(mlflow["command"])
+    expected = _options(server_args(host="h", port=1, backend_store_uri="b", artifacts_destination="a",
+                                    allowed_hosts="x"))
+    assert opts.keys() == expected.keys() and mlflow["command"][0] == "server"
+    assert opts["--port"] == "5000" and opts["--serve-artifacts"] is True
+    bucket = opts["--artifacts-destination"].removeprefix("s3://").split("/")[0]
+    created = set(re.findall(r"lake/(acsr-[a-z-]+)", services["minio-init"]["command"][1]))
+    assert bucket in created and set(BUCKETS) == created
+    assert "mlflow:5000" in opts["--allowed-hosts"].split(","), "the Airflow services reach it as mlflow:5000"
+    env = mlflow["environment"]
+    assert env["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000" and env["AWS_ACCESS_KEY_ID"]
+    volume = opts["--backend-store-uri"].removeprefix("sqlite:///").rsplit("/", 1)[0]
+    assert any(v.endswith(f":{volume}") for v in mlflow["volumes"]), "the registry DB is on a volume"
+    for name in AIRFLOW_SERVICES:
+        assert services[name]["environment"]["ACSR_MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    assert services["airflow-worker"]["depends_on"]["mlflow"]["condition"] == "service_healthy"
+
+
+def _known_acsr_variables() -> set[str]:
+    """Every ACSR_* name the code reads: the Settings fields and the names read from the environment."""
+    import dataclasses
+
+    from feedback_loop.settings import Settings
+
+    names = {f"ACSR_{f.name.upper()}" for f in dataclasses.fields(Settings)}
+    for folder in ("include", "dags", "plugins"):
+        for path in (ROOT / folder).rglob("*.py"):
+            names |= set(re.findall(r"\b(ACSR_[A-Z0-9_]+)", path.read_text()))
+    return names
+
+
+def test_every_acsr_variable_of_the_compose_file_is_one_the_code_reads_and_the_lake_needs_are_met(compose, monkeypatch):
+    """A misspelt variable is silently ignored: each ACSR_* set in the compose file must be read somewhere,
+    and the settings the workers get must work with a lake on S3 (a tracking server, a local job folder on
+    the volume the triggerer shares)."""
+    import dataclasses
+
+    from feedback_loop.settings import Settings
+
+    known = _known_acsr_variables()
+    services = compose["services"]
+    for name in AIRFLOW_SERVICES:
+        env = services[name]["environment"]
+        unknown = sorted(k for k in env if k.startswith("ACSR_") and k not in known)
+        assert not unknown, f"{name} sets variables no code reads: {unknown}"
+    env = {k: str(v) for k, v in services["airflow-worker"]["environment"].items()}
+    fields = {f.name for f in dataclasses.fields(Settings)}
+    values = {k[5:].lower(): v for k, v in env.items() if k.startswith("ACSR_") and k[5:].lower() in fields}
+    monkeypatch.setenv("ACSR_DATA_DIR", env["ACSR_DATA_DIR"])
+    s = Settings.load(**values)
+    assert s.lake.startswith("s3://") and s.landing.startswith("s3://")
+    assert s.mlflow_tracking_uri.removeprefix("http://").split(":")[0] in services
+    shared = env["ACSR_DATA_DIR"]
+    assert s.finetune_local_dir.startswith(shared + "/")
+    for name in ("airflow-worker", "airflow-triggerer"):  # the command backend's job folder, seen by both
+        assert f"acsr-data:{shared}" in services[name]["volumes"]

@@ -36,7 +36,8 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 
-from feedback_loop.lake.files import Lake, file_sha256, is_remote, join, process_alive
+from feedback_loop.lake.files import Lake, file_sha256, filesystem_for, is_remote, join, process_alive
+from feedback_loop.retrain import store
 from feedback_loop.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -128,11 +129,13 @@ def validate(settings: Settings, request: dict) -> dict:
                 raise FineTuneError(f"{name} {version} has no {rel}: nothing to train on")
             continue
         path = join(folder, rel)
-        checked = formats.validate_file(path, fmt, settings.dataset_max_tokens)  # raises FormatError
-        if file_sha256(path) != listed[rel]["sha256"]:
-            raise FineTuneError(f"{path} does not match the sha256 in its manifest: the version was modified")
+        with store.local_copy(path) as local:  # an S3 lake's file is checked on a local copy
+            checked = formats.validate_file(local, fmt, settings.dataset_max_tokens)  # raises FormatError
+            if file_sha256(local) != listed[rel]["sha256"]:
+                raise FineTuneError(f"{path} does not match the sha256 in its manifest: the version was modified")
+            size = os.path.getsize(local)
         files.append({"role": role, "path": path, "name": f"acsr-{name}-{version}-{os.path.basename(rel)}",
-                      "format": fmt, "records": checked["records"], "bytes": os.path.getsize(path),
+                      "format": fmt, "records": checked["records"], "bytes": size,
                       "sha256": listed[rel]["sha256"], "notes": checked["notes"]})
     key = job_key(name, version, request)
     return {"dataset": name, "dataset_version": version, "manifest": join(folder, "manifest.json"),
@@ -164,15 +167,14 @@ def write_record(settings: Settings, record: dict) -> dict:
 
 
 def jobs_for_version(settings: Settings, dataset: str, version: str) -> list[dict]:
-    """The job records that used a dataset version (any backend)."""
+    """The job records that used a dataset version (any backend), on a local or an object-store lake."""
     folder = join(settings.lake, JOBS)
-    if is_remote(folder) or not os.path.isdir(folder):
-        return []
     out = []
-    for name in sorted(os.listdir(folder)):
+    for name in store.listdir(folder):
         if name.endswith(".json") and name.startswith(f"{dataset}-{version}-"):
-            with open(os.path.join(folder, name)) as fh:
-                out.append(json.load(fh))
+            doc = store.read_json(join(folder, name))
+            if doc is not None:
+                out.append(doc)
     return out
 
 
@@ -267,7 +269,8 @@ class OpenAIBackend:
         with httpx.Client(timeout=self.timeout, headers=self.headers()) as client:
             ids = {}
             for f in plan["files"]:
-                with open(f["path"], "rb") as fh:
+                fs, path = filesystem_for(f["path"])  # streamed from the lake, local or S3
+                with fs.open(path, "rb") as fh:
                     r = client.post(f"{self.base_url}/files", data={"purpose": "fine-tune"},
                                     files={"file": (f["name"], fh, "application/jsonl")})
                 _raise(r, "file upload")
@@ -331,7 +334,11 @@ def openai_from_connection(conn) -> OpenAIBackend:
 
 class CommandBackend:
     """A local training command, detached (own session) and supervised by `feedback_loop.retrain.run_job`,
-    which writes `<job dir>/status.json` when the command exits; the job id is the job dir's name."""
+    which writes `<job dir>/status.json` when the command exits; the job id is the job dir's name.
+
+    The job dir is under the lake when the lake is a local folder, else under `Settings.finetune_local_dir`
+    (a local folder the triggerer can read too: the compose file's shared data volume), with the
+    dataset's files copied into its `inputs/` folder before the command starts."""
 
     def __init__(self, settings: Settings, command: str | None = None):
         self.settings = settings
@@ -339,11 +346,20 @@ class CommandBackend:
 
     def job_dir(self, key: str) -> str:
         if is_remote(self.settings.lake):
-            raise FineTuneError("the command backend needs a local lake folder for its job directory")
+            if is_remote(self.settings.finetune_local_dir):
+                raise FineTuneError(f"the command backend runs a local process: finetune_local_dir "
+                                    f"{self.settings.finetune_local_dir!r} must be a local folder")
+            return join(self.settings.finetune_local_dir, key)
         return join(self.settings.lake, JOBS, key)
 
+    def input_path(self, key: str, path: str) -> str:
+        """The file the command reads: the lake file itself when local, else its copy in the job dir."""
+        if not is_remote(path):
+            return path
+        return join(self.job_dir(key), "inputs", path.rstrip("/").rsplit("/", 1)[-1])
+
     def argv(self, request: dict, plan: dict, out: str) -> list[str]:
-        files = {f["role"]: f["path"] for f in plan["files"]}
+        files = {f["role"]: self.input_path(plan["job_key"], f["path"]) for f in plan["files"]}
         values = {"train_file": files["training_file"], "validation_file": files.get("validation_file", ""),
                   "output_dir": out, "base_model": request["base_model"],
                   "hyperparameters": json.dumps(request["hyperparameters"], sort_keys=True), "python": sys.executable}
@@ -361,6 +377,12 @@ class CommandBackend:
         status = join(out, "status.json")
         if os.path.exists(status):
             os.remove(status)  # a resubmission starts clean
+        for f in plan["files"]:
+            local = self.input_path(plan["job_key"], f["path"])
+            if local != f["path"]:
+                store.download(f["path"], local)
+                if file_sha256(local) != f["sha256"]:
+                    raise FineTuneError(f"{f['path']} changed since it was validated (sha256 differs)")
         argv = self.argv(request, plan, join(out, "output"))
         with open(join(out, "job.log"), "ab") as logf:
             proc = subprocess.Popen([sys.executable, "-m", "feedback_loop.retrain.run_job", "--job-dir", out, "--", *argv],

@@ -97,9 +97,42 @@ def build_pipeline(C: float = 0.5, random_state: int = 0):
     return make_pipeline(features, TemperatureScaledSVC(C=C, random_state=random_state))
 
 
+def load_step(spec: str):
+    """The model step named by `Settings.retrain_model`: "module:function", a function of no arguments that
+    returns an unfitted scikit-learn-style classifier of raw texts with `classes_` and `predict_proba` (for
+    example a sentence-embedding encoder + logistic regression). Imported only when configured."""
+    import importlib
+
+    module, _, name = spec.partition(":")
+    if not module or not name:
+        raise ValueError(f"retrain_model {spec!r}: expected 'module:function'")
+    try:
+        factory = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"retrain_model {spec!r}: cannot import it ({exc})") from exc
+    return factory
+
+
+def model_step_name(spec: str) -> str:
+    return spec.strip()
+
+
 def train(texts: list[str], labels: list[str], weights: list[float] | None = None, *, C: float = 0.5,
-          random_state: int = 0):
-    """Fit the pipeline (deterministic for the same inputs)."""
+          random_state: int = 0, step: str = ""):
+    """Fit the pipeline (deterministic for the same inputs); `step` swaps in a configured model step."""
+    if step:
+        model = load_step(step)()
+        if weights is not None:
+            w = np.asarray(weights, dtype=float)
+            # A scikit-learn Pipeline routes weights to its last step by name.
+            kw = {f"{model.steps[-1][0]}__sample_weight": w} if hasattr(model, "steps") else {"sample_weight": w}
+            try:
+                return model.fit(list(texts), np.asarray(labels), **kw)
+            except TypeError:  # a step that takes no sample weights: fitted unweighted
+                import logging
+
+                logging.getLogger(__name__).warning("model step %s takes no sample weights: fitted unweighted", step)
+        return model.fit(list(texts), np.asarray(labels))
     pipe = build_pipeline(C=C, random_state=random_state)
     kw = {} if weights is None else {"temperaturescaledsvc__sample_weight": np.asarray(weights, dtype=float)}
     return pipe.fit(list(texts), np.asarray(labels), **kw)

@@ -21,6 +21,7 @@ import os
 from contextlib import contextmanager
 
 from feedback_loop.lake.files import Lake, is_remote, join
+from feedback_loop.retrain import store
 from feedback_loop.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,8 @@ def tracking_uri(settings: Settings) -> str:
     if settings.mlflow_tracking_uri:
         return settings.mlflow_tracking_uri
     if is_remote(settings.lake):
-        raise ValueError("the default MLflow backend is SQLite under a local lake: set ACSR_MLFLOW_TRACKING_URI")
+        raise ValueError(f"the lake {settings.lake} is remote and the default MLflow backend is SQLite under a local "
+                         "lake: set ACSR_MLFLOW_TRACKING_URI to a tracking server (docs/operations.md)")
     os.makedirs(join(settings.lake, "mlflow"), exist_ok=True)
     return "sqlite:///" + os.path.abspath(join(settings.lake, "mlflow", "mlflow.db"))
 
@@ -52,7 +54,8 @@ def artifact_root(settings: Settings) -> str | None:
 def _quiet():
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    logging.getLogger("mlflow.sklearn").setLevel(logging.ERROR)  # the cloudpickle notice: we load our own files
+    for name in ("mlflow.sklearn", "mlflow.pyfunc"):  # the cloudpickle notice: we load our own files
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 @contextmanager
@@ -109,8 +112,6 @@ def register_intent_model(settings: Settings, *, model, training_key: str, datas
     with the alias `challenger`. Re-registering the same training key returns the existing version."""
     existing = find_version(settings, training_key)
     with mlflow_for(settings) as mlflow:
-        import mlflow.sklearn
-
         client = mlflow.MlflowClient()
         if existing:
             client.set_registered_model_alias(INTENT_MODEL, CHALLENGER, existing["version"])
@@ -120,18 +121,33 @@ def register_intent_model(settings: Settings, *, model, training_key: str, datas
             mlflow.log_params({k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in params.items()})
             mlflow.log_metrics({**_flat("gold", metrics.get("gold")), **_flat("holdout", metrics.get("holdout"))})
             mlflow.set_tags({"training_key": training_key, "dataset_version": dataset_version or "none", **tags})
-            for path in artifacts:
-                if path and os.path.exists(path):
-                    mlflow.log_artifact(path)
-            info = mlflow.sklearn.log_model(
-                model, name="model", serialization_format="cloudpickle",
-                pip_requirements=_requirements(), registered_model_name=INTENT_MODEL)
+            for path in artifacts:  # lake files (local or s3://): logged by content, so any lake works
+                if path and store.exists(path):
+                    mlflow.log_text(store.read_bytes(path).decode(), path.rsplit("/", 1)[-1])
+            info = _log_pyfunc(mlflow, model)
         version = str(info.registered_model_version)
         for k, v in {"training_key": training_key, "dataset_version": dataset_version or "none", **tags}.items():
             client.set_model_version_tag(INTENT_MODEL, version, k, str(v))
         client.set_registered_model_alias(INTENT_MODEL, CHALLENGER, version)
         return {"version": version, "run_id": run.info.run_id, "model_uri": f"models:/{INTENT_MODEL}/{version}",
                 "reused": False}
+
+
+def _log_pyfunc(mlflow, model):
+    """The model as a pyfunc (feedback_loop.retrain.pyfunc: text in, intent and confidence out), its fitted
+    pipeline as the artifact `model`, registered as a new version of INTENT_MODEL."""
+    import tempfile
+
+    import joblib
+    import mlflow.pyfunc
+
+    from feedback_loop.retrain.pyfunc import IntentClassifierModel
+
+    with tempfile.TemporaryDirectory(prefix="acsr-model-") as tmp:
+        path = os.path.join(tmp, "model.joblib")
+        joblib.dump(model, path)
+        return mlflow.pyfunc.log_model(name="model", python_model=IntentClassifierModel(), artifacts={"model": path},
+                                       pip_requirements=_requirements(), registered_model_name=INTENT_MODEL)
 
 
 def _requirements() -> list[str]:
@@ -187,9 +203,7 @@ def load_champion_model(settings: Settings):
     ptr = champion(settings)
     if not ptr:
         return None
-    import joblib
-
-    return joblib.load(ptr["model_path"])
+    return store.load_model(ptr["model_path"])
 
 
 def log_finetune_job(settings: Settings, record: dict) -> str:
