@@ -80,6 +80,13 @@ def land(settings: Settings, source: str, dt: str) -> dict:
     from feedback_loop.ingest.land import LandingError, land_source
 
     try:
+        if source == "overrides":  # completed reviews (Label Studio exports) become override files first
+            from feedback_loop.review.label_studio import ReviewImportError, convert_exports
+
+            try:
+                convert_exports(settings, dt)
+            except ReviewImportError as exc:
+                raise LandingError(str(exc)) from exc
         result = land_source(settings, source, dt).as_dict()
     except LandingError as exc:  # recorded, so the day counts as settled (failed) for later days
         Lake(settings.lake).write_json({"source": source, "dt": dt, "status": "failed", "error": str(exc)},
@@ -167,6 +174,15 @@ def signals(settings: Settings, dt: str) -> dict:
     return out
 
 
+def review_queue(settings: Settings, dt: str) -> dict:
+    """The day's review queue: marts/review_queue, Label Studio tasks and config (docs/review.md).
+
+    Runs after signals and gaps: it reads the day's facts and the gaps first seen that night."""
+    from feedback_loop.review.queue import build_queue
+
+    return build_queue(settings, dt)
+
+
 def publish_warehouse(settings: Settings) -> dict:
     from feedback_loop.lake.warehouse import publish
 
@@ -199,6 +215,7 @@ def run_day(settings: Settings, dt: str, *, data_docs: bool = True) -> dict:
     summary = summarize(settings, dt, {"model": counts})
     signals(settings, dt)
     detect_gaps(settings, dt)  # after signals: gap rows link the night's action queue
+    review_queue(settings, dt)  # after gaps: members of new gap topics are candidates
     build_datasets(settings, dt)
     publish_warehouse(settings)
     if data_docs:

@@ -68,7 +68,8 @@ def register_views(con, settings: Settings) -> list[str]:
 
 # Later stages (signals, datasets, gaps) add views with `register_extra_views`, called when their module is
 # imported; register_views imports these modules so that `acsr warehouse` and the DAG get the same views.
-VIEW_MODULES = ("feedback_loop.signals.metrics", "feedback_loop.gaps.detect")
+VIEW_MODULES = ("feedback_loop.signals.metrics", "feedback_loop.gaps.detect",
+                "feedback_loop.review.approvals")
 _extra_views: list = []
 
 
