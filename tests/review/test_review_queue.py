@@ -9,6 +9,7 @@ import re
 import xml.etree.ElementTree as ET
 from collections import Counter
 from datetime import date
+from pathlib import Path
 
 import pytest
 
@@ -76,7 +77,8 @@ def night(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("review")
     s = Settings.load(landing=str(root / "landing"), lake=str(root / "lake"), warehouse=str(root / "wh.duckdb"),
-                      review_budget=12, review_max_intent_share=0.25, review_max_channel_share=0.75)
+                      review_budget=12, review_max_intent_share=0.25, review_max_channel_share=0.75,
+                      dataset_min_new_examples=1, dataset_min_new_pairs=1)
     generate(root / "landing", date.fromisoformat(DAY1), date.fromisoformat(DAY2), conversations_per_day=60)
     for source in contract.SOURCE_NAMES:
         n.land(s, source, DAY1)
@@ -114,9 +116,9 @@ def test_the_nightly_queue_on_a_generated_day(night):
         if "low_confidence" in r["reasons"]:
             assert f["final_confidence"] < s.review_low_confidence
 
-    tasks = json.loads(open(out["tasks"]).read())
+    tasks = json.loads(Path(out["tasks"]).read_text())
     assert [t["data"]["conversation_id"] for t in tasks] == [r["conversation_id"] for r in rows]
-    config = open(out["config"]).read()
+    config = Path(out["config"]).read_text()
     tree = ET.fromstring(config)  # well-formed XML
     names = {el.get("name") for el in tree.iter() if el.get("name")}
     assert {"message", "verdict", "intent", "correct_action", "rationale", "policy_clause", "evidence"} <= names
@@ -128,9 +130,9 @@ def test_the_nightly_queue_on_a_generated_day(night):
     # The same night again gives the same queue, byte for byte.
     from feedback_loop import nightly as n
 
-    before = open(out["tasks"], "rb").read()
+    before = Path(out["tasks"]).read_bytes()
     n.review_queue(s, DAY1)
-    assert open(out["tasks"], "rb").read() == before
+    assert Path(out["tasks"]).read_bytes() == before
 
 
 def _annotation(ann_id, verdict=None, intent=None, rationale=None, policy=None, evidence=None, action=None,
@@ -156,7 +158,7 @@ def test_a_label_studio_export_comes_back_as_overrides(night):
     from feedback_loop.ingest import contract
 
     s, root = night["settings"], night["root"]
-    tasks = json.loads(open(night["queue"]["tasks"]).read())
+    tasks = json.loads(Path(night["queue"]["tasks"]).read_text())
     assert len(tasks) >= 5
     export = []
     for i, t in enumerate(tasks):
@@ -200,6 +202,20 @@ def test_a_label_studio_export_comes_back_as_overrides(night):
     assert "human decision/rationale" in no_rationale["quarantine_detail"]
     no_verdict = quarantined["ls-103-4-intent"]
     assert "outcome" in (no_verdict["quarantine_reason"] + no_verdict["quarantine_detail"])
+
+    # ... and the correction reaches the relabel dataset like any other override.
+    n.summarize(s, DAY1)
+    n.model(s, DAY2)
+    n.summarize(s, DAY2)
+    built = n.build_datasets(s, DAY2, window_days=2)
+    relabels = built["datasets"]["intent_relabels"]
+    assert relabels["status"] == "published", relabels
+    import pyarrow.parquet as pq
+
+    version = root / "lake" / "datasets" / "intent_relabels" / relabels["version"]
+    rows = [r for f in version.rglob("*.parquet") for r in pq.read_table(f).to_pylist()]
+    mine = [r for r in rows if "label" in r and r.get("conversation_id") == d0["conversation_id"]]
+    assert [(r["label"], r["source"]) for r in mine] == [("card_arrival", "override")], mine
 
     # Re-running the day converts to the same file, and a broken export stops the land task, naming it.
     converted = sorted((root / "landing" / "overrides" / f"dt={DAY2}").glob("label_studio-*.jsonl"))
