@@ -137,3 +137,19 @@ def test_decision_records_the_warehouse_view_and_the_flywheel_rows(settings):
     assert "&lt;b&gt;not now&lt;/b&gt;" in page and "<b>not now" not in page  # escaped
     assert 'href="/dags/acsr_retrain_intent_classifier/runs/run-1"' in page
     assert "No approval decisions yet" in approvals.flywheel_html([])
+
+
+def test_the_flywheel_page_shows_the_decisions(settings):
+    from feedback_loop.lake.duck import connect
+    from feedback_loop.review import approvals
+    from feedback_loop.ui.flywheel import gather, render
+
+    approvals.record(settings, {"decision_id": "d1", "gate": "promotion", "dag_id": "acsr_retrain_intent_classifier",
+                                "run_id": "manual__1", "task_id": "approve_promotion", "outcome": "rejected",
+                                "chosen_option": "Reject", "decided_by": "alice", "decided_at": "2026-12-04T10:00:00",
+                                "reason": "too close to the limit", "timed_out": False,
+                                "evidence": {"model_version": "7"}})
+    sections = gather(settings, connect)
+    assert sections["approvals"]["rows"][0]["what"] == "intent classifier v7"
+    page = render(sections, lambda dag, day: None)
+    assert "<h2>Approvals</h2>" in page and "too close to the limit" in page and ">alice<" in page
