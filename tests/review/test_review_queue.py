@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 DAY1, DAY2 = "2026-11-02", "2026-11-03"
+BETTER = "Your new card is on its way: you can follow its delivery under Cards, Track delivery."
 
 
 def _fact(i, intent="card_arrival", channel="chat", conf=0.95, **kw):
@@ -136,7 +137,7 @@ def test_the_nightly_queue_on_a_generated_day(night):
 
 
 def _annotation(ann_id, verdict=None, intent=None, rationale=None, policy=None, evidence=None, action=None,
-                cancelled=False):
+                cancelled=False, better=None):
     result = []
     if verdict:
         result.append({"from_name": "verdict", "to_name": "message", "type": "choices",
@@ -144,7 +145,7 @@ def _annotation(ann_id, verdict=None, intent=None, rationale=None, policy=None, 
     if intent:
         result.append({"from_name": "intent", "to_name": "message", "type": "choices", "value": {"choices": [intent]}})
     for name, text in (("rationale", rationale), ("policy_clause", policy), ("evidence", evidence),
-                       ("correct_action", action)):
+                       ("correct_action", action), ("better_response", better)):
         if text:
             result.append({"from_name": name, "to_name": "message", "type": "textarea", "value": {"text": [text]}})
     return {"id": ann_id, "completed_by": 7, "result": result, "was_cancelled": cancelled,
@@ -165,7 +166,7 @@ def test_a_label_studio_export_comes_back_as_overrides(night):
         export.append({"id": 100 + i, "data": t["data"], "predictions": t.get("predictions", []), "annotations": []})
     a = export
     a[0]["annotations"] = [_annotation(1, "agent_wrong", "card_arrival", "asked where the card is",
-                                       policy="POL-card-delivery", action="track_card_delivery")]
+                                       policy="POL-card-delivery", action="track_card_delivery", better=BETTER)]
     a[1]["annotations"] = [_annotation(2, "agent_correct", rationale="fine")]
     a[2]["annotations"] = [_annotation(3, "agent_wrong", "pin_blocked", rationale=None, policy="POL-pin")]
     a[3]["annotations"] = [_annotation(4, None, "top_up_failed", "no verdict given")]
@@ -181,13 +182,13 @@ def test_a_label_studio_export_comes_back_as_overrides(night):
 
     report = json.loads((root / "lake" / "runs" / f"dt={DAY2}" / "label_studio.json").read_text())["exports"][0]
     assert report["tasks"] == len(tasks) and report["answered"] == 4 and report["skipped"] == 1
-    assert report["unanswered"] == len(tasks) - 4 and report["rows"] == 5  # the skipped one is unanswered too
+    assert report["unanswered"] == len(tasks) - 4 and report["rows"] == 6  # the skipped one is unanswered too
 
     staged = {r["override_id"]: r for r in _mart(s, "overrides", "staged", DAY2) if r["override_id"].startswith("ls-")}
     quarantined = {r["override_id"]: r for r in _mart(s, "overrides", "quarantine", DAY2)
                    if r["override_id"].startswith("ls-")}
-    assert set(staged) | set(quarantined) == {"ls-100-1-intent", "ls-100-1-action", "ls-101-2-intent",
-                                              "ls-102-3-intent", "ls-103-4-intent"}  # nothing lost
+    assert set(staged) | set(quarantined) == {"ls-100-1-intent", "ls-100-1-action", "ls-100-1-response",
+                                              "ls-101-2-intent", "ls-102-3-intent", "ls-103-4-intent"}  # nothing lost
     fixed = staged["ls-100-1-intent"]
     d0 = tasks[0]["data"]
     assert (fixed["agent_decision"], fixed["agent_confidence"]) == (d0["agent_intent"], d0["agent_confidence"])
@@ -195,6 +196,8 @@ def test_a_label_studio_export_comes_back_as_overrides(night):
     assert (fixed["policy_clause_id"], fixed["outcome"], fixed["stage"]) == ("POL-card-delivery", "corrected", "intent")
     assert fixed["reviewer_id"] == "label-studio-user-7" and fixed["conversation_id"] == d0["conversation_id"]
     assert staged["ls-100-1-action"]["human_decision"] == "track_card_delivery"
+    better = staged["ls-100-1-response"]
+    assert (better["agent_decision"], better["human_decision"]) == (d0["agent_response"] or None, BETTER)
     assert staged["ls-101-2-intent"]["outcome"] == "approved"
     assert staged["ls-101-2-intent"]["human_decision"] == tasks[1]["data"]["agent_intent"]
     no_rationale = quarantined["ls-102-3-intent"]
@@ -216,6 +219,10 @@ def test_a_label_studio_export_comes_back_as_overrides(night):
     rows = [r for f in version.rglob("*.parquet") for r in pq.read_table(f).to_pylist()]
     mine = [r for r in rows if "label" in r and r.get("conversation_id") == d0["conversation_id"]]
     assert [(r["label"], r["source"]) for r in mine] == [("card_arrival", "override")], mine
+    preference = built["datasets"]["preference"]
+    assert preference["status"] == "published", preference
+    files = (root / "lake" / "datasets" / "preference" / preference["version"]).rglob("*.jsonl")
+    assert any(BETTER in f.read_text() for f in files)  # the better answer is a chosen response
 
     # Re-running the day converts to the same file, and a broken export stops the land task, naming it.
     converted = sorted((root / "landing" / "overrides" / f"dt={DAY2}").glob("label_studio-*.jsonl"))

@@ -9,7 +9,8 @@ Round trip:
 3. the project's JSON export (Export > JSON) is dropped into `<landing>/label_studio/dt=<day>/`;
 4. before the night lands `overrides`, `convert_exports` turns each export into
    `<landing>/overrides/dt=<day>/label_studio-<hash>.jsonl` (atomic, same name and bytes on a re-run):
-   one `intent` override per answer (and an `action` override when a correct action was given), with
+   one `intent` override per answer (an `action` override when a correct action was given, a `response`
+   override when a better answer was written: a preference pair downstream), with
    the agent's decision and confidence from the task, the human's decision and rationale, the policy
    clause and evidence. From there the contract decides like for any other override: a correction
    without the full triad is quarantined as `incomplete_triad` with what is missing, an answer without a
@@ -75,6 +76,9 @@ def labeling_config(intents: list[str]) -> str:
     </Choices>
     <Header value="Correct action (the back-end action the agent should have taken, if different)"/>
     <TextArea name="correct_action" toName="message" maxSubmissions="1" rows="1"/>
+    <Header value="The agent answered: $agent_response"/>
+    <Header value="A better answer (optional: becomes a preference pair for the reasoning model)"/>
+    <TextArea name="better_response" toName="message" maxSubmissions="1" rows="3"/>
   </View>
   <Header value="Rationale (required for a correction)"/>
   <TextArea name="rationale" toName="message" maxSubmissions="1" rows="3"/>
@@ -94,6 +98,7 @@ def tasks(picked: list[dict], dt: str) -> list[dict]:
         data = {"conversation_id": p["conversation_id"], "case_id": p.get("case_id"), "queue_date": dt,
                 "rank": p["rank"], "message": p.get("message") or "", "agent_intent": p.get("final_intent"),
                 "agent_confidence": None if conf is None else round(float(conf), 4),
+                "agent_response": p.get("agent_response") or "",
                 "agent_actions": ", ".join(p.get("actions_executed") or []) or "none",
                 "policy_ids": ", ".join(p.get("policy_ids") or []) or "none", "channel": p.get("channel"),
                 "reasons": list(p["reasons"]), "reason": p["reason"]}
@@ -165,6 +170,10 @@ def overrides_from_export(doc, name: str = "export") -> tuple[list[dict], dict]:
             key = f"ls-{task.get('id')}-{ann.get('id')}"
             rows.append({"override_id": f"{key}-intent", **common, "stage": "intent",
                          "agent_decision": data.get("agent_intent"), "human_decision": intent})
+            if a.get("better_response"):
+                rows.append({"override_id": f"{key}-response", **common, "stage": "response",
+                             "agent_decision": data.get("agent_response") or None,
+                             "human_decision": a["better_response"]})
             if a.get("correct_action"):
                 rows.append({"override_id": f"{key}-action", **common, "stage": "action",
                              "agent_decision": data.get("agent_actions"), "human_decision": a["correct_action"]})

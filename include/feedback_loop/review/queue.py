@@ -168,6 +168,18 @@ def _new_gap_members(con, lake: Lake, dt: str) -> dict[str, list[str]]:
     return out
 
 
+def _first_responses(con, lake: Lake, dt: str, ids: list[str]) -> dict[str, str]:
+    """The agent's first response of each picked conversation (staged events of the day): what a reviewer
+    may rewrite, and what a response correction quotes so the datasets find the turn it replaces."""
+    if not ids or not lake.has_partition("staged", "agent_events", dt):
+        return {}
+    rel = f"read_parquet('{lake.partition_file('staged', 'agent_events', dt)}')"
+    rows = con.execute(f"""SELECT conversation_id, arg_min(text, ts) FROM {rel}
+                           WHERE event_type = 'agent_response' AND text IS NOT NULL AND list_contains(?, conversation_id)
+                           GROUP BY conversation_id""", [ids]).fetchall()
+    return dict(rows)
+
+
 # ------------------------------------------------------------------------------------------------ build
 
 
@@ -187,8 +199,10 @@ def build_queue(settings: Settings, dt: str) -> dict:
         picked, stats = select(facts, settings.review_budget, settings.review_max_intent_share,
                                settings.review_max_channel_share, settings.review_low_confidence, gaps)
         red = redactor(settings)
+        responses = _first_responses(con, lake, dt, [p["conversation_id"] for p in picked])
         for p in picked:
             p["message"] = red.redact(p.get("first_customer_text"))
+            p["agent_response"] = red.redact(responses.get(p["conversation_id"]))
         table = pa.table({
             "rank": pa.array([p["rank"] for p in picked], pa.int32()),
             "conversation_id": pa.array([p["conversation_id"] for p in picked], pa.string()),
@@ -203,6 +217,7 @@ def build_queue(settings: Settings, dt: str) -> dict:
             "gap_ids": pa.array([p["gap_ids"] for p in picked], pa.list_(pa.string())),
             "policy_ids": pa.array([list(p.get("policy_ids") or []) for p in picked], pa.list_(pa.string())),
             "message": pa.array([p["message"] for p in picked], pa.string()),
+            "agent_response": pa.array([p["agent_response"] for p in picked], pa.string()),
         })
         con.register("queue_rows", table)
         path = lake.write_query(con, f"SELECT DATE '{dt}' AS queue_date, * FROM queue_rows ORDER BY rank",
