@@ -10,7 +10,9 @@ the datasets' own format validators, then submits a fine-tuning job through a pl
   small bundled trainer), detached so that waiting holds no worker slot;
 - `dry_run`: writes exactly what would be sent, submits nothing.
 
-While the job runs the task is deferred: a trigger polls it in the triggerer. The job record
+Before a job that costs money is submitted, `approve_spend` shows the dataset version, example and token
+counts, the estimated cost and the base model, and waits for a person (auto-approved unless
+`ACSR_APPROVAL_FINETUNE_MODE=required`; docs/review.md). While the job runs the task is deferred: a trigger polls it in the triggerer. The job record
 (`<lake>/finetune_jobs/<job key>.json`: job id, status, trained tokens, cost where reported, resulting
 model id, dataset version) is also logged to MLflow. Manual by default; set `ACSR_FINETUNE_ON_DATASETS`
 (sft and/or preference) to also run on each new version of those datasets. docs/retraining.md.
@@ -27,6 +29,7 @@ from feedback_loop.assets import DATASET_ASSETS
 from feedback_loop.retrain.operators import FineTuneOperator
 from feedback_loop.retrain.params import asset_event_version, finetune_params
 from feedback_loop.settings import parse_time
+from feedback_loop.review.operators import ApprovalGate
 
 # Parse-time configuration from the environment only (no Variables, no I/O at parse time).
 ON_DATASETS = parse_time().finetune_on
@@ -81,8 +84,12 @@ def acsr_finetune_reasoning_model():
 
     request = resolve_request()
     plan = validate_dataset(request)
+    # A person approves the spend before a job is submitted (Settings.approval_finetune_*; a dry run is
+    # never gated; auto-approve by default). Reject skips the submission: nothing is sent, nothing billed.
+    approval = ApprovalGate(task_id="approve_spend", gate="finetune", evidence={"request": request, "plan": plan},
+                            skip_on_reject=True)
     fine_tune = FineTuneOperator(task_id="submit_and_wait", request=request, plan=plan)
-    fine_tune >> record_in_mlflow(plan)
+    approval >> fine_tune >> record_in_mlflow(plan)
 
 
 acsr_finetune_reasoning_model()

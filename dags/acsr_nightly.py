@@ -5,8 +5,8 @@ Processes exactly one day per run: land the day's exports of every source into t
 validate each with its Great Expectations suite (bad rows to quarantine with a reason), model the
 conversation facts and case history, write the run summary, compute the feedback signals and the
 improvement-action queue (with the daily HTML report), find the knowledge-base gaps of the trailing
-window, build the fine-tuning dataset versions (an Asset event per newly published dataset, see
-feedback_loop.assets), and republish the DuckDB warehouse.
+window, pick the review queue for people to label, build the fine-tuning dataset versions (an Asset
+event per newly published dataset, see feedback_loop.assets), and republish the DuckDB warehouse.
 
 The day is the run's partition key for scheduled runs and backfills (the calendar day before the run),
 or the `date` field of the trigger form for a manual run. Logic lives in `include/feedback_loop`.
@@ -194,6 +194,18 @@ def acsr_nightly():
     signal_run >> published
     signal_run >> gaps  # gaps after signals: each gap row lists the night's action-queue rows that point at it
     signal_run >> built  # datasets after signals: the night's heavier stages run one after the other
+
+    @task
+    def review_queue(day: str) -> dict:
+        """Conversations for people to label tonight, with the reason for each (docs/review.md)."""
+        from feedback_loop.nightly import review_queue as build
+        from feedback_loop.settings import Settings
+
+        out = build(Settings.load(), day)
+        return {k: out[k] for k in ("dt", "picked", "candidates", "by_reason", "tasks")}
+
+    queue = review_queue(day)
+    [signal_run, gaps] >> queue >> published
 
     # Retraining decision, every night, after everything it reads; a positive one starts the retraining DAG
     # through Airflow, with the reasons in the run's conf (docs/retraining.md).

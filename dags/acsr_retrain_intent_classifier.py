@@ -4,7 +4,9 @@
 Trains a challenger on the base labelled set plus the people's relabels, evaluates it and the champion on
 the same frozen gold set (Banking77 test) and held-out recent relabels, registers it in MLflow (alias
 `challenger`), and moves the alias `champion` only when the challenger is better by the margin with a
-significant paired McNemar test, no protected intent regressed beyond the limit and calibration held.
+significant paired McNemar test, no protected intent regressed beyond the limit and calibration held,
+and a person approved (`approve_promotion`: the evidence in Browse > Required Actions; auto-approved
+unless `ACSR_APPROVAL_PROMOTION_MODE=required`, docs/review.md).
 The first run ever promotes a baseline trained on the base set.
 
 Runs when the nightly DAG publishes a new `intent_relabels` dataset version (its Asset), when the nightly
@@ -21,6 +23,7 @@ from airflow.sdk import dag, task
 from feedback_loop.alerts import WebhookNotifier
 from feedback_loop.assets import DATASET_ASSETS
 from feedback_loop.retrain.params import asset_event_version, intent_classifier_params
+from feedback_loop.review.operators import ApprovalGate
 
 RELABELS = DATASET_ASSETS["intent_relabels"]
 
@@ -108,12 +111,14 @@ def acsr_retrain_intent_classifier():
         return register(Settings.load(), evaluation, run_id)
 
     @task
-    def promote_or_keep(evaluation: dict, registered: dict, run_id=None) -> dict:
-        """The only task that can change the champion: alias and lake pointer move on evidence only."""
+    def promote_or_keep(evaluation: dict, registered: dict, approval: dict, run_id=None) -> dict:
+        """The only task that can change the champion: alias and lake pointer move on evidence, and only
+        when the approval gate did not reject (its answer is recorded in MLflow and the model card)."""
         from feedback_loop.retrain.intent_retrain import finalize
+        from feedback_loop.review.approvals import apply_to_promotion
         from feedback_loop.settings import Settings
 
-        return finalize(Settings.load(), evaluation, registered, run_id)
+        return finalize(Settings.load(), apply_to_promotion(evaluation, approval), registered, run_id)
 
     request = resolve_request()
     champion = ensure_champion(request)
@@ -123,7 +128,10 @@ def acsr_retrain_intent_classifier():
     evaluation = evaluate(assembly, trained, request)
     registered = register_challenger(evaluation)
     not_a_dry_run(evaluation) >> registered
-    promote_or_keep(evaluation, registered)
+    # A person approves before the alias moves (Settings.approval_promotion_*; auto-approve by default).
+    approval = ApprovalGate(task_id="approve_promotion", gate="promotion",
+                            evidence={"evaluation": evaluation, "registered": registered})
+    promote_or_keep(evaluation, registered, approval.output)
 
 
 acsr_retrain_intent_classifier()

@@ -13,6 +13,9 @@
     acsr retrain-intent [--dataset-version latest]         # champion/challenger retraining (docs/retraining.md)
     acsr finetune --backend dry_run|openai|command         # a reasoning-model fine-tuning job
     acsr contract docs/contract                            # export the input contract as JSON Schema
+    acsr review-queue --date 2026-11-25                    # the night's review queue (docs/review.md)
+    acsr import-reviews --date 2026-11-26                  # Label Studio exports -> override files
+    acsr approvals                                         # the latest approval-gate decisions
 """
 
 from __future__ import annotations
@@ -185,6 +188,13 @@ from feedback_loop.retrain import commands as _retrain
 app.command("decide")(_retrain.decide)
 app.command("retrain-intent")(_retrain.retrain_intent)
 app.command("finetune")(_retrain.finetune)
+
+# People in the loop (feedback_loop.review.commands): the review queue, Label Studio answers, approvals.
+from feedback_loop.review import commands as _review
+
+app.command("review-queue")(_review.review_queue)
+app.command("import-reviews")(_review.import_reviews)
+app.command("approvals")(_review.approvals)
 
 
 def main():  # pragma: no cover - console entry point

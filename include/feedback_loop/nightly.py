@@ -95,6 +95,13 @@ def land(settings: Settings, source: str, day: date | str) -> dict:
 
     dt = as_day(day).isoformat()  # ingest/ works on the partition's text (its documents carry it)
     try:
+        if source == "overrides":  # completed reviews (Label Studio exports) become override files first
+            from feedback_loop.review.label_studio import ReviewImportError, convert_exports
+
+            try:
+                convert_exports(settings, dt)
+            except ReviewImportError as exc:
+                raise LandingError(str(exc)) from exc
         result = land_source(settings, source, dt).as_dict()
     except LandingError as exc:  # recorded, so the day counts as settled (failed) for later days
         Lake(settings.lake).write_json({"source": source, "dt": dt, "status": "failed", "error": str(exc)},
@@ -198,6 +205,15 @@ def signals(settings: Settings, day: date | str) -> dict:
     return out
 
 
+def review_queue(settings: Settings, day: date | str) -> dict:
+    """The day's review queue: marts/review_queue, Label Studio tasks and config (docs/review.md).
+
+    Runs after signals and gaps: it reads the day's facts and the gaps first seen that night."""
+    from feedback_loop.review.queue import build_queue
+
+    return build_queue(settings, as_day(day).isoformat())
+
+
 def publish_warehouse(settings: Settings) -> dict:
     from feedback_loop.lake.warehouse import publish
 
@@ -226,6 +242,7 @@ def run_day(settings: Settings, day: date | str, *, data_docs: bool = True) -> d
     summary = land_validate_model(settings, day)["summary"]
     signals(settings, day)
     detect_gaps(settings, day)  # after signals: gap rows link the night's action queue
+    review_queue(settings, day)  # after gaps: members of new gap topics are candidates
     build_datasets(settings, day)
     publish_warehouse(settings)
     if data_docs:

@@ -148,6 +148,30 @@ class Settings:
     retrain_min_new_intent_examples: int = 5  # relabels an intent unknown to the base set needs to be learnt
     retrain_model: str = ""  # "" = TF-IDF + linear SVM; "module:function" returning an unfitted text classifier
 
+    # People in the loop (issue 17, feedback_loop.review; docs/review.md). Approval gates, per DAG:
+    # mode "auto" approves at once (development, the demo), "required" waits for a person in Airflow's
+    # Required Actions; after the timeout the default outcome (approve | reject) is applied. Assignees: comma-
+    # separated Airflow user ids allowed to answer ("" = anyone the auth manager lets edit the DAG's HITL).
+    approval_promotion_mode: str = "auto"  # before the intent classifier's champion alias moves
+    approval_promotion_timeout_minutes: float = 1440.0
+    approval_promotion_on_timeout: str = "reject"
+    approval_promotion_assignees: str = ""
+    approval_finetune_mode: str = "auto"  # before a paid fine-tuning job is submitted (dry runs are never gated)
+    approval_finetune_timeout_minutes: float = 1440.0
+    approval_finetune_on_timeout: str = "reject"
+    approval_finetune_assignees: str = ""
+    # Training price per million tokens by base model (US dollars), for the fine-tuning gate's estimate;
+    # a model not listed uses the "default" entry. Epochs default to 3 when the request leaves them to the API.
+    finetune_price_usd_per_1m_tokens: dict = field(default_factory=lambda: {
+        "gpt-4.1-2025-04-14": 25.0, "gpt-4.1-mini-2025-04-14": 5.0, "gpt-4.1-nano-2025-04-14": 1.5,
+        "gpt-4o-2024-08-06": 25.0, "gpt-4o-mini-2024-07-18": 3.0, "default": 25.0})
+    # The nightly review queue: how many conversations people are asked to review per day, and the largest
+    # share of that budget one intent or one channel may take (few channels exist, so their cap is higher).
+    review_budget: int = 40
+    review_max_intent_share: float = 0.15
+    review_max_channel_share: float = 0.5
+    review_low_confidence: float = 0.6  # an agent intent confidence below this is "unsure"
+
     @classmethod
     def load(cls, **overrides) -> Settings:
         """Build the settings from defaults, the `acsr_settings` Variable, the environment and `overrides`."""

@@ -9,8 +9,16 @@ from feedback_loop.settings import Settings
 
 def run_retraining_dags() -> dict[str, str]:
     """dag.test() of the intent classifier DAG (bootstrap + challenger) and of the fine-tuning DAG (dry run)."""
+    import os
+
     from feedback_loop_sample.demo_runner import load_dag
 
+    # dag.test() runs here with nobody at the Required Actions page: the approval gates auto-approve (and
+    # record it) whatever the environment says, so the demo never waits (docs/review.md).
+    for gate in ("PROMOTION", "FINETUNE"):
+        if os.environ.get(f"ACSR_APPROVAL_{gate}_MODE", "auto") != "auto":
+            print(f"[demo] ACSR_APPROVAL_{gate}_MODE ignored by the demo: its gate auto-approves", flush=True)
+        os.environ[f"ACSR_APPROVAL_{gate}_MODE"] = "auto"
     states = {}
     for dag_id, conf in (("acsr_retrain_intent_classifier", {"reason": "make demo"}),
                          ("acsr_finetune_reasoning_model", {"backend": "dry_run", "dataset": "sft", "reason": "make demo"})):
@@ -51,6 +59,12 @@ def retraining_summary(settings: Settings, days: list[str]) -> str:
             last = json.load(fh)
         lines.append(f"[demo] last challenger v{last['version']}: {'PROMOTED' if last['promoted'] else 'not promoted'} - "
                      f"{'; '.join(last['reasons'])}")
+
+    from feedback_loop.review.approvals import flywheel_rows
+
+    for r in flywheel_rows(settings, 4):
+        lines.append(f"[demo] approval gate {r['gate']}: {r['outcome']} by {r['decided_by']} ({r['what']}): "
+                     f"{r['reason']}  (`acsr approvals`, view approval_decisions)")
 
     jobs = sorted(glob.glob(os.path.join(settings.lake, "finetune_jobs", "*.json")), key=os.path.getmtime)
     if jobs:

@@ -15,9 +15,10 @@ def test_an_empty_lake_shows_not_produced_yet_everywhere(settings):
     sections = gather(settings, connect)
     assert {k: v["status"] for k, v in sections.items()} == {
         "report": "missing", "action_queue": "missing", "kb_gaps": "missing", "datasets": "missing",
-        "models": "missing"}
+        "models": "missing", "approvals": "ok"}
     page = render(sections, lambda dag, day: None)
     assert page.count("Not produced yet") == 5
+    assert "No approval decisions yet" in page  # the approvals block (tests/review/test_approvals.py)
 
 
 def test_produced_items_show_with_a_link_to_their_run(settings):

@@ -156,6 +156,7 @@ def gather(settings: Settings, con_factory: Callable) -> dict:
         ("kb_gaps", lambda: mart_section(lake, "kb_gaps", con_factory)),
         ("datasets", lambda: datasets_section(lake)),
         ("models", lambda: models_section(settings)),
+        ("approvals", lambda: approvals_section(settings)),
     ):
         try:
             sections[key] = fn()
@@ -259,8 +260,25 @@ def render(sections: dict, lookup: RunLookup, prefix: str = "/flywheel") -> str:
                      f"<th>gold-set metrics</th><th>run</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
     else:
         parts.append(_section_state(md, "a registered model", "retraining"))
-    parts.append("</section></body></html>")
+    parts.append("</section>")
+    parts.append(_approvals_html(sections.get("approvals") or {}))
+    parts.append("</body></html>")
     return "".join(parts)
+
+
+def approvals_section(settings: Settings) -> dict:
+    """The latest approval-gate decisions (feedback_loop.review.approvals; issue 17)."""
+    from feedback_loop.review.approvals import flywheel_rows
+
+    return {"status": "ok", "rows": flywheel_rows(settings)}
+
+
+def _approvals_html(section: dict) -> str:
+    from feedback_loop.review.approvals import flywheel_html
+
+    if section.get("status") == "error":
+        return f"<section id='approvals'><h2>Approvals</h2>{_section_state(section, 'the approvals', 'retraining')}</section>"
+    return flywheel_html(section.get("rows") or [])
 
 
 def _section_state(section: dict, what: str, stage: str) -> str:
