@@ -28,8 +28,8 @@ from feedback_loop.alerts import WebhookNotifier
 from feedback_loop.assets import DATASET_ASSETS
 from feedback_loop.retrain.operators import FineTuneOperator
 from feedback_loop.retrain.params import asset_event_version, finetune_params
-from feedback_loop.settings import parse_time
 from feedback_loop.review.operators import ApprovalGate
+from feedback_loop.settings import parse_time
 
 # Parse-time configuration from the environment only (no Variables, no I/O at parse time).
 ON_DATASETS = parse_time().finetune_on

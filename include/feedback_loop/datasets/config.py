@@ -7,9 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
+from feedback_loop.datasets import ACTION_DATASETS, ALL_DATASETS, DATASETS  # noqa: F401  (the one list, light)
 from feedback_loop.settings import Settings
 
-from feedback_loop.datasets import ACTION_DATASETS, ALL_DATASETS, DATASETS  # noqa: F401  (the one list, light)
 # Asset URIs live in feedback_loop.assets (light, for DAG files); the names here are the folders.
 
 # Which file of each dataset holds which format (relative path pattern, format name, Parquet too?).
