@@ -78,10 +78,13 @@ def day_failed(lake: Lake, dt: str) -> bool:
 
 def land(settings: Settings, source: str, dt: str) -> dict:
     from feedback_loop.ingest.land import LandingError, land_source
+    from feedback_loop.sources.pull import IncompleteDayError
+    from feedback_loop.sources.systems import check_source_day
 
     try:
+        check_source_day(settings, source, dt)  # a source fed by a pull whose day is not complete (issue 16)
         result = land_source(settings, source, dt).as_dict()
-    except LandingError as exc:  # recorded, so the day counts as settled (failed) for later days
+    except (LandingError, IncompleteDayError) as exc:  # recorded, so the day counts as settled (failed) for later days
         Lake(settings.lake).write_json({"source": source, "dt": dt, "status": "failed", "error": str(exc)},
                                        "runs", f"dt={dt}", "land", f"{source}.json")
         raise
@@ -191,6 +194,10 @@ def decide_retraining(settings: Settings, dt: str) -> dict:
 
 def run_day(settings: Settings, dt: str, *, data_docs: bool = True) -> dict:
     """Every stage of the nightly run for one day, in one process (the CLI's `acsr run`)."""
+    from feedback_loop.sources.systems import configured, pull_system
+
+    for system in configured(settings):  # ACSR_SOURCES: pull and map each system's day first (issue 16)
+        pull_system(settings, system, dt)
     for source in contract.SOURCE_NAMES:
         land(settings, source, dt)
     for source in contract.SOURCE_NAMES:

@@ -98,6 +98,14 @@ class Settings:
     finetune_timeout_hours: float = 24.0
     finetune_on_datasets: str = ""  # "sft" and/or "preference": schedule the fine-tuning DAG on their Assets
 
+    # Source pulls (issue 16, feedback_loop.sources, docs/sources.md): the systems pulled before land.
+    sources: str = ""  # "zendesk+otlp": one pull task per system (connections acsr_<system>); "" = files only
+    sources_mappings: dict = field(default_factory=dict)  # {system: mapping file} instead of the built-in one
+    sources_otlp_path: str = ""  # folder of OTLP JSON files (the OpenTelemetry file exporter's output)
+    sources_timeout_seconds: float = 30.0  # one HTTP request to a vendor
+    sources_max_retries: int = 5  # per request: 429/503 (Retry-After), 5xx, timeouts, connection errors
+    sources_max_wait_seconds: float = 120.0  # a Retry-After longer than this fails the pull (retried by Airflow)
+
     # Anything a stage adds without a field of its own (JSON in ACSR_EXTRA).
     extra: dict = field(default_factory=dict)
 

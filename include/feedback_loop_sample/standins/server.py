@@ -1,0 +1,100 @@
+"""A tiny threaded HTTP server for vendor stand-ins: routes, basic/bearer auth, and a fault plan.
+
+The fault plan maps the n-th request (1-based, any route) to a fault: ("429", seconds) answers
+429 Too Many Requests with that Retry-After; ("hang", seconds) sleeps before answering (a client timeout);
+("500", 0) answers a server error. Requests are recorded (method, path, query, whether authorised)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+
+class StandIn:
+    def __init__(self, check_auth, faults: dict | None = None):
+        self.check_auth, self.faults = check_auth, dict(faults or {})
+        self.requests: list[dict] = []
+        self.lock = threading.Lock()
+        self.routes: dict[tuple[str, str], object] = {}
+        self.server: ThreadingHTTPServer | None = None
+
+    def route(self, method: str, path: str, fn) -> None:
+        self.routes[(method, path)] = fn
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def start(self) -> StandIn:
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def _answer(self, code: int, doc, headers: dict | None = None):
+                body = json.dumps(doc).encode()
+                try:
+                    self.send_response(code)
+                    self.send_header("Content-Type", "application/json; charset=utf-8")
+                    self.send_header("Content-Length", str(len(body)))
+                    for k, v in (headers or {}).items():
+                        self.send_header(k, v)
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def _handle(self, method: str):
+                url = urlsplit(self.path)
+                query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"null") if length else None
+                with stand_in.lock:
+                    n = len(stand_in.requests) + 1
+                    ok = stand_in.check_auth(self.headers)
+                    stand_in.requests.append({"n": n, "method": method, "path": url.path, "query": query,
+                                              "authorised": ok})
+                    fault = stand_in.faults.pop(n, None)
+                if fault:
+                    kind, seconds = fault
+                    if kind == "429":
+                        return self._answer(429, {"error": "APIRateLimitExceeded",
+                                                  "description": "Number of allowed API requests per minute exceeded"},
+                                            {"Retry-After": str(seconds)})
+                    if kind == "hang":
+                        time.sleep(seconds)
+                    if kind == "500":
+                        return self._answer(500, {"error": "InternalError"})
+                if not ok:
+                    return self._answer(401, {"error": "Couldn't authenticate you"})
+                fn = stand_in.routes.get((method, url.path))
+                if fn is None:
+                    return self._answer(404, {"error": "InvalidEndpoint", "description": url.path})
+                code, doc = fn(query, body, stand_in.url)
+                return self._answer(code, doc)
+
+            def do_GET(self):
+                self._handle("GET")
+
+            def do_POST(self):
+                self._handle("POST")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server:
+            self.server.shutdown()
+            self.server.server_close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
