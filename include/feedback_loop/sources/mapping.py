@@ -13,6 +13,7 @@ are rows of this output, and one spec per contract field:
     required: true                  # null after all of the above: quarantined, naming the vendor field
     fn: last_transition             # a named function (FUNCTIONS) for what a path cannot say
     multiply: 60                    # numeric scale (minutes -> seconds)
+    prefix: "ces-"                  # text put before the value (ids of two outputs of one vendor record)
     only_if: {field: status, in: [solved, closed]}   # null unless another mapped field has one of the values
 
 A mapping file may `extends: zendesk` (a built-in) and change only some fields: a team's own custom fields,
@@ -305,7 +306,7 @@ DERIVED_STREAMS: dict[str, dict[str, Callable[[Callable[[str], list[dict]]], lis
 
 SPEC_KEYS = {"path", "as", "map", "map_default", "default", "required", "fn", "multiply", "only_if", "const",
              "from", "to", "old", "new", "time", "field", "field_key", "tags", "any", "tools", "operations",
-             "round", "doc", "map_passthrough", "unreadable"}
+             "round", "doc", "map_passthrough", "unreadable", "prefix"}
 
 
 # ---------------------------------------------------------------------------------------------- mappings
@@ -338,7 +339,10 @@ def _merge(base, over):
     if isinstance(base, dict) and isinstance(over, dict):
         out = dict(base)
         for k, v in over.items():
-            out[k] = _merge(base[k], v) if k in base else v
+            if k == "fields" and isinstance(base.get(k), dict) and isinstance(v, dict):
+                out[k] = {**base[k], **v}  # a field named again is replaced whole, not merged option by option
+            else:
+                out[k] = _merge(base[k], v) if k in base else v
         return out
     if isinstance(base, list) and isinstance(over, list) and all(isinstance(x, dict) and "name" in x for x in base + over):
         named = {x["name"]: x for x in base}
@@ -412,6 +416,8 @@ def _value(spec: dict, record: dict, row: dict, name: str):
         value = round(float(value) * float(spec["multiply"]), int(spec.get("round", 6)))
     if value is None and "default" in spec:
         value = spec["default"]
+    if value is not None and "prefix" in spec:
+        value = f"{spec['prefix']}{value}"
     if (cond := spec.get("only_if")) and row.get(cond["field"]) not in cond["in"]:
         value = None
     if value is None and spec.get("required"):
