@@ -15,6 +15,8 @@ def main() -> int:
     ap.add_argument("--days", type=int, default=7)
     ap.add_argument("--conversations-per-day", type=int, default=300)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--source", default="", help="pull from vendor stand-ins instead of sample files, e.g. "
+                    "zendesk+otlp (docs/sources.md)")
     args = ap.parse_args()
 
     from feedback_loop.settings import Settings
@@ -23,9 +25,10 @@ def main() -> int:
     settings = Settings.load()
     end = date.today() - timedelta(days=1)
     start = end - timedelta(days=args.days - 1)
-    print(f"[demo] generating sample exports {start}..{end} into {settings.landing}", flush=True)
-    generate(settings.landing, start, end, conversations_per_day=args.conversations_per_day, seed=args.seed,
-             malformed_share=0.01)
+    if not args.source.strip():
+        print(f"[demo] generating sample exports {start}..{end} into {settings.landing}", flush=True)
+        generate(settings.landing, start, end, conversations_per_day=args.conversations_per_day, seed=args.seed,
+                 malformed_share=0.01)
 
     print("[demo] preparing the Airflow metadata DB (SQLite) in", os.environ.get("AIRFLOW_HOME"), flush=True)
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, stdout=subprocess.DEVNULL)
@@ -35,7 +38,22 @@ def main() -> int:
     from feedback_loop_sample.demo_runner import run_nightly_dag_for_days
 
     days = [(start + timedelta(days=i)).isoformat() for i in range(args.days)]
-    states = run_nightly_dag_for_days(days)
+    if args.source.strip():  # the night pulls from local stand-ins of the vendors' APIs and OTLP files (docs/sources.md)
+        from feedback_loop.sources.systems import ALIASES
+        from feedback_loop_sample.vendor_payloads import vendor_night
+
+        systems = [ALIASES.get(s, s) for s in args.source.replace(",", "+").split("+") if s.strip()]
+        print(f"[demo] vendor stand-ins for {'+'.join(systems)}: sample days {start}..{end} as vendor payloads",
+              flush=True)
+        data_dir = os.path.dirname(str(settings.landing).rstrip("/"))
+        with vendor_night(data_dir, days, systems, conversations_per_day=args.conversations_per_day,
+                          seed=args.seed) as info:
+            if info["stand_in"]:
+                print(f"[demo] Zendesk stand-in at {info['stand_in'].url}", flush=True)
+            states = run_nightly_dag_for_days(days)
+        print(f"  raw vendor pulls  {settings.landing}/_vendor/<system>/dt=YYYY-MM-DD/{{manifest.json,pull-*/}}")
+    else:
+        states = run_nightly_dag_for_days(days)
 
     from feedback_loop_sample.retrain_demo import retraining_summary, run_retraining_dags
 

@@ -13,6 +13,7 @@
     acsr retrain-intent [--dataset-version latest]         # champion/challenger retraining (docs/retraining.md)
     acsr finetune --backend dry_run|openai|command         # a reasoning-model fine-tuning job
     acsr contract docs/contract                            # export the input contract as JSON Schema
+    acsr pull zendesk --date 2026-11-25 [--map-only]       # pull a source system's day and map it (docs/sources.md)
 """
 
 from __future__ import annotations
@@ -159,6 +160,24 @@ def warehouse():
 
     out = publish(Settings.load())
     typer.echo(f"{out['warehouse']}: {len(out['views'])} views: {', '.join(out['views'])}")
+
+
+@app.command()
+def pull(
+    system: str = typer.Argument(..., help="zendesk | otlp | ... (docs/sources.md)"),
+    date_: str = typer.Option(None, "--date", help="one day, YYYY-MM-DD"),
+    start: str = typer.Option(None, help="first day of a range"),
+    end: str = typer.Option(None, help="last day of a range"),
+    map_only: bool = typer.Option(False, "--map-only", help="map the raw pull again (after changing a mapping)"),
+):
+    """Pull a source system's day(s) into the landing area and map them into the contract (docs/sources.md)."""
+    from feedback_loop.sources.systems import ALIASES, map_system, pull_system
+
+    settings = Settings.load()
+    system = ALIASES.get(system, system)
+    for d in _days(date_, start, end):
+        out = map_system(settings, system, d) if map_only else pull_system(settings, system, d)["mapped"]
+        typer.echo(f"{d} {system}: {json.dumps(out['sources'])}")
 
 
 @app.command()

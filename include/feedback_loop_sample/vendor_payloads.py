@@ -265,10 +265,21 @@ def vendor_night(data_dir: str, days: list[str], systems: list[str], *, conversa
     unknown = set(systems) - set(FED)
     if unknown:
         raise ValueError(f"no stand-in for {', '.join(sorted(unknown))}; stand-ins: {', '.join(FED)}")
+    from feedback_loop.lake.files import join
+
+    settings = Settings.load()
+    for system in systems:  # files of an earlier `make demo` would be landed beside the pulled rows
+        for source in FED[system]:
+            for day in days:
+                folder = join(settings.landing, source, f"dt={day}")
+                other = [n for n in (os.listdir(folder) if os.path.isdir(folder) else [])
+                         if not n.startswith((system, ".", "_"))]
+                if other:
+                    raise RuntimeError(f"{folder} already holds {', '.join(other)} (an earlier demo's files?): "
+                                       "start from a clean data folder (make clean)")
     sample = os.path.join(data_dir, "sample_exports")
     generate(sample, date.fromisoformat(days[0]), date.fromisoformat(days[-1]),
              conversations_per_day=conversations_per_day, seed=seed, malformed_share=malformed_share)
-    settings = Settings.load()
     case_map = ticket_id if "zendesk" in systems else None
     fed = {s for name in systems for s in FED[name]}
     for source in SOURCE_NAMES:

@@ -59,7 +59,7 @@ class MappingFileError(ValueError):
 
 
 # ------------------------------------------------------------------------------------------------ paths
-_TOKEN = re.compile(r"""\.?([A-Za-z0-9_$@-]+)|\['([^']*)'\]|\[([A-Za-z0-9_]+)=([^\]]*)\]""")
+_TOKEN = re.compile(r"""\.?([A-Za-z0-9_$@-]+)|\['([^']*)'\]|\[([A-Za-z0-9_]+)=([^\]]*)\]|\[(\d+)\]""")
 
 
 def parse_path(path: str) -> list[tuple]:
@@ -73,6 +73,8 @@ def parse_path(path: str) -> list[tuple]:
             steps.append(("key", m.group(1)))
         elif m.group(2) is not None:
             steps.append(("key", m.group(2)))
+        elif m.group(5) is not None:
+            steps.append(("index", int(m.group(5))))
         else:
             steps.append(("select", m.group(3), m.group(4)))
         pos = m.end()
@@ -85,6 +87,10 @@ def get_path(record, steps: list[tuple]):
     for step in steps:
         if step[0] == "key":
             if not isinstance(cur, dict) or step[1] not in cur:
+                return _MISSING
+            cur = cur[step[1]]
+        elif step[0] == "index":
+            if not isinstance(cur, list) or step[1] >= len(cur):
                 return _MISSING
             cur = cur[step[1]]
         else:
@@ -106,6 +112,13 @@ def remove_path(record, steps: list[tuple]) -> None:
                 return
             if last:
                 del cur[step[1]]
+                return
+            cur = cur[step[1]]
+        elif step[0] == "index":
+            if not isinstance(cur, list) or step[1] >= len(cur):
+                return
+            if last:
+                cur[step[1]] = None
                 return
             cur = cur[step[1]]
         else:
@@ -240,6 +253,19 @@ def fn_has_any(value, spec: dict, record: dict, row: dict):
     return any(v in spec["any"] for v in value or [])
 
 
+def fn_last_match(value, spec: dict, record: dict, row: dict):
+    """The `time` of the last item of a list whose fields equal `match` (Intercom: the last `open` part)."""
+    hits = [x.get(spec.get("time", "created_at")) for x in value or []
+            if isinstance(x, dict) and all(x.get(k) == v for k, v in spec["match"].items())]
+    hits = [h for h in hits if h is not None]
+    return max(hits) if hits else None
+
+
+def fn_pluck(value, spec: dict, record: dict, row: dict):
+    """One key of every item of a list (Intercom tags: [{name}] -> [name])."""
+    return None if value is None else [x.get(spec["key"]) for x in value if isinstance(x, dict)]
+
+
 def fn_documents(value, spec: dict, record: dict, row: dict):
     """gen_ai.retrieval.documents ([{id, score}], a JSON string or a list) -> [{article_id, score}]."""
     if value is None:
@@ -294,6 +320,8 @@ FUNCTIONS: dict[str, Callable] = {
     "last_transition": fn_last_transition,
     "count_transitions": fn_count_transitions,
     "first_tag": fn_first_tag,
+    "last_match": fn_last_match,
+    "pluck": fn_pluck,
     "has_any": fn_has_any,
     "documents": fn_documents,
     "duration_ms": fn_duration_ms,
@@ -306,7 +334,7 @@ DERIVED_STREAMS: dict[str, dict[str, Callable[[Callable[[str], list[dict]]], lis
 
 SPEC_KEYS = {"path", "as", "map", "map_default", "default", "required", "fn", "multiply", "only_if", "const",
              "from", "to", "old", "new", "time", "field", "field_key", "tags", "any", "tools", "operations",
-             "round", "doc", "map_passthrough", "unreadable", "prefix"}
+             "round", "doc", "map_passthrough", "unreadable", "prefix", "match", "key"}
 
 
 # ---------------------------------------------------------------------------------------------- mappings

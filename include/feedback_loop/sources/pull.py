@@ -151,6 +151,11 @@ class VendorHTTP:
                 if last:
                     raise PullError(f"{where}: HTTP {resp.status_code} after {attempt + 1} attempts")
                 wait = retry_after(resp.headers.get("Retry-After"))
+                if wait is None and resp.headers.get("X-RateLimit-Reset"):  # Intercom: the unix time of the reset
+                    try:
+                        wait = max(0.0, float(resp.headers["X-RateLimit-Reset"]) - time.time())
+                    except ValueError:
+                        wait = None
                 if wait is None:
                     wait = self._backoff(attempt)
                 if wait > self.max_wait:

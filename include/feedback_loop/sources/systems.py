@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 SYSTEMS: dict[str, tuple[str, bool]] = {
     "zendesk": ("feedback_loop.sources.zendesk", True),
     "otlp": ("feedback_loop.sources.otlp", False),
+    "intercom": ("feedback_loop.sources.intercom", True),
 }
 ALIASES = {"otel": "otlp", "opentelemetry": "otlp"}
 

@@ -1,7 +1,7 @@
 """A tiny threaded HTTP server for vendor stand-ins: routes, basic/bearer auth, and a fault plan.
 
 The fault plan maps the n-th request (1-based, any route) to a fault: ("429", seconds) answers
-429 Too Many Requests with that Retry-After; ("hang", seconds) sleeps before answering (a client timeout);
+429 Too Many Requests with that Retry-After, ("429-reset", seconds) with X-RateLimit-Reset (Intercom); ("hang", seconds) sleeps before answering (a client timeout);
 ("500", 0) answers a server error. Requests are recorded (method, path, query, whether authorised)."""
 
 from __future__ import annotations
@@ -61,6 +61,11 @@ class StandIn:
                     fault = stand_in.faults.pop(n, None)
                 if fault:
                     kind, seconds = fault
+                    if kind == "429-reset":  # Intercom's form: the unix time the limit resets
+                        return self._answer(429, {"type": "error.list", "errors": [
+                            {"code": "rate_limit_exceeded", "message": "Exceeded rate limit"}]},
+                            {"X-RateLimit-Limit": "1000", "X-RateLimit-Remaining": "0",
+                             "X-RateLimit-Reset": str(int(time.time()) + int(seconds))})
                     if kind == "429":
                         return self._answer(429, {"error": "APIRateLimitExceeded",
                                                   "description": "Number of allowed API requests per minute exceeded"},
@@ -71,10 +76,11 @@ class StandIn:
                         return self._answer(500, {"error": "InternalError"})
                 if not ok:
                     return self._answer(401, {"error": "Couldn't authenticate you"})
-                fn = stand_in.routes.get((method, url.path))
+                fn = stand_in.routes.get((method, url.path)) or stand_in.routes.get(
+                    (method, url.path.rsplit("/", 1)[0] + "/*"))
                 if fn is None:
                     return self._answer(404, {"error": "InvalidEndpoint", "description": url.path})
-                code, doc = fn(query, body, stand_in.url)
+                code, doc = fn(query, body, stand_in.url, url.path)
                 return self._answer(code, doc)
 
             def do_GET(self):

@@ -50,7 +50,7 @@ class ZendeskStandIn(StandIn):
         self.route("GET", "/api/v2/satisfaction_ratings", self._ratings)
         self.route("GET", "/api/v2/help_center/articles", self._articles)
 
-    def _tickets(self, q, body, base):
+    def _tickets(self, q, body, base, path=None):
         tickets = sorted(self.data.get("tickets", []), key=lambda t: (t["updated_at"], t["id"]))
         if "cursor" in q:
             i = _offset(q["cursor"])
@@ -69,7 +69,7 @@ class ZendeskStandIn(StandIn):
             doc["metric_sets"] = [m for m in self.data.get("metric_sets", []) if m["ticket_id"] in ids]
         return 200, doc
 
-    def _events(self, q, body, base):
+    def _events(self, q, body, base, path=None):
         if "start_time" not in q:
             return 400, {"error": "InvalidValue", "description": "start_time is required"}
         start = int(q["start_time"])
@@ -94,14 +94,14 @@ class ZendeskStandIn(StandIn):
                      "links": {"next": f"{base}{path}?page[size]={size}&page[after]={after}" if more else None,
                                "prev": None}}
 
-    def _ratings(self, q, body, base):
+    def _ratings(self, q, body, base, path=None):
         lo, hi = int(q.get("start_time", 0)), int(q.get("end_time", 2**40))
         items = sorted((r for r in self.data.get("satisfaction_ratings", []) if lo <= _epoch(r["created_at"]) <= hi),
                        key=lambda r: r["id"])
         q = dict(q, **{"page[size]": str(min(int(q.get("page[size]", 100)), self.page_size))})
         return self._cursor_list(items, q, base, "/api/v2/satisfaction_ratings", "satisfaction_ratings")
 
-    def _articles(self, q, body, base):
+    def _articles(self, q, body, base, path=None):
         q = dict(q, **{"page[size]": str(min(int(q.get("page[size]", 100)), self.page_size))})
         return self._cursor_list(sorted(self.data.get("articles", []), key=lambda a: a["id"]), q, base,
                                  "/api/v2/help_center/articles", "articles")
