@@ -21,6 +21,7 @@ SYSTEMS: dict[str, tuple[str, bool]] = {
     "zendesk": ("feedback_loop.sources.zendesk", True),
     "otlp": ("feedback_loop.sources.otlp", False),
     "intercom": ("feedback_loop.sources.intercom", True),
+    "salesforce": ("feedback_loop.sources.salesforce", True),
 }
 ALIASES = {"otel": "otlp", "opentelemetry": "otlp"}
 

@@ -7,15 +7,50 @@ The fault plan maps the n-th request (1-based, any route) to a fault: ("429", se
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 
+def self_signed(folder: str) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 and its key (PEM files in `folder`): for clients that only speak HTTPS
+    (simple-salesforce builds https:// URLs). The certificate is its own CA: give its path to the client."""
+    import datetime
+    import ipaddress
+    import os
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = os.path.join(folder, "standin-cert.pem"), os.path.join(folder, "standin-key.pem")
+    with open(cert_path, "wb") as fh:
+        fh.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(key_path, "wb") as fh:
+        fh.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                   serialization.NoEncryption()))
+    return cert_path, key_path
+
+
 class StandIn:
-    def __init__(self, check_auth, faults: dict | None = None):
+    scheme = "http"
+
+    def __init__(self, check_auth, faults: dict | None = None, tls_dir: str | None = None):
         self.check_auth, self.faults = check_auth, dict(faults or {})
+        self.tls_dir = tls_dir
+        self.ca_path: str | None = None
         self.requests: list[dict] = []
         self.lock = threading.Lock()
         self.routes: dict[tuple[str, str], object] = {}
@@ -26,7 +61,7 @@ class StandIn:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return f"{'https' if self.tls_dir else 'http'}://127.0.0.1:{self.server.server_address[1]}"
 
     def start(self) -> StandIn:
         stand_in = self
@@ -45,8 +80,8 @@ class StandIn:
                         self.send_header(k, v)
                     self.end_headers()
                     self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
+                except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
+                    pass  # the client gave up (a timeout test)
 
             def _handle(self, method: str):
                 url = urlsplit(self.path)
@@ -90,6 +125,12 @@ class StandIn:
                 self._handle("POST")
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if self.tls_dir:
+            cert, key = self_signed(self.tls_dir)
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(cert, key)
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+            self.ca_path = cert
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
