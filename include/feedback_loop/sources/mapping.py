@@ -396,6 +396,9 @@ def validate_mapping(doc: dict) -> None:
             _check_spec(f"{where} field {name}", spec)
         if out.get("where"):
             _check_spec(f"{where} where", out["where"], extra={"in", "not_in"})
+        unknown = set(out) - {"name", "source", "stream", "id", "join", "where", "fields", "extra", "unreadable", "doc"}
+        if unknown:
+            raise MappingFileError(f"{where}: unknown output option(s) {', '.join(sorted(unknown))}")
 
 
 def _check_spec(where: str, spec, extra=frozenset()) -> None:

@@ -22,6 +22,7 @@ SYSTEMS: dict[str, tuple[str, bool]] = {
     "otlp": ("feedback_loop.sources.otlp", False),
     "intercom": ("feedback_loop.sources.intercom", True),
     "salesforce": ("feedback_loop.sources.salesforce", True),
+    "langfuse": ("feedback_loop.sources.langfuse", True),
 }
 ALIASES = {"otel": "otlp", "opentelemetry": "otlp"}
 
