@@ -11,6 +11,8 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__EXECUTOR ?= LocalExecutor
 DAYS ?= 7
 CONVERSATIONS ?= 300
+# SOURCE=zendesk+otlp: the demo's night pulls from vendor stand-ins instead of sample files (docs/sources.md)
+SOURCE ?=
 
 .PHONY: venv demo test test-fast test-integration airflow bench lint clean
 
@@ -26,7 +28,7 @@ $(BIN)/activate: requirements.txt requirements-dev.txt pyproject.toml instrument
 venv: $(BIN)/activate
 
 demo: venv
-	$(BIN)/python scripts/demo.py --days $(DAYS) --conversations-per-day $(CONVERSATIONS)
+	$(BIN)/python scripts/demo.py --days $(DAYS) --conversations-per-day $(CONVERSATIONS) --source "$(SOURCE)"
 
 TEST_WORKERS ?= 2
 test: venv  # everything, the real-scheduler suite included (on one pytest-xdist worker, the unit tests on the other)

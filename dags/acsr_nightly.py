@@ -81,7 +81,27 @@ def acsr_nightly():
             print(f"waiting for earlier days to be summarized first: {pending}")
         return PokeReturnValue(is_done=not pending)
 
-    @task(map_index_template="{{ source }}")
+    @task
+    def source_systems() -> list[str]:
+        """The systems named in ACSR_SOURCES (docs/sources.md): one pull task each, none for files only."""
+        from feedback_loop.settings import Settings
+        from feedback_loop.sources.systems import configured
+
+        return configured(Settings.load())
+
+    @task(map_index_template="{{ system }}")
+    def pull(system: str, day: str, task_state_store=None) -> dict:
+        """Fetch the day's interval from the system, keep it raw, map it into the contract's landing files.
+        The task state store keeps the last page's cursor, so a retry resumes (feedback_loop.sources.pull)."""
+        from feedback_loop.settings import Settings
+        from feedback_loop.sources.systems import pull_system
+
+        out = pull_system(Settings.load(), system, day, state=task_state_store)
+        return {"system": system, "dt": day, "streams": {k: v["records"] for k, v in out["streams"].items()},
+                "mapped": out["mapped"]["sources"], "retries": out["retries"]}
+
+    # A day without configured systems maps no pull task (skipped): land still runs on the files.
+    @task(map_index_template="{{ source }}", trigger_rule="none_failed")
     def land(source: str, day: str) -> dict:
         from feedback_loop.nightly import land
         from feedback_loop.settings import Settings
@@ -173,7 +193,9 @@ def acsr_nightly():
         return build_data_docs(Settings.load())
 
     day = resolve_day()
+    pulled = pull.partial(day=day).expand(system=source_systems())
     landed = land.partial(day=day).expand(source=list(SOURCE_NAMES))
+    pulled >> landed
     validated = validate.partial(day=day).expand(source=list(SOURCE_NAMES))
     [landed, wait_for_earlier_days(day)] >> validated
     counts = model(day)

@@ -17,6 +17,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--no-agent", action="store_true",
                     help="land the generator's agent_events/overrides as they are, not through the sample agent")
+    ap.add_argument("--source", default="", help="pull from vendor stand-ins instead of sample files, e.g. "
+                    "zendesk+otlp (docs/sources.md)")
     args = ap.parse_args()
 
     from feedback_loop.settings import Settings
@@ -25,24 +27,25 @@ def main() -> int:
     settings = Settings.load()
     end = date.today() - timedelta(days=1)
     start = end - timedelta(days=args.days - 1)
-    print(f"[demo] generating sample exports {start}..{end} into {settings.landing}", flush=True)
-    generate(settings.landing, start, end, conversations_per_day=args.conversations_per_day, seed=args.seed,
-             malformed_share=0.01)
-    if not args.no_agent:  # the adopter's path: instrumented agent -> OTLP JSON files -> pull -> landing
-        from pathlib import Path
+    if not args.source.strip():
+        print(f"[demo] generating sample exports {start}..{end} into {settings.landing}", flush=True)
+        generate(settings.landing, start, end, conversations_per_day=args.conversations_per_day, seed=args.seed,
+                 malformed_share=0.01)
+        if not args.no_agent:  # the adopter's path: instrumented agent -> OTLP JSON files -> pull -> landing
+            from pathlib import Path
 
-        from feedback_loop_sample.agent import through_instrumentation
+            from feedback_loop_sample.agent import through_instrumentation
 
-        traces = Path(settings.landing).parent / "traces"
-        for i in range(args.days):
-            r = through_instrumentation(settings.landing, (start + timedelta(days=i)).isoformat(), traces)
-            if r.get("skipped"):
-                print(f"[demo] {r['day']}: {r['skipped']}", flush=True)
-                continue
-            print(f"[demo] {r['day']}: sample agent, {r['conversations']} conversations -> {r['spans_exported']} spans "
-                  f"in {r['traces']} -> pulled {r['rows']['agent_events'][r['day']]} agent_events and "
-                  f"{r['rows'].get('overrides', {}).get(r['day'], 0)} overrides rows "
-                  f"({sum(r['unreplayable'].values())} planted defects kept aside)", flush=True)
+            traces = Path(settings.landing).parent / "traces"
+            for i in range(args.days):
+                r = through_instrumentation(settings.landing, (start + timedelta(days=i)).isoformat(), traces)
+                if r.get("skipped"):
+                    print(f"[demo] {r['day']}: {r['skipped']}", flush=True)
+                    continue
+                print(f"[demo] {r['day']}: sample agent, {r['conversations']} conversations -> {r['spans_exported']} spans "
+                      f"in {r['traces']} -> pulled {r['rows']['agent_events'][r['day']]} agent_events and "
+                      f"{r['rows'].get('overrides', {}).get(r['day'], 0)} overrides rows "
+                      f"({sum(r['unreplayable'].values())} planted defects kept aside)", flush=True)
 
     print("[demo] preparing the Airflow metadata DB (SQLite) in", os.environ.get("AIRFLOW_HOME"), flush=True)
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, stdout=subprocess.DEVNULL)
@@ -52,7 +55,22 @@ def main() -> int:
     from feedback_loop_sample.demo_runner import run_nightly_dag_for_days
 
     days = [(start + timedelta(days=i)).isoformat() for i in range(args.days)]
-    states = run_nightly_dag_for_days(days)
+    if args.source.strip():  # the night pulls from local stand-ins of the vendors' APIs and OTLP files (docs/sources.md)
+        from feedback_loop.sources.systems import ALIASES
+        from feedback_loop_sample.vendor_payloads import vendor_night
+
+        systems = [ALIASES.get(s, s) for s in args.source.replace(",", "+").split("+") if s.strip()]
+        print(f"[demo] vendor stand-ins for {'+'.join(systems)}: sample days {start}..{end} as vendor payloads",
+              flush=True)
+        data_dir = os.path.dirname(str(settings.landing).rstrip("/"))
+        with vendor_night(data_dir, days, systems, conversations_per_day=args.conversations_per_day,
+                          seed=args.seed) as info:
+            if info["stand_in"]:
+                print(f"[demo] Zendesk stand-in at {info['stand_in'].url}", flush=True)
+            states = run_nightly_dag_for_days(days)
+        print(f"  raw vendor pulls  {settings.landing}/_vendor/<system>/dt=YYYY-MM-DD/{{manifest.json,pull-*/}}")
+    else:
+        states = run_nightly_dag_for_days(days)
 
     from feedback_loop_sample.retrain_demo import retraining_summary, run_retraining_dags
 

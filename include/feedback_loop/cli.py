@@ -16,6 +16,7 @@
     acsr review-queue --date 2026-11-25                    # the night's review queue (docs/review.md)
     acsr import-reviews --date 2026-11-26                  # Label Studio exports -> override files
     acsr approvals                                         # the latest approval-gate decisions
+    acsr pull zendesk --date 2026-11-25 [--map-only]       # pull a source system's day and map it (docs/sources.md)
 """
 
 from __future__ import annotations
@@ -169,6 +170,24 @@ def warehouse():
 
     out = publish(Settings.load())
     typer.echo(f"{out['warehouse']}: {len(out['views'])} views: {', '.join(out['views'])}")
+
+
+@app.command()
+def pull(
+    system: str = typer.Argument(..., help="zendesk | otlp | ... (docs/sources.md)"),
+    date_: str = typer.Option(None, "--date", help="one day, YYYY-MM-DD"),
+    start: str = typer.Option(None, help="first day of a range"),
+    end: str = typer.Option(None, help="last day of a range"),
+    map_only: bool = typer.Option(False, "--map-only", help="map the raw pull again (after changing a mapping)"),
+):
+    """Pull a source system's day(s) into the landing area and map them into the contract (docs/sources.md)."""
+    from feedback_loop.sources.systems import ALIASES, map_system, pull_system
+
+    settings = Settings.load()
+    system = ALIASES.get(system, system)
+    for d in _days(date_, start, end):
+        out = map_system(settings, system, d) if map_only else pull_system(settings, system, d)["mapped"]
+        typer.echo(f"{d} {system}: {json.dumps(out['sources'])}")
 
 
 @app.command()

@@ -92,6 +92,8 @@ def day_failed(lake: Lake, dt: str) -> bool:
 
 def land(settings: Settings, source: str, day: date | str) -> dict:
     from feedback_loop.ingest.land import LandingError, land_source
+    from feedback_loop.sources.pull import IncompleteDayError
+    from feedback_loop.sources.systems import check_source_day
 
     dt = as_day(day).isoformat()  # ingest/ works on the partition's text (its documents carry it)
     try:
@@ -102,8 +104,9 @@ def land(settings: Settings, source: str, day: date | str) -> dict:
                 convert_exports(settings, dt)
             except ReviewImportError as exc:
                 raise LandingError(str(exc)) from exc
+        check_source_day(settings, source, dt)  # a source fed by a pull whose day is not complete (issue 16)
         result = land_source(settings, source, dt).as_dict()
-    except LandingError as exc:  # recorded, so the day counts as settled (failed) for later days
+    except (LandingError, IncompleteDayError) as exc:  # recorded, so the day counts as settled (failed) for later days
         Lake(settings.lake).write_json({"source": source, "dt": dt, "status": "failed", "error": str(exc)},
                                        "runs", f"dt={dt}", "land", f"{source}.json")
         raise
@@ -239,6 +242,10 @@ def decide_retraining(settings: Settings, day: date | str) -> dict:
 def run_day(settings: Settings, day: date | str, *, data_docs: bool = True) -> dict:
     """Every stage of the nightly run for one day, in one process (the CLI's `acsr run`)."""
     day = as_day(day)
+    from feedback_loop.sources.systems import configured, pull_system
+
+    for system in configured(settings):  # ACSR_SOURCES: pull and map each system's day first (issue 16)
+        pull_system(settings, system, day.isoformat())
     summary = land_validate_model(settings, day)["summary"]
     signals(settings, day)
     detect_gaps(settings, day)  # after signals: gap rows link the night's action queue

@@ -172,6 +172,14 @@ class Settings:
     review_max_channel_share: float = 0.5
     review_low_confidence: float = 0.6  # an agent intent confidence below this is "unsure"
 
+    # Source pulls (issue 16, feedback_loop.sources, docs/sources.md): the systems pulled before land.
+    sources: str = ""  # "zendesk+otlp": one pull task per system (connections acsr_<system>); "" = files only
+    sources_mappings: dict = field(default_factory=dict)  # {system: mapping file} instead of the built-in one
+    sources_otlp_path: str = ""  # folder of OTLP JSON files (the OpenTelemetry file exporter's output)
+    sources_timeout_seconds: float = 30.0  # one HTTP request to a vendor
+    sources_max_retries: int = 5  # per request: 429/503 (Retry-After), 5xx, timeouts, connection errors
+    sources_max_wait_seconds: float = 120.0  # a Retry-After longer than this fails the pull (retried by Airflow)
+
     @classmethod
     def load(cls, **overrides) -> Settings:
         """Build the settings from defaults, the `acsr_settings` Variable, the environment and `overrides`."""

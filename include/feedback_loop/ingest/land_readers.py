@@ -18,6 +18,9 @@ from feedback_loop.lake.files import is_remote
 
 log = logging.getLogger(__name__)
 MAX_KEY_SHAPES = 1000  # distinct key lists in one JSON Lines file beyond which the fast path is not tried
+# A landing record with this key is a vendor record that a source mapping could not read (feedback_loop.sources.
+# mapping): it lands as a parse error whose text is the mapping's reason, naming the vendor field.
+MAPPING_ERROR = "_mapping_error"
 
 
 class LandingError(RuntimeError):
@@ -82,6 +85,8 @@ def _read_jsonl_fast(con, src: Source, path: str, idx: int, stream: bool = False
         # A blank line has no key list (NULL), a non-object an empty one
         if not shapes or len(shapes) > MAX_KEY_SHAPES or any(not keys for keys, _ in shapes):
             return None
+        if any(MAPPING_ERROR in keys for keys, _ in shapes):
+            return None  # a vendor record a source mapping could not read: the line path makes it a parse error
         extras = {tuple(k for k in keys if k not in core) for keys, _ in shapes}
         if len(extras) != 1:
             return None  # `_extra` would differ by record: left to the line path
@@ -141,7 +146,9 @@ def _read_jsonl(con, src: Source, path: str, idx: int) -> None:
         f"""INSERT INTO rows
         SELECT '{_q(path)}', {_record_number(bad, "l")}, line,
                CASE WHEN NOT json_valid(line) THEN 'invalid JSON (truncated or not a JSON line)'
-                    WHEN json_type(line::JSON) <> 'OBJECT' THEN 'not a JSON object' END
+                    WHEN json_type(line::JSON) <> 'OBJECT' THEN 'not a JSON object'
+                    WHEN contains(line, '"{MAPPING_ERROR}"') AND json_exists(line, '$.{MAPPING_ERROR}')
+                    THEN 'vendor record not mapped: ' || json_extract_string(line, '$.{MAPPING_ERROR}') END
         FROM (SELECT rowid + 1 AS _n, line FROM lines_{idx}) l {_record_join(bad, "l")}
         WHERE line IS NOT NULL AND trim(line, ' ' || chr(9)) <> ''"""
     )
