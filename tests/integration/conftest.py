@@ -24,9 +24,9 @@ from airflow_stack import AirflowStack
 CONVERSATIONS_PER_DAY = 60
 
 
-# Module order: the Celery deployment first (its own services, before the shared stack starts), then the
-# operator's story on the shared stack: nightly runs, retraining on their outputs, the page that shows both.
-MODULE_ORDER = ("test_celery_deployment", "test_nightly_scheduler", "test_retrain_through_scheduler", "test_flywheel_ui")
+# Module order: the Celery deployment and the README's `make airflow` first (their own services, before the
+# shared stack starts), then the operator's story on the shared stack: nightly runs, retraining on their outputs, the page that shows both.
+MODULE_ORDER = ("test_celery_deployment", "test_readme", "test_nightly_scheduler", "test_retrain_through_scheduler", "test_flywheel_ui")
 
 
 def pytest_collection_modifyitems(config, items):
