@@ -129,8 +129,8 @@ class Shell:
         code = self.adapt(command)
         assign = re.match(r"^(?:export\s+)?([A-Z_][A-Z0-9_]*)=", code)
         script = f"{code}\nprintf '\\n__VALUE__%s' \"${assign.group(1)}\"" if assign else code
-        out = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=self.project, env=self.env,
-                             capture_output=True, text=True, timeout=timeout)
+        out = subprocess.run(["bash", "-euo", "pipefail", "-c", script], check=False, cwd=self.project,
+                             env=self.env, capture_output=True, text=True, timeout=timeout)
         assert out.returncode == 0, f"`{command}` failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
         if assign:
             out_text, value = out.stdout.rsplit("__VALUE__", 1)
@@ -148,7 +148,8 @@ class MakeAirflow:
         self.proc = subprocess.Popen(
             ["bash", "-c", shell.adapt(command)], cwd=shell.project, env=shell.env, stdout=open(self.log, "wb"),  # noqa: SIM115
             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+            # a terminal's job gets Ctrl-C; a pytest-xdist worker may ignore SIGINT, which children inherit
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # noqa: PLW1509 - resets one signal
         self.base = f"http://localhost:{shell.port}"
 
     def output(self) -> str:
@@ -172,7 +173,7 @@ class MakeAirflow:
             wait_for(lambda: not self.group_alive(), 90, interval=1, what="make airflow to stop on Ctrl-C")
             return []
         except TimeoutError:
-            left = subprocess.run(["ps", "-o", "pid,args", "-g", str(self.proc.pid)], capture_output=True,
+            left = subprocess.run(["ps", "-o", "pid,args", "-g", str(self.proc.pid)], check=False, capture_output=True,
                                   text=True).stdout
             os.killpg(self.proc.pid, signal.SIGKILL)
             return left.splitlines()[1:]
@@ -298,7 +299,7 @@ def _backfill_finishes(shell: Shell, stack: MakeAirflow, token: str, command: st
         return doc if doc["completed_at"] else None
 
     wait_for(completed, 1200, interval=5, what=f"backfill {new['id']} ({command}) to complete")
-    status, body = http("GET", f"{stack.base}/api/v2/dags/{dag}/dagRuns?limit=100", token=token)
+    _, body = http("GET", f"{stack.base}/api/v2/dags/{dag}/dagRuns?limit=100", token=token)
     runs = [r for r in json.loads(body)["dag_runs"] if r["run_type"] == "backfill"
             and r["queued_at"] and r["queued_at"] >= new["created_at"]]
     days = sorted(r["partition_key"] for r in runs)
@@ -315,7 +316,7 @@ def _trigger_finishes(shell: Shell, stack: MakeAirflow, token: str, command: str
     dag = args[args.index("trigger") + 1]
     conf = json.loads(args[args.index("--conf") + 1]) if "--conf" in args else {}
     shell.run(command, timeout=300)
-    status, body = http("GET", f"{stack.base}/api/v2/dags/{dag}/dagRuns?limit=100&order_by=-queued_at", token=token)
+    _, body = http("GET", f"{stack.base}/api/v2/dags/{dag}/dagRuns?limit=100&order_by=-queued_at", token=token)
     run = next(r for r in json.loads(body)["dag_runs"] if r["run_type"] == "manual" and r["conf"] == conf)
 
     def finished():
