@@ -180,16 +180,23 @@ class MakeAirflow:
 
 
 def http(method: str, url: str, body: dict | None = None, token: str | None = None) -> tuple[int, str]:
+    """(status, body); a timeout or refused connection is tried again (2 cores shared with the whole suite)."""
     headers = {"Content-Type": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     req = urllib.request.Request(url, method=method, headers=headers,
                                  data=json.dumps(body).encode() if body is not None else None)
-    try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            return resp.status, resp.read().decode(errors="replace")
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode(errors="replace")
+    for attempt in range(4):
+        try:
+            with urllib.request.urlopen(req, timeout=120) as resp:
+                return resp.status, resp.read().decode(errors="replace")
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode(errors="replace")
+        except (TimeoutError, ConnectionError, urllib.error.URLError):
+            if attempt == 3 or method != "GET":
+                raise
+            time.sleep(5)
+    raise AssertionError("unreachable")
 
 
 # --- the test -------------------------------------------------------------------------------------------------
