@@ -81,7 +81,7 @@ class DemoProgress:
         self.out, self.log_path = out, log_path
         self.live = out.isatty()
         self.label = ""
-        self.stages: dict[str, list] = {}  # task_id -> [finished instances, seconds, failed]
+        self.stages: dict[str, list] = {}  # task_id -> [map indexes seen, seconds, failed]
         self.started: dict[tuple, tuple[float, int]] = {}
         self.failures: list[str] = []
         self.t0 = time.monotonic()
@@ -100,7 +100,7 @@ class DemoProgress:
         self.out.flush()
 
     def _line(self, state: str) -> str:
-        stages = " · ".join(f"{tid}{'×' + str(n) if n > 1 else ''} {sec:.0f}s{' FAILED' if failed else ''}"
+        stages = " · ".join(f"{tid}{'×' + str(len(n)) if len(n) > 1 else ''} {sec:.0f}s{' FAILED' if failed else ''}"
                             for tid, (n, sec, failed) in self.stages.items())
         return f"[demo] {self.label}  {state} in {time.monotonic() - self.t0:.0f}s  {stages}"
 
@@ -138,8 +138,8 @@ class DemoProgress:
 
     def _finished(self, ti, failed: bool) -> int:
         began, offset = self.started.pop(self._key(ti), (time.monotonic(), 0))
-        stage = self.stages.setdefault(ti.task_id, [0, 0.0, False])
-        stage[0] += 1
+        stage = self.stages.setdefault(ti.task_id, [set(), 0.0, False])
+        stage[0].add(getattr(ti, "map_index", -1))  # a retry is the same instance again
         stage[1] += time.monotonic() - began
         stage[2] = stage[2] or failed
         if self.live:

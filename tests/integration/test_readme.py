@@ -103,7 +103,8 @@ def scratch_copy(dest: Path) -> Path:
 
 
 def newcomer_env(project: Path) -> dict:
-    """A fresh shell: no AIRFLOW_*/ACSR_* variable, no venv on PATH, HOME a scratch folder."""
+    """A fresh shell: no AIRFLOW_*/ACSR_* variable (but the log-server ports), no venv on PATH, HOME a scratch
+    folder."""
     venv_bins = {str(Path(sys.executable).parent), str(Path(sys.executable).resolve().parent)}
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("AIRFLOW", "ACSR_", "VIRTUAL_ENV", "PYTEST", "MAKE")) and k != "MFLAGS"}
@@ -111,6 +112,10 @@ def newcomer_env(project: Path) -> dict:
     env["HOME"] = str(project.parent / "home")
     env["PYTHONPATH"] = str(project / "include")  # the copy's code, not the checkout the venv was installed from
     env["PYTHONUNBUFFERED"] = "1"
+    # Not the newcomer's business but this machine's: another Airflow (the suite's shared stack, a colleague's)
+    # may hold the default log-server ports.
+    env["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"] = str(free_port())
+    env["AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"] = str(free_port())
     Path(env["HOME"]).mkdir(exist_ok=True)
     return env
 

@@ -60,8 +60,7 @@ def test_progress_lines_on_the_terminal_logs_in_the_file_and_a_failure_excerpt(t
                          cwd=ROOT)
     terminal = out.stdout.splitlines()
     assert terminal[-1] == "STATE failed", out.stdout + out.stderr
-    assert "validate: task validate failed: 42 of 50 rows of a are broken" in out.stdout.replace(
-        "demo_progress_probe 2026-11-20: ", "")
+    assert "[demo] demo_progress_probe 2026-11-20: task validate failed: 42 of 50 rows of a are broken" in terminal
     assert "validate: this line belongs to the excerpt" in out.stdout  # the failing task's own log lines
     assert 'File "' not in out.stdout  # traceback frames stay in the file
     [day] = [line for line in terminal if line.startswith("[demo] demo_progress_probe 2026-11-20  ")]
