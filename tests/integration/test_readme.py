@@ -356,7 +356,7 @@ def _curl(shell: Shell, stack: MakeAirflow, command: str) -> None:
         # a refused conf: the README shows the HTTP status after the body (-w '\n%{http_code}')
         body, status = out.rstrip().rsplit("\n", 1)
         assert status == "400", out
-        assert "sometimes" in body and "enum" in body.lower() or "is not one of" in body, body
+        assert "Invalid input for param promotion_policy" in body and "'sometimes' is not one of" in body, body
     elif "/dagRuns" in code:
         run = json.loads(out)
         sent = json.loads(shlex.split(code)[shlex.split(code).index("-d") + 1])
