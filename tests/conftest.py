@@ -60,16 +60,23 @@ def user_data_untouched():
     assert not changes, f"the test session changed {USER_DATA}: " + "; ".join(changes[:20])
 
 
+STANDALONE_INTEGRATION = ("tests/integration/test_readme.py",)
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
     """`make test` (pytest-xdist): each module's tests stay on one worker, so its module fixtures (whole
     generated nights through Airflow) are built once; tests/integration, one Airflow deployment per
-    session, is one unit of its own, run in its order on one worker while the other takes the rest."""
+    session, is one unit of its own, run in its order on one worker while the other takes the rest. The README
+    test (its own `make airflow`, no shared fixture) is a unit apart, the second in line: the other worker
+    starts with it, so its waiting on a scheduler overlaps with the suite's."""
     from xdist.scheduler import LoadScopeScheduling
 
     class ModuleScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             module = nodeid.split("::", 1)[0]
+            if module in STANDALONE_INTEGRATION:
+                return module
             return "tests/integration" if module.startswith("tests/integration/") else module
 
     return ModuleScheduling(config, log)
