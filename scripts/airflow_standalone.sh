@@ -15,6 +15,9 @@ export AIRFLOW__API__PORT="$PORT"
 export AIRFLOW__API__HOST="${AIRFLOW__API__HOST:-127.0.0.1}"  # local use: not on the network with admin/admin
 export AIRFLOW__API__BASE_URL="${AIRFLOW__API__BASE_URL:-http://localhost:$PORT}"
 export AIRFLOW__CORE__EXECUTION_API_SERVER_URL="${AIRFLOW__CORE__EXECUTION_API_SERVER_URL:-http://localhost:$PORT/execution/}"
+if [[ "${AIRFLOW__DATABASE__SQL_ALCHEMY_CONN:-sqlite}" == sqlite* ]]; then
+  export AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS="${AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS:-feedback_loop.airflow_local.SQLITE_CONNECT_ARGS}"
+fi
 # standalone starts each component as an `airflow` found on PATH: the venv's, with nothing activated.
 BIN="$(cd "${VENV:-.venv}/bin" && pwd)"
 export PATH="$BIN:$PATH"

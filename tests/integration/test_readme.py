@@ -161,7 +161,20 @@ class MakeAirflow:
         return self.log.read_text(errors="replace")
 
     def alive(self):
+        """make airflow and each of its components still run (standalone itself goes on when one dies)."""
         assert self.proc.poll() is None, f"make airflow exited ({self.proc.returncode}):\n{self.output()[-4000:]}"
+        running = subprocess.run(["ps", "-o", "stat=,args=", "-g", str(self.proc.pid)], check=False,
+                                 capture_output=True, text=True).stdout.splitlines()
+        running = [line.split(None, 1)[1] for line in running if not line.startswith("Z") and " " in line]
+        if any("airflow standalone" in a for a in running):
+            for name in ("scheduler", "dag-processor", "triggerer"):
+                if self.started(name):
+                    assert any(f"airflow {name}" in a for a in running), (
+                        f"the {name} of make airflow died:\n" + "\n".join(
+                            line for line in self.output().splitlines() if line.startswith(name))[-4000:])
+
+    def started(self, name: str) -> bool:
+        return f"{name} " in self.output() and "Airflow is ready" in self.output()
 
     def group_alive(self) -> bool:
         try:
