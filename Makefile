@@ -40,8 +40,9 @@ test-fast: venv  # everything but the suite that starts real Airflow services (t
 test-integration: venv  # scheduler, backfills, Celery/Postgres/Redis/S3, the Flywheel page (docs/operations.md)
 	$(BIN)/python -m pytest -q -m integration
 
-airflow: venv
-	bash scripts/airflow_standalone.sh
+PORT ?= 8080
+airflow: venv  # standalone on localhost:$(PORT); Ctrl-C stops it all
+	PORT=$(PORT) bash scripts/airflow_standalone.sh
 
 bench: venv
 	$(BIN)/python bench/run_bench.py

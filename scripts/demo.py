@@ -1,13 +1,18 @@
 """`make demo`: sample data for the last N days, the nightly DAG run for each day through Airflow
-(`dag.test()`, SQLite metadata DB), then where the outputs are and a summary per day."""
+(`dag.test()`, SQLite metadata DB), then where the outputs are and a summary per day.
+
+The terminal gets one progress line per day (its stages and their seconds) and the summary; the Airflow
+task logs go to <data dir>/logs/demo-<time>.log, whose path is printed first. A failed task prints its
+error and the end of its log."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 
 def main() -> int:
@@ -47,37 +52,47 @@ def main() -> int:
                       f"{r['rows'].get('overrides', {}).get(r['day'], 0)} overrides rows "
                       f"({sum(r['unreplayable'].values())} planted defects kept aside)", flush=True)
 
+    log_path = Path(settings.landing).parent / "logs" / f"demo-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     print("[demo] preparing the Airflow metadata DB (SQLite) in", os.environ.get("AIRFLOW_HOME"), flush=True)
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, stdout=subprocess.DEVNULL)
-    subprocess.run([sys.executable, "-m", "airflow", "pools", "set", "duckdb_warehouse", "1",
-                    "single writer of the DuckDB warehouse file"], check=True, stdout=subprocess.DEVNULL)
+    with open(log_path, "ab") as log:
+        for cmd in (["db", "migrate"], ["pools", "set", "duckdb_warehouse", "1", "single writer of the DuckDB warehouse file"]):
+            if subprocess.run([sys.executable, "-m", "airflow", *cmd], check=False, stdout=log, stderr=log).returncode:
+                print(f"[demo] `airflow {' '.join(cmd)}` failed: see {log_path}", flush=True)
+                return 1
 
-    from feedback_loop_sample.demo_runner import run_nightly_dag_for_days
-
-    days = [(start + timedelta(days=i)).isoformat() for i in range(args.days)]
-    if args.source.strip():  # the night pulls from local stand-ins of the vendors' APIs and OTLP files (docs/sources.md)
-        from feedback_loop.sources.systems import ALIASES
-        from feedback_loop_sample.vendor_payloads import vendor_night
-
-        systems = [ALIASES.get(s, s) for s in args.source.replace(",", "+").split("+") if s.strip()]
-        print(f"[demo] vendor stand-ins for {'+'.join(systems)}: sample days {start}..{end} as vendor payloads",
-              flush=True)
-        data_dir = os.path.dirname(str(settings.landing).rstrip("/"))
-        with vendor_night(data_dir, days, systems, conversations_per_day=args.conversations_per_day,
-                          seed=args.seed) as info:
-            if info["stand_in"]:
-                print(f"[demo] Zendesk stand-in at {info['stand_in'].url}", flush=True)
-            states = run_nightly_dag_for_days(days)
-        print(f"  raw vendor pulls  {settings.landing}/_vendor/<system>/dt=YYYY-MM-DD/{{manifest.json,pull-*/}}")
-    else:
-        states = run_nightly_dag_for_days(days)
-
+    from feedback_loop_sample.demo_runner import (
+        DemoProgress,
+        listening,
+        logs_to_file,
+        run_nightly_dag_for_days,
+    )
     from feedback_loop_sample.retrain_demo import retraining_summary, run_retraining_dags
 
-    states.update(run_retraining_dags())  # the classifier champion/challenger and a dry-run fine-tuning job
+    days = [(start + timedelta(days=i)).isoformat() for i in range(args.days)]
+    print(f"[demo] running the nightly DAG for {len(days)} days, then the retraining DAGs; Airflow's logs go to\n"
+          f"       {log_path}", flush=True)
+    with contextlib.ExitStack() as stack:
+        if args.source.strip():  # the night pulls from local stand-ins of the vendors' APIs and OTLP files (docs/sources.md)
+            from feedback_loop.sources.systems import ALIASES
+            from feedback_loop_sample.vendor_payloads import vendor_night
+
+            systems = [ALIASES.get(s, s) for s in args.source.replace(",", "+").split("+") if s.strip()]
+            print(f"[demo] vendor stand-ins for {'+'.join(systems)}: sample days {start}..{end} as vendor payloads",
+                  flush=True)
+            data_dir = os.path.dirname(str(settings.landing).rstrip("/"))
+            info = stack.enter_context(vendor_night(data_dir, days, systems,
+                                                    conversations_per_day=args.conversations_per_day, seed=args.seed))
+            if info["stand_in"]:
+                print(f"[demo] Zendesk stand-in at {info['stand_in'].url}", flush=True)
+            print(f"  raw vendor pulls  {settings.landing}/_vendor/<system>/dt=YYYY-MM-DD/{{manifest.json,pull-*/}}")
+        terminal = stack.enter_context(logs_to_file(log_path))
+        progress = stack.enter_context(listening(DemoProgress(terminal, log_path)))
+        states = run_nightly_dag_for_days(days, progress=progress)
+        # the classifier champion/challenger and a dry-run fine-tuning job
+        states.update(run_retraining_dags(progress=progress))
 
     from feedback_loop.lake.files import Lake
-    from feedback_loop.signals.report_text import summary_table
 
     print("\n[demo] outputs")
     print(f"  landing area      {settings.landing}")
@@ -93,14 +108,37 @@ def main() -> int:
                          for n in ("intent_relabels", "sft", "preference", "kto"))
     print(f"  datasets          {settings.lake}/datasets/<name>/<version>/  (latest: {versions}; manifest.json, "
           f"README.md; `acsr datasets --start D1 --end D2`, docs/datasets.md)")
-    print("\n[demo] run summary per day")
-    print(summary_table(Lake(settings.lake), days))
+    print(f"\n[demo] run summary per day (per source: `acsr summary --start {days[0]} --end {days[-1]}`)")
+    print(day_lines(Lake(settings.lake), days))
     print("\n" + retraining_summary(settings, days))
     failed = {d: s for d, s in states.items() if s != "success"}
     if failed:
-        print(f"\n[demo] runs that did not succeed: {failed}")
+        print(f"\n[demo] runs that did not succeed: {failed}; Airflow's logs: {log_path}")
         return 1
     return 0
+
+
+def day_lines(lake, days: list[str]) -> str:
+    """One line per day: rows read, staged and quarantined (by reason, all sources), GX expectations passed."""
+    from collections import Counter
+
+    lines = []
+    for d in days:
+        s = lake.read_json("runs", f"dt={d}", "summary.json")
+        if s is None:
+            lines.append(f"  {d}  no summary (not run yet, or failed before summarizing)")
+            continue
+        t, reasons, passed, evaluated = s["totals"], Counter(), 0, 0
+        for src in s["sources"].values():
+            reasons.update(src["quarantined_by_reason"])
+            stats = src["suite"].get("statistics") or {}
+            passed += stats.get("successful_expectations") or 0
+            evaluated += stats.get("evaluated_expectations") or 0
+        why = ", ".join(f"{k} {v}" for k, v in reasons.most_common()) or "-"
+        lines.append(f"  {d}  {s['status'].upper():6} read {t['rows_read']:>7}  staged {t['rows_staged']:>7}  "
+                     f"quarantined {t['rows_quarantined']:>5} ({why})  GX {passed}/{evaluated} expectations passed "
+                     f"in {len(s['sources'])} suites")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -7,11 +7,11 @@ from feedback_loop.lake.files import Lake
 from feedback_loop.settings import Settings
 
 
-def run_retraining_dags() -> dict[str, str]:
+def run_retraining_dags(progress=None) -> dict[str, str]:
     """dag.test() of the intent classifier DAG (bootstrap + challenger) and of the fine-tuning DAG (dry run)."""
     import os
 
-    from feedback_loop_sample.demo_runner import load_dag
+    from feedback_loop_sample.demo_runner import load_dag, run_dag
 
     # dag.test() runs here with nobody at the Required Actions page: the approval gates auto-approve (and
     # record it) whatever the environment says, so the demo never waits (docs/review.md).
@@ -22,9 +22,7 @@ def run_retraining_dags() -> dict[str, str]:
     states = {}
     for dag_id, conf in (("acsr_retrain_intent_classifier", {"reason": "make demo"}),
                          ("acsr_finetune_reasoning_model", {"backend": "dry_run", "dataset": "sft", "reason": "make demo"})):
-        run = load_dag(dag_id).test(run_conf=conf)
-        states[dag_id] = str(getattr(run, "state", run))
-        print(f"[demo] {dag_id}: {states[dag_id]}", flush=True)
+        states[dag_id] = run_dag(load_dag(dag_id), progress, dag_id, run_conf=conf)
     return states
 
 

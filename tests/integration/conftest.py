@@ -24,9 +24,10 @@ from airflow_stack import AirflowStack
 CONVERSATIONS_PER_DAY = 60
 
 
-# Module order: the Celery deployment first (its own services, before the shared stack starts), then the
-# operator's story on the shared stack: nightly runs, retraining on their outputs, the page that shows both.
-MODULE_ORDER = ("test_celery_deployment", "test_nightly_scheduler", "test_retrain_through_scheduler",
+# Module order: the Celery deployment and the README's `make airflow` first (their own services, before the
+# shared stack starts), then the operator's story on the shared stack: nightly runs, retraining on their
+# outputs, approvals, the page that shows them.
+MODULE_ORDER = ("test_celery_deployment", "test_readme", "test_nightly_scheduler", "test_retrain_through_scheduler",
                 "test_approvals_through_scheduler", "test_flywheel_ui")
 
 
@@ -132,3 +133,29 @@ def airflow_stack(request, integration_dir, sample_data, webhook) -> AirflowStac
     stack.start(pools={"duckdb_warehouse": 1})
     stack.wait_dag_parsed("acsr_nightly")
     return stack
+
+
+@pytest.fixture(scope="session")
+def nightly_outputs(airflow_stack, days) -> Path:
+    """Every suite day processed by the nightly DAG, whichever module runs first (each module can run
+    alone): after test_nightly_scheduler this finds them done; otherwise it unpauses the DAG (its scheduled
+    run takes the latest day) and backfills the days before, as an operator would, and waits for both."""
+    from airflow_stack import wait_for
+
+    stack, dag = airflow_stack, "acsr_nightly"
+    lake = Path(stack.env["ACSR_DATA_DIR"]) / "lake"
+
+    def missing() -> list[str]:
+        return [d for d in days["backfill"] if not (lake / "runs" / f"dt={d}" / "summary.json").is_file()]
+
+    if missing():
+        stack.api("PATCH", f"/api/v2/dags/{dag}", {"is_paused": False})
+        todo = missing()
+        backfill = stack.api("POST", "/api/v2/backfills", {
+            "dag_id": dag, "from_date": f"{todo[0]}T00:00:00Z", "to_date": f"{todo[-1]}T23:59:59Z",
+            "reprocess_behavior": "failed", "max_active_runs": 3})
+        wait_for(lambda: stack.api("GET", f"/api/v2/backfills/{backfill['id']}")["completed_at"], 1200, interval=5,
+                 what="the nightly backfill of the suite's days")
+        stack.wait_runs(dag, [r["dag_run_id"] for r in stack.dag_runs(dag)], timeout=900)
+        assert not missing(), f"days not summarized after the backfill: {missing()}"
+    return lake

@@ -28,7 +28,7 @@ def test_the_plugin_adds_a_flywheel_entry_to_the_ui(airflow_stack):
     assert plugin["fastapi_apps"][0]["url_prefix"] == "/flywheel"
 
 
-def test_the_page_shows_what_the_runs_produced_with_links_to_them(airflow_stack, days):
+def test_the_page_shows_what_the_runs_produced_with_links_to_them(airflow_stack, nightly_outputs, days):
     sections = airflow_stack.api("GET", "/flywheel/api/sections")
     runs = sections.pop("runs")[DAG]
     status, page = airflow_stack.api("GET", "/flywheel/", raw=True)
@@ -60,7 +60,7 @@ def _png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", head[16:24])
 
 
-def test_screenshot_of_the_flywheel_page_in_the_airflow_ui(airflow_stack, integration_dir):
+def test_screenshot_of_the_flywheel_page_in_the_airflow_ui(airflow_stack, nightly_outputs, integration_dir):
     if chromium_binary() is None:
         pytest.skip("Chromium is not installed: run scripts/ci_system_deps.sh chromium")
     procs = Processes()

@@ -1,5 +1,5 @@
 """The retraining DAGs triggered by hand through the REST API with a conf (as the UI's trigger form does),
-on the lake the nightly tests built: the runs succeed and their results land in the registry and the lake."""
+on the lake the nightly runs built (the `nightly_outputs` fixture, when this module runs alone): the runs succeed and their results land in the registry and the lake."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def _enable_with_a_clean_queue(stack, dag_id: str) -> None:
     stack.api("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
 
 
-def test_trigger_the_intent_classifier_retraining_with_a_conf(airflow_stack):
+def test_trigger_the_intent_classifier_retraining_with_a_conf(airflow_stack, nightly_outputs):
     stack = airflow_stack
     _enable_with_a_clean_queue(stack, INTENT)
     conf = {"reason": "integration test", "promotion_policy": "evidence", "dataset_version": "latest",
@@ -49,7 +49,7 @@ def test_trigger_the_intent_classifier_retraining_with_a_conf(airflow_stack):
     assert f'href="/dags/{INTENT}/runs/{champion["airflow_run_id"]}"' in page
 
 
-def test_trigger_the_fine_tuning_dag_as_a_dry_run(airflow_stack):
+def test_trigger_the_fine_tuning_dag_as_a_dry_run(airflow_stack, nightly_outputs):
     stack = airflow_stack
     _enable_with_a_clean_queue(stack, FINETUNE)
     run = stack.api("POST", f"/api/v2/dags/{FINETUNE}/dagRuns",

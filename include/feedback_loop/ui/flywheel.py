@@ -7,20 +7,23 @@ produced each item. Every section says "not produced yet" until its stage has wr
 
 from __future__ import annotations
 
-import html
-import json
 import logging
 from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from feedback_loop.lake.files import Lake, join
 from feedback_loop.settings import Settings
 
+if TYPE_CHECKING:
+    from markupsafe import Markup
+
 log = logging.getLogger(__name__)
+TEMPLATES = Path(__file__).parent / "templates"
 
 NIGHTLY = "acsr_nightly"
 RETRAIN_INTENT = "acsr_retrain_intent_classifier"
-TABLE_ROWS = 10
-CELL_CHARS = 120
+CELL_CHARS = 160
 
 # The run that produced a day's outputs: (dag_id, day) -> run_id or None. The plugin looks it up in
 # Airflow's metadata; tests pass a dict's get.
@@ -40,45 +43,101 @@ def report_section(lake: Lake) -> dict:
             "gaps_page": f"reports/dt={day}/gaps.html" if day in gaps_page else None}
 
 
-# The columns a person scans first, per mart (those that exist, in this order); other marts show their
-# first MAX_COLUMNS columns. The full rows are in the warehouse views of the same names.
-PREFERRED_COLUMNS = {
-    "kb_gaps": ("rank", "kind", "label", "status", "first_seen", "impact", "impact_score", "n_conversations",
-                "conversations", "failure_rate", "recommendation", "article_id", "gap_id"),
-    "action_queue": ("severity", "component", "route", "metric", "scope", "dimension", "value", "trigger",
-                     "threshold", "summary", "title", "first_raised_date", "action_id"),
-}
-MAX_COLUMNS = 9
+TREND_DAYS = 14
+ACTIONS_SHOWN = 12
+GAPS_SHOWN = 5
 
 
-def mart_section(lake: Lake, name: str, con_factory: Callable) -> dict:
-    """The latest partition of a mart, its row count and its first rows (key columns, text shortened)."""
-    day = _latest(lake.days("marts", name))
+def _cell(value) -> str:
+    text = "" if value is None else str(value)
+    return text if len(text) <= CELL_CHARS else text[: CELL_CHARS - 1] + "…"
+
+
+def _sql_str(value: str) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def actions_section(lake: Lake, con_factory: Callable) -> dict:
+    """What got worse: the latest action queue, new items first then by severity, each with its metric,
+    scope, value against baseline, the component to act, example conversations and a trend of the metric
+    at that scope over the last TREND_DAYS days (marts/signal_metrics)."""
+    day = _latest(lake.days("marts", "action_queue"))
     if day is None:
         return {"status": "missing"}
     con = con_factory()
     try:
-        rel = f"read_parquet('{lake.partition_file('marts', name, day)}', hive_partitioning=false)"
+        rel = f"read_parquet({_sql_str(lake.partition_file('marts', 'action_queue', day))}, hive_partitioning=false)"
         total = con.execute(f"SELECT count(*) FROM {rel}").fetchone()[0]
-        available = [d[0] for d in con.execute(f"SELECT * FROM {rel} LIMIT 0").description]
-        chosen = [c for c in PREFERRED_COLUMNS.get(name, ()) if c in available][:MAX_COLUMNS]
-        if len(chosen) < 3:
-            chosen = available[:MAX_COLUMNS]
-        cols = ", ".join('"' + c.replace('"', '""') + '"' for c in chosen)
-        cur = con.execute(f"SELECT {cols} FROM {rel} LIMIT {TABLE_ROWS}")
-        columns = [d[0] for d in cur.description]
-        rows = [[_cell(v) for v in r] for r in cur.fetchall()]
+        cur = con.execute(f"""
+            SELECT action_id, signal, scope_dimension, scope_value, trigger, value, baseline_value, threshold,
+                   change_rel, target_component, improvement_action, example_conversation_ids, severity,
+                   first_raised_date::VARCHAR, days_open, first_raised_date = DATE {_sql_str(day)} AS new
+            FROM {rel} ORDER BY new DESC, severity DESC, action_id LIMIT {ACTIONS_SHOWN}""")
+        names = [d[0] for d in cur.description]
+        items = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        new_total = con.execute(f"SELECT count(*) FROM {rel} WHERE first_raised_date = DATE {_sql_str(day)}").fetchone()[0]
+        trend_days = [d for d in lake.days("marts", "signal_metrics") if d <= day][-TREND_DAYS:]
+        if items and trend_days:
+            files = ", ".join(_sql_str(lake.partition_file("marts", "signal_metrics", d)) for d in trend_days)
+            keys = ", ".join(f"({_sql_str(i['signal'])}, {_sql_str(i['scope_dimension'])}, {_sql_str(i['scope_value'])})"
+                             for i in items)
+            rows = con.execute(f"""
+                SELECT metric, dimension, dimension_value, list(value ORDER BY metric_date)
+                FROM read_parquet([{files}], hive_partitioning=false)
+                WHERE is_current AND (metric, dimension, dimension_value) IN ({keys}) AND value IS NOT NULL
+                GROUP BY ALL""").fetchall()
+            trends = {(m, d, v): vals for m, d, v, vals in rows}
+        else:
+            trends = {}
     finally:
         con.close()
-    return {"status": "ok", "dt": day, "rows_total": total, "columns": columns, "rows": rows,
-            "columns_total": len(available)}
+    for item in items:
+        item["trend"] = [float(v) for v in trends.get((item["signal"], item["scope_dimension"], item["scope_value"]), [])]
+        item["examples"] = list(item.pop("example_conversation_ids") or [])[:3]
+        item["scope"] = ("all traffic" if item["scope_dimension"] == "all"
+                         else f"{item['scope_dimension']} = {item['scope_value']}")
+        for key in ("value", "baseline_value", "threshold", "change_rel", "severity"):
+            item[key] = None if item[key] is None else float(item[key])
+    return {"status": "ok", "dt": day, "rows_total": total, "new_total": new_total, "items": items}
 
 
-def _cell(value) -> str:
-    if value is None:
-        return ""
-    text = json.dumps(value, default=str) if isinstance(value, (list, dict)) else str(value)
-    return text if len(text) <= CELL_CHARS else text[: CELL_CHARS - 1] + "…"
+def gaps_section(lake: Lake, con_factory: Callable) -> dict:
+    """The top open knowledge-base gaps of the latest night: what to write (or revise) and the evidence."""
+    day = _latest(lake.days("marts", "kb_gaps"))
+    if day is None:
+        return {"status": "missing"}
+    con = con_factory()
+    try:
+        rel = f"read_parquet({_sql_str(lake.partition_file('marts', 'kb_gaps', day))}, hive_partitioning=false)"
+        total = con.execute(f"SELECT count(*) FROM {rel} WHERE rank IS NOT NULL").fetchone()[0]
+        cur = con.execute(f"""
+            SELECT gap_id, rank, kind, label, reason, article_id, n_conversations, n_customers, impact,
+                   failure_rate, trend, representative_messages[1] AS example_message, first_seen::VARCHAR
+            FROM {rel} WHERE rank IS NOT NULL ORDER BY rank LIMIT {GAPS_SHOWN}""")
+        names = [d[0] for d in cur.description]
+        items = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+    finally:
+        con.close()
+    for item in items:
+        for key in ("impact", "failure_rate", "trend"):
+            item[key] = None if item[key] is None else float(item[key])
+        item["example_message"] = _cell(item["example_message"])
+    return {"status": "ok", "dt": day, "rows_total": total, "items": items,
+            "page": f"reports/dt={day}/gaps.html" if day in lake.days_with_file("reports", "gaps.html") else None}
+
+
+def decisions_section(lake: Lake) -> dict:
+    """The latest nightly retraining decision (runs/dt=D/retrain_decision.json) and its reasons."""
+    day = _latest(lake.days_with_file("runs", "retrain_decision.json"))
+    if day is None:
+        return {"status": "missing"}
+    doc = lake.read_json("runs", f"dt={day}", "retrain_decision.json") or {}
+    ic, rm = doc.get("intent_classifier") or {}, doc.get("reasoning_model") or {}
+    return {"status": "ok", "dt": day, "items": [
+        {"model": "intent classifier", "act": bool(ic.get("retrain")), "verb": "retrain",
+         "reasons": list(ic.get("reasons") or [])},
+        {"model": "reasoning model", "act": bool(rm.get("finetune")), "verb": "fine-tune",
+         "reasons": list(rm.get("reasons") or [])}]}
 
 
 def datasets_section(lake: Lake) -> dict:
@@ -102,7 +161,7 @@ def datasets_section(lake: Lake) -> dict:
         )
         out.append({"name": name, "latest": latest.get("version"), "window_end": latest.get("window_end"),
                     "examples": latest.get("examples"), "new_examples": latest.get("new_examples"),
-                    "versions": versions})
+                    "versions": len(versions), "first_version": versions[0] if versions else None})
     return {"status": "ok" if out else "missing", "datasets": out}
 
 
@@ -147,141 +206,96 @@ def _registry_exists(settings: Settings) -> bool:
     return fs.exists(path)
 
 
+def approvals_section(settings: Settings) -> dict:
+    """The latest approval-gate decisions (feedback_loop.review.approvals; issue 17)."""
+    from feedback_loop.review.approvals import flywheel_rows
+
+    rows = flywheel_rows(settings)
+    return {"status": "ok" if rows else "missing", "rows": rows}
+
+
+# The page's sections, in order: (key, title, the stage that produces it, template). A new section (approval
+# decisions, a review queue) is a gather function in SECTION_SOURCES, one line here and one template file.
+SECTIONS = (
+    ("report", "Latest daily report", "signals", "flywheel_report.html.j2"),
+    ("action_queue", "What got worse: the action queue", "signals", "flywheel_actions.html.j2"),
+    ("kb_gaps", "Knowledge-base gaps: what to write", "gaps", "flywheel_gaps.html.j2"),
+    ("datasets", "Published dataset versions", "datasets", "flywheel_datasets.html.j2"),
+    ("decisions", "Retraining decision", "retraining decision", "flywheel_decisions.html.j2"),
+    ("models", "Model registry: champion and challenger", "retraining", "flywheel_models.html.j2"),
+    ("approvals", "Approvals: who decided what", "retraining approval gates", "flywheel_approvals.html.j2"),
+)
+
+
 def gather(settings: Settings, con_factory: Callable) -> dict:
     lake = Lake(settings.lake)
+    sources = {
+        "report": lambda: report_section(lake),
+        "action_queue": lambda: actions_section(lake, con_factory),
+        "kb_gaps": lambda: gaps_section(lake, con_factory),
+        "datasets": lambda: datasets_section(lake),
+        "decisions": lambda: decisions_section(lake),
+        "models": lambda: models_section(settings),
+        "approvals": lambda: approvals_section(settings),
+    }
     sections = {}
-    for key, fn in (
-        ("report", lambda: report_section(lake)),
-        ("action_queue", lambda: mart_section(lake, "action_queue", con_factory)),
-        ("kb_gaps", lambda: mart_section(lake, "kb_gaps", con_factory)),
-        ("datasets", lambda: datasets_section(lake)),
-        ("models", lambda: models_section(settings)),
-        ("approvals", lambda: approvals_section(settings)),
-    ):
+    for key, *_ in SECTIONS:
         try:
-            sections[key] = fn()
+            sections[key] = sources[key]()
         except Exception as exc:  # one broken section must not hide the others
             log.exception("flywheel section %s failed", key)
             sections[key] = {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
     return sections
 
 
-# --- HTML ----------------------------------------------------------------------------------------------
+# --- HTML: templates/flywheel*.html.j2 (Jinja2, autoescaped) ------------------------------------------------
 
-STYLE = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:16px;color:#1a202c;background:#fff}
-h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:22px 0 6px;border-bottom:1px solid #e2e8f0;padding-bottom:4px}
-.meta{color:#4a5568;font-size:13px;margin:2px 0 8px} .missing{color:#718096;font-style:italic}
-.error{color:#c53030} table{border-collapse:collapse;font-size:12px;width:100%}
-th,td{border:1px solid #e2e8f0;padding:3px 6px;text-align:left;vertical-align:top} th{background:#f7fafc}
-a{color:#2b6cb0} .pill{display:inline-block;border-radius:9px;padding:1px 8px;font-size:12px;background:#ebf8ff}
-.champion{background:#c6f6d5} .challenger{background:#fefcbf} section{margin-bottom:10px}
-"""
+def _environment():
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-
-def _e(text) -> str:
-    return html.escape(str(text), quote=True)
+    env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html", "j2"]),
+                      trim_blocks=True, lstrip_blocks=True)
+    env.filters["num"] = _num
+    env.globals["sparkline"] = sparkline
+    return env
 
 
-def _run_link(lookup: RunLookup, dag_id: str, day: str | None, run_id: str | None = None) -> str:
-    run_id = run_id or (lookup(dag_id, day) if day else None)
-    if not run_id:
-        return '<span class="missing">no Airflow run found</span>'
-    return f'<a target="_top" href="/dags/{_e(dag_id)}/runs/{_e(run_id)}">Airflow run {_e(run_id)}</a>'
+def _num(value, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}" if abs(value) < 1000 else f"{value:,.0f}"
+    return str(value)
 
 
-def _missing(what: str, stage: str) -> str:
-    return f'<p class="missing">Not produced yet: {_e(what)} appears after the {_e(stage)} stage has run.</p>'
+def sparkline(values: list[float], width: int = 110, height: int = 24) -> Markup:
+    """A small inline SVG line of the values, the last point marked (no axes: the trend at a glance)."""
+    from markupsafe import Markup
 
-
-def _table(section: dict) -> str:
-    head = "".join(f"<th>{_e(c)}</th>" for c in section["columns"])
-    body = "".join("<tr>" + "".join(f"<td>{_e(v)}</td>" for v in row) + "</tr>" for row in section["rows"])
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    if len(values) < 2:
+        return Markup('<span class="missing">no trend yet</span>')
+    lo, hi = min(values), max(values)
+    span = (hi - lo) or 1.0
+    step = (width - 4) / (len(values) - 1)
+    pts = [(2 + i * step, height - 2 - (v - lo) / span * (height - 4)) for i, v in enumerate(values)]
+    path = " ".join(f"{x:.1f},{y:.1f}" for x, y in pts)
+    x, y = pts[-1]
+    return Markup(f'<svg class="spark" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
+                  f'aria-label="last {len(values)} days: {values[0]:.3g} to {values[-1]:.3g}">'
+                  f'<polyline fill="none" stroke="#2b6cb0" stroke-width="1.5" points="{path}"/>'
+                  f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="#c53030"/></svg>')
 
 
 def render(sections: dict, lookup: RunLookup, prefix: str = "/flywheel") -> str:
-    parts = [(f"<!doctype html><html><head><meta charset='utf-8'><title>Flywheel</title><style>{STYLE}</style>"
-              "</head><body><h1>ACSR Flywheel</h1>"
-              "<p class='meta'>What the feedback loop produced lately, and the Airflow run behind each item. "
-              f"<a href='{prefix}/data-docs/index.html' target='_blank'>Data quality (GX Data Docs)</a></p>")]
+    def run_link(dag_id: str, day: str | None, run_id: str | None = None) -> Markup:
+        from markupsafe import Markup, escape
 
-    rep = sections["report"]
-    parts.append("<section id='report'><h2>Latest daily report</h2>")
-    if rep.get("status") == "ok":
-        gaps = (f" · <a target='_blank' href='{prefix}/lake/{_e(rep['gaps_page'])}'>gap report page</a>"
-                if rep.get("gaps_page") else "")
-        parts.append(f"<p class='meta'>Day {_e(rep['dt'])} · {_run_link(lookup, NIGHTLY, rep['dt'])}</p>"
-                     f"<p><a target='_blank' href='{prefix}/lake/{_e(rep['page'])}'>Open the report of "
-                     f"{_e(rep['dt'])}</a>{gaps}</p>")
-    else:
-        parts.append(_section_state(rep, "the daily report", "signals"))
-    parts.append("</section>")
+        run_id = run_id or (lookup(dag_id, day) if day else None)
+        if not run_id:
+            return Markup('<span class="missing">no Airflow run found</span>')
+        return Markup(f'<a target="_top" href="/dags/{escape(dag_id)}/runs/{escape(run_id)}">Airflow run '
+                      f'{escape(run_id)}</a>')
 
-    for key, title, stage in (("action_queue", "Action queue", "signals"), ("kb_gaps", "Knowledge-base gaps", "gaps")):
-        sec = sections[key]
-        parts.append(f"<section id='{key}'><h2>{title}</h2>")
-        if sec.get("status") == "ok":
-            parts.append(f"<p class='meta'>Day {_e(sec['dt'])} · {sec['rows_total']} rows (first "
-                         f"{len(sec['rows'])} shown, {len(sec['columns'])} of {sec['columns_total']} columns; "
-                         f"all in the warehouse view <code>{key}</code>) · "
-                         f"{_run_link(lookup, NIGHTLY, sec['dt'])}</p>")
-            parts.append(_table(sec) if sec["rows"] else "<p class='missing'>No rows on that day.</p>")
-        else:
-            parts.append(_section_state(sec, title.lower(), stage))
-        parts.append("</section>")
-
-    ds = sections["datasets"]
-    parts.append("<section id='datasets'><h2>Published dataset versions</h2>")
-    if ds.get("status") == "ok":
-        rows = "".join(
-            f"<tr><td>{_e(d['name'])}</td><td><b>{_e(d['latest'])}</b></td><td>{_e(d['window_end'])}</td>"
-            f"<td>{_e(d['examples'])}</td><td>{_e(d['new_examples'])}</td><td>{_e(', '.join(d['versions']))}</td>"
-            f"<td>{_run_link(lookup, NIGHTLY, d['window_end'])}</td></tr>"
-            for d in ds["datasets"])
-        parts.append("<table><thead><tr><th>dataset</th><th>latest version</th><th>window end</th>"
-                     "<th>examples</th><th>new</th><th>all versions</th><th>run</th></tr></thead>"
-                     f"<tbody>{rows}</tbody></table>")
-    else:
-        parts.append(_section_state(ds, "a dataset version", "datasets"))
-    parts.append("</section>")
-
-    md = sections["models"]
-    parts.append("<section id='models'><h2>Model registry: champion and challenger</h2>")
-    if md.get("status") == "ok":
-        rows = []
-        for alias, v in md["aliases"].items():
-            metrics = ", ".join(f"{k}={val}" for k, val in list(v["metrics"].items())[:6])
-            rows.append(f"<tr><td><span class='pill {alias}'>{_e(alias)}</span></td><td>{_e(md['model'])} "
-                        f"v{_e(v['version'])}</td><td>{_e(v['tags'].get('dataset_version', ''))}</td>"
-                        f"<td>{_e(v['tags'].get('promotion_decision', ''))}</td><td>{_e(metrics)}</td>"
-                        f"<td>{_run_link(lookup, RETRAIN_INTENT, None, v.get('airflow_run_id'))}</td></tr>")
-        parts.append("<table><thead><tr><th>alias</th><th>version</th><th>dataset</th><th>decision</th>"
-                     f"<th>gold-set metrics</th><th>run</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
-    else:
-        parts.append(_section_state(md, "a registered model", "retraining"))
-    parts.append("</section>")
-    parts.append(_approvals_html(sections.get("approvals") or {}))
-    parts.append("</body></html>")
-    return "".join(parts)
-
-
-def approvals_section(settings: Settings) -> dict:
-    """The latest approval-gate decisions (feedback_loop.review.approvals; issue 17)."""
-    from feedback_loop.review.approvals import flywheel_rows
-
-    return {"status": "ok", "rows": flywheel_rows(settings)}
-
-
-def _approvals_html(section: dict) -> str:
-    from feedback_loop.review.approvals import flywheel_html
-
-    if section.get("status") == "error":
-        return f"<section id='approvals'><h2>Approvals</h2>{_section_state(section, 'the approvals', 'retraining')}</section>"
-    return flywheel_html(section.get("rows") or [])
-
-
-def _section_state(section: dict, what: str, stage: str) -> str:
-    if section.get("status") == "error":
-        return f"<p class='error'>Could not read {_e(what)}: {_e(section.get('error'))}</p>"
-    return _missing(what, stage)
+    template = _environment().get_template("flywheel.html.j2")
+    return template.render(sections=sections, layout=SECTIONS, prefix=prefix, run_link=run_link,
+                           NIGHTLY=NIGHTLY, RETRAIN_INTENT=RETRAIN_INTENT)
