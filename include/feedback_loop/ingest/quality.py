@@ -21,6 +21,7 @@ from feedback_loop.ingest import contract
 from feedback_loop.ingest.contract import Source
 from feedback_loop.lake.duck import connect
 from feedback_loop.lake.files import Lake, join
+from feedback_loop.lake.sql import literal, literal_list
 from feedback_loop.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ def candidate_sql(settings: Settings, src: Source, dt: str, lake: Lake) -> str:
     keys = [k.strip() for k in _dup_key(src).split(",")]
     dup_keys = ", ".join(f"{k} AS _dk{i}" for i, k in enumerate(keys))
     joins = [
-        f"LEFT JOIN (SELECT {dup_keys}, min(_row_id) AS _first FROM read_parquet('{raw}') GROUP BY ALL "
+        f"LEFT JOIN (SELECT {dup_keys}, min(_row_id) AS _first FROM read_parquet({literal(raw)}) GROUP BY ALL "
         "HAVING count(*) > 1) dup ON " + " AND ".join(f"dup._dk{i} IS NOT DISTINCT FROM r.{k}" for i, k in enumerate(keys))
     ]
     cols = [
@@ -165,7 +166,7 @@ def candidate_sql(settings: Settings, src: Source, dt: str, lake: Lake) -> str:
         )
     if src.name == "overrides":
         cols.append(_triad_sql())
-    return f"SELECT r.*, {', '.join(cols)} FROM read_parquet('{raw}') r {' '.join(joins)}"
+    return f"SELECT r.*, {', '.join(cols)} FROM read_parquet({literal(raw)}) r {' '.join(joins)}"
 
 
 def _triad_sql() -> str:
@@ -182,7 +183,7 @@ def _existing(lake: Lake, layer: str, name: str, days: list[str]) -> str | None:
     """A DuckDB list literal of the partition files of `days` that exist, or None."""
     have = set(lake.days(layer, name))
     files = [lake.partition_file(layer, name, d) for d in sorted(days) if d in have]
-    return "[" + ", ".join(f"'{f}'" for f in files) + "]" if files else None
+    return literal_list(files) if files else None
 
 
 def gx_expectations(checks: list[Check]) -> list:
@@ -223,7 +224,7 @@ def validate_source(settings: Settings, source: str, dt: date | str) -> dict:
     if not lake.has_partition("raw", source, dt):
         raise DataQualityError(f"no raw partition for {source} on {dt}: run the land step first")
     checks = checks_for(src)
-    raw = f"read_parquet('{lake.partition_file('raw', source, dt)}')"  # the same read as candidate_sql's
+    raw = f"read_parquet({literal(lake.partition_file('raw', source, dt))})"  # the same read as candidate_sql's
     computed = [col for col, _, _ in _computed_checks(src)]
     # GX reads only the columns its expectations name: the candidate table holds those (and the row id),
     # not the wide text columns, which go from the raw Parquet straight to staged/quarantine below.
@@ -232,12 +233,12 @@ def validate_source(settings: Settings, source: str, dt: date | str) -> dict:
     try:
         db = os.path.join(work, "candidate.duckdb")
         con = connect()
-        con.execute(f"ATTACH '{db}' AS dq")
+        con.execute(f"ATTACH {literal(db)} AS dq")
         con.execute(f"CREATE TABLE dq.candidate AS SELECT {narrow} FROM ({candidate_sql(settings, src, dt, lake)})")
         con.execute("DETACH dq")
         outcome = run_suite(db, "candidate", f"{source}", gx_expectations(checks),
                             row_id_column="_row_id", gx_root=gx_root(settings), run_name=f"{source}-{dt}")
-        con.execute(f"ATTACH '{db}' AS dq (READ_ONLY)")
+        con.execute(f"ATTACH {literal(db)} AS dq (READ_ONLY)")
         failures = [(rid, i, o.meta.get("reason")) for i, o in enumerate(outcome.outcomes) for rid in o.failed_row_ids]
         con.execute("CREATE TABLE failures (_row_id BIGINT, _rank INTEGER, reason VARCHAR)")
         if failures:
