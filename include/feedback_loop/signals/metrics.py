@@ -304,7 +304,5 @@ def register_signal_views(con, settings: Settings) -> list[str]:
     return ["signal_metrics_latest"]
 
 
-
-
 def dumps(doc: dict) -> str:
     return json.dumps(doc, indent=2, default=str)

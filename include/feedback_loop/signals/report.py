@@ -74,7 +74,7 @@ def write_report(settings: Settings, day: date) -> str:
     finally:
         con.close()
     summary = lake.read_json("runs", f"dt={dt}", "summary.json") or {}
-    html = _render(settings, lake, dt, cur, queue, ab, trend, summary, red)
+    html = _render(settings, lake, day, cur, queue, ab, trend, summary, red)
     target = report_path(lake, dt)
     write_bytes_atomic(target, html.encode("utf-8"))
     return target
@@ -140,15 +140,16 @@ def _direction(r: dict) -> str:
     return d
 
 
-def _render(settings, lake, dt, cur, queue, ab, trend, summary, red) -> str:
+def _render(settings, lake, day: date, cur, queue, ab, trend, summary, red) -> str:
     """The page from templates/report.html.j2: this function picks and orders the rows, the template lays
     them out."""
+    dt = day.isoformat()
     e = lambda v: escape(str(red(str(v)) if v is not None else ""))
     current = [r for r in cur if r["is_current"]]
     overall = {r["metric"]: r for r in current if r["dimension"] == "all"}
     here = os.path.dirname(report_path(lake, dt))
-    prev_d = str(date.fromisoformat(dt) - timedelta(days=1))
-    next_d = str(date.fromisoformat(dt) + timedelta(days=1))
+    prev_d = str(day - timedelta(days=1))
+    next_d = str(day + timedelta(days=1))
     docs = _data_docs(settings)
     movers = [r for r in current if r["z_score"] is not None and r["z_score"] == r["z_score"]
               and r["sample_size"] >= settings.signals_min_sample and r["higher_is_better"] is not None]
