@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # `make airflow`: Airflow standalone (scheduler, dag-processor, triggerer, api-server) on this project, with
 # SQLite metadata and LocalExecutor, for local use. PORT (default 8080) moves the UI and the REST API.
-# Ctrl-C stops every process it started: the terminal signals the whole process group, and standalone
-# terminates its components on that interrupt.
+# Ctrl-C: the terminal signals the whole process group; standalone terminates its components. The scheduler
+# first lets running tasks finish (a second Ctrl-C does not wait). Seen under heavy load: LocalExecutor's
+# idle worker processes outlived the scheduler after the second Ctrl-C (tests/integration/test_readme.py
+# checks that nothing is left a minute after Ctrl-C).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PORT="${PORT:-8080}"
@@ -30,7 +32,7 @@ login="$("$BIN/python" -c 'import json,sys; u,p=next(iter(json.load(open(sys.arg
 "$BIN/airflow" pools set duckdb_warehouse 1 "single writer of the DuckDB warehouse file" >/dev/null
 cat <<MSG
 Airflow UI: http://localhost:$PORT   login: $login   (password file: $pwfile)
-Flywheel page: http://localhost:$PORT/plugin/flywheel      Ctrl-C stops every component.
+Flywheel page: http://localhost:$PORT/plugin/flywheel   Ctrl-C stops it (once: running tasks finish first; twice: now).
 In another terminal, for the CLI: export AIRFLOW_HOME=$AIRFLOW_HOME
 New DAGs start paused: a backfill or trigger of a paused DAG creates its runs, which wait (queued) until
 you unpause it: .venv/bin/airflow dags unpause acsr_nightly

@@ -154,8 +154,15 @@ def nightly_outputs(airflow_stack, days) -> Path:
         backfill = stack.api("POST", "/api/v2/backfills", {
             "dag_id": dag, "from_date": f"{todo[0]}T00:00:00Z", "to_date": f"{todo[-1]}T23:59:59Z",
             "reprocess_behavior": "failed", "max_active_runs": 3})
-        wait_for(lambda: stack.api("GET", f"/api/v2/backfills/{backfill['id']}")["completed_at"], 1200, interval=5,
-                 what="the nightly backfill of the suite's days")
-        stack.wait_runs(dag, [r["dag_run_id"] for r in stack.dag_runs(dag)], timeout=900)
-        assert not missing(), f"days not summarized after the backfill: {missing()}"
+
+        def settled():  # every day summarized and nothing running any more (the lake is not being written)
+            stack.processes.check_alive(stack.logs)
+            if missing():
+                return False
+            active = [r["dag_run_id"] for r in stack.dag_runs(dag) if r["state"] in ("queued", "running")]
+            return not active and stack.api("GET", f"/api/v2/backfills/{backfill['id']}")["completed_at"] is not None
+
+        wait_for(settled, 1800, interval=10, what="the suite's days to be backfilled and every nightly run to end")
+        failed = [r["dag_run_id"] for r in stack.dag_runs(dag) if r["state"] == "failed"]
+        assert not failed, f"nightly runs failed: {failed}\n" + stack.failure_logs(dag, failed[0])
     return lake

@@ -91,7 +91,7 @@ def test_what_got_worse_and_who_should_act_at_a_glance(settings):
     assert page.count('href="/dags/acsr_nightly/runs/backfill__2026-11-24"') == 5
     assert "/flywheel/lake/reports/dt=2026-11-24/index.html" in page
     assert "/flywheel/lake/reports/dt=2026-11-24/gaps.html" in page
-    assert "1 new since yesterday" in page
+    assert "1 new since yesterday" in page and f"since {YESTERDAY}" in page and "since 2026-11-20" in page
     queue_html = page.split('id="action_queue"')[1].split("</section>")[0]
     assert queue_html.index("intent_override_rate") < queue_html.index("escalation_rate")
     assert "intent = card_arrival" in queue_html and "intent_classifier" in queue_html and "c7" in queue_html

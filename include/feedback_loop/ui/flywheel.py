@@ -71,7 +71,7 @@ def actions_section(lake: Lake, con_factory: Callable) -> dict:
         cur = con.execute(f"""
             SELECT action_id, signal, scope_dimension, scope_value, trigger, value, baseline_value, threshold,
                    change_rel, target_component, improvement_action, example_conversation_ids, severity,
-                   first_raised_date::VARCHAR, days_open, first_raised_date = DATE {_sql_str(day)} AS new
+                   first_raised_date::VARCHAR AS first_raised_date, days_open, first_raised_date = DATE {_sql_str(day)} AS new
             FROM {rel} ORDER BY new DESC, severity DESC, action_id LIMIT {ACTIONS_SHOWN}""")
         names = [d[0] for d in cur.description]
         items = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
@@ -112,7 +112,7 @@ def gaps_section(lake: Lake, con_factory: Callable) -> dict:
         total = con.execute(f"SELECT count(*) FROM {rel} WHERE rank IS NOT NULL").fetchone()[0]
         cur = con.execute(f"""
             SELECT gap_id, rank, kind, label, reason, article_id, n_conversations, n_customers, impact,
-                   failure_rate, trend, representative_messages[1] AS example_message, first_seen::VARCHAR
+                   failure_rate, trend, representative_messages[1] AS example_message, first_seen::VARCHAR AS first_seen
             FROM {rel} WHERE rank IS NOT NULL ORDER BY rank LIMIT {GAPS_SHOWN}""")
         names = [d[0] for d in cur.description]
         items = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
