@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
 # `make airflow`: Airflow standalone (scheduler, dag-processor, triggerer, api-server) on this project, with
 # SQLite metadata and LocalExecutor, for local use. PORT (default 8080) moves the UI and the REST API.
-# Ctrl-C: the terminal signals the whole process group; standalone terminates its components. The scheduler
-# first lets running tasks finish (a second Ctrl-C does not wait). Seen under heavy load: LocalExecutor's
-# idle worker processes outlived the scheduler after the second Ctrl-C (tests/integration/test_readme.py
-# checks that nothing is left a minute after Ctrl-C).
+# Ctrl-C (or SIGTERM): standalone is asked to stop its components; whatever of them is still there after
+# STOP_GRACE seconds (LocalExecutor's idle workers outlived the scheduler under load) is terminated, then
+# killed, so nothing is left running (tests/integration/test_readme.py checks it a minute after Ctrl-C).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PORT="${PORT:-8080}"
@@ -37,4 +36,21 @@ In another terminal, for the CLI: export AIRFLOW_HOME=$AIRFLOW_HOME
 New DAGs start paused: a backfill or trigger of a paused DAG creates its runs, which wait (queued) until
 you unpause it: .venv/bin/airflow dags unpause acsr_nightly
 MSG
-exec "$BIN/airflow" standalone
+"$BIN/airflow" standalone &
+standalone=$!
+descendants() { local p; for p in $(pgrep -P "$1" 2>/dev/null); do echo "$p"; descendants "$p"; done; }
+stop() {
+  trap '' INT TERM
+  echo "Stopping Airflow (waiting up to ${STOP_GRACE:-45} s for running tasks)..." >&2
+  local left; left="$(descendants $$)"  # before standalone exits: its orphans would lose their parent link
+  kill -INT "$standalone" 2>/dev/null || true
+  for _ in $(seq 1 "${STOP_GRACE:-45}"); do kill -0 "$standalone" 2>/dev/null || break; sleep 1; done
+  left="$left $(descendants $$)"
+  # shellcheck disable=SC2086
+  kill -TERM $left 2>/dev/null || true; sleep 3
+  # shellcheck disable=SC2086
+  kill -KILL $left 2>/dev/null || true
+  exit 130
+}
+trap stop INT TERM
+wait "$standalone"
