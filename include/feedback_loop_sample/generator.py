@@ -40,6 +40,8 @@ import numpy as np
 import pyarrow as pa
 from feedback_loop.ingest.contract import EVENT_TYPES, SOURCE_NAMES, SOURCES
 
+from feedback_loop_sample import gap_regimes
+
 DATA = Path(__file__).resolve().parents[1] / "feedback_loop" / "data"  # the product's bundled Banking77 and ABCD
 GROUND_TRUTH = "_ground_truth.json"
 GZIP_LEVEL = 1  # 6x faster than level 6 for ~35 % more bytes: at level 6 compression dominated the run
@@ -436,8 +438,9 @@ def _lognormal(rng, median_ms: float, sigma: float, size, lo: float, hi: float) 
 class _Gen:
     """Derives each day's conversations and their consequences, caching what a date range re-uses."""
 
-    def __init__(self, world: _World, n: int, classifier):
+    def __init__(self, world: _World, n: int, classifier, regime=None):
         self.w, self.st, self.n, self.classifier = world, world.st, n, classifier
+        self.regime = regime  # gap_regimes.GapRegime when a labelling regime is planted, else None
         self.n_ret = round(n * REENGAGE_SHARE) if n >= 10 else 0
         self.labels = list(world.st.intents)  # grows if a custom classifier returns other labels
         self.label_index = {c: i for i, c in enumerate(self.labels)}
@@ -518,6 +521,8 @@ class _Gen:
             c.conf = np.round(np.clip(np.array([float(p) for _, p in out]), 0.0, 1.0), 3)
         else:
             c.pred, c.conf = c.bpred, c.bconf
+        if self.regime is not None:
+            gap_regimes.route(self.regime, self, c)
         c.correct = c.pred == c.intent
         known = c.pred < len(st.intents)
         pred77 = np.where(known, c.pred, 0)
@@ -547,6 +552,8 @@ class _Gen:
                           ((c.conf < 0.5) & (u[2] < 0.3), R_LOWCONF),
                           ((~c.correct | (c.error >= 0)) & (u[3] < 0.2), R_CUSTOMER), (u[4] < 0.04, R_CUSTOMER)):
             reason = np.where((reason < 0) & cond, rid, reason)
+        if self.regime is not None:
+            reason = gap_regimes.reasons(c, reason, R_MISSING, R_CUSTOMER)
         c.reason = np.where(live, reason, -1)
         c.esc = c.reason >= 0
         c.variant = np.arange(n) % 3
@@ -1491,7 +1498,7 @@ class _Writer:
 def generate(landing: str | Path, start: date, end: date, *, conversations_per_day: int = 300, seed: int = 7,
              malformed_share: float = 0.0, kb_gap_share: float = 0.15,
              classifier: Callable[[list[str]], list[tuple[str, float]]] | None = None,
-             formats: str = "mixed") -> dict:
+             formats: str = "mixed", gap_regime: gap_regimes.GapRegime | None = None) -> dict:
     """Write `<landing>/<source>/dt=<day>/` for every day in [start, end] and return the ground truth.
 
     The ground truth is also merged into `<landing>/_ground_truth.json` (per-day entries of the days
@@ -1505,6 +1512,8 @@ def generate(landing: str | Path, start: date, end: date, *, conversations_per_d
     real export switched on mid-stream would: their ids carry the earlier date (CASE-YYYYMMDD-...).
     `malformed_share` > 0 appends, per source and day, max(#kinds, ceil(share x rows)) copies of valid
     rows, each with exactly one defect, listed in the ground truth's `malformed`.
+    `gap_regime` plants a labelling regime for gap evaluation (`gap_regimes.GapRegime`); None or the
+    default regime leaves every byte as it was.
     """
     if formats not in ("mixed", "jsonl"):
         raise ValueError("formats must be 'mixed' or 'jsonl'")
@@ -1515,7 +1524,8 @@ def generate(landing: str | Path, start: date, end: date, *, conversations_per_d
     landing = Path(landing)
     landing.mkdir(parents=True, exist_ok=True)
     world = _world(seed, float(kb_gap_share), max(1000, 4 * conversations_per_day))
-    gen = _Gen(world, conversations_per_day, classifier)
+    regime = gap_regime if gap_regime is not None and gap_regime.active else None
+    gen = _Gen(world, conversations_per_day, classifier, regime)
     writer = _Writer(landing, formats, malformed_share, seed)
     st = world.st
 
@@ -1526,12 +1536,17 @@ def generate(landing: str | Path, start: date, end: date, *, conversations_per_d
         gen.evict(day - timedelta(CASE_LOOKBACK))
         key = day.isoformat()
         events, pii = _events(gen, day)
+        if regime is not None:
+            events, reply_pii = gap_regimes.events(regime, gen, day, events)
+            pii = pii + reply_pii
         n_ev, bad = writer.write("agent_events", day, events, frac=True)
         del events
         counts["agent_events"][key] = n_ev
         malformed += bad
 
         cases = _cases(gen, day)
+        if regime is not None:
+            cases = gap_regimes.cases(regime, gen, cases)
         counts["crm_cases"][key], bad = writer.write("crm_cases", day, cases)
         malformed += bad
 
@@ -1540,6 +1555,8 @@ def generate(landing: str | Path, start: date, end: date, *, conversations_per_d
         malformed += bad
 
         overrides, ov_pii, natural = _overrides(gen, day)
+        if regime is not None:
+            overrides, ov_pii, natural = gap_regimes.overrides(regime, gen, overrides, ov_pii, natural)
         counts["overrides"][key], bad = writer.write("overrides", day, overrides)
         malformed += bad + [{"source": "overrides", "dt": key, "kind": "incomplete_triad", "id": oid,
                              "file": _layout("overrides", formats)[0], "natural": True} for oid in natural]
@@ -1579,6 +1596,8 @@ def generate(landing: str | Path, start: date, end: date, *, conversations_per_d
         "stats": stats,
         "params": params,
     }
+    if regime is not None:
+        truth.update(gap_regimes.ground_truth(regime, world))
     return _merge_ground_truth(landing, truth)
 
 
