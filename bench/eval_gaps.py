@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -284,7 +285,7 @@ def table(results: list[dict], k: int) -> str:
         lines.append(
             f"| {regime} | {window} | {rs[0]['cpd'] * volume:.0f} | {len(rs)} | "
             f"{mean('recall'):.1%} (min {lo[0]:.0%}) | {mean('precision'):.1%} (min {lo[1]:.0%}) | "
-            f"{mean('right_kind'):.1%} | {'–' if mis != mis else f'{mis:.0%}'} | "
+            f"{mean('right_kind'):.1%} | {'–' if math.isnan(mis) else f'{mis:.0%}'} | "
             f"{mean('purity_mean'):.2f} / {min(r['purity_min'] or 0 for r in rs):.2f} | "
             f"{mean('n_missing_in_top'):.1f} | {mean('n_out_of_scope'):.1f} |")
     return "\n".join(lines)

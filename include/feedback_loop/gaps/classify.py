@@ -29,7 +29,7 @@ from feedback_loop.settings import Settings
 log = logging.getLogger(__name__)
 
 COLUMNS = ["conversation_id", "customer_id", "text", "final_intent", "final_confidence", "human_intent",
-           "human_category", "kb_articles", "started_at", "escalated", "handle_time_s", "weight"] + \
+           "human_category", "kb_articles", "kb_max_score", "started_at", "escalated", "handle_time_s", "weight"] + \
           [f"sig_{s}" for s in SIGNALS]
 
 
@@ -39,7 +39,10 @@ class Topic:
     idx: np.ndarray  # rows of `sig` in the topic
     text_cos: np.ndarray  # TF-IDF cosine of the topic centroid with each published article's own text
     answered_cos: np.ndarray  # semantic cosine with each article's answered-questions centroid (nan: none)
+    answered_rel: np.ndarray  # mean member similarity to that centroid over the answered questions' own
     label_share: dict  # trust-weighted main-label shares
+    anchors: dict  # share of conversations whose most trusted label is each one (trust.anchor_shares)
+    human: dict  # share of the topic a person labelled with each intent
     routed: dict  # the agent's raw routing shares
     retrieved: np.ndarray  # share of the topic's conversations that retrieved each article
     covering: int | None  # index into published
@@ -151,15 +154,16 @@ def find_gaps(con, p: GapParams, settings: Settings | None = None) -> tuple[list
 
 
 def _article_centroids(published: list, cents: dict, dim: int) -> list:
-    """Per published article: the mean answered-questions centroid of its intents (None when unseen)."""
+    """Per published article: (answered-questions centroid of its intents, their median member similarity),
+    or None when no answered conversation carried one of its intents."""
     out = []
     for a in published:
-        vs = [cents[i][0] for i in (a[3] or []) if i in cents]
+        vs = [cents[i] for i in (a[3] or []) if i in cents]
         if not vs:
             out.append(None)
             continue
-        c = np.mean(vs, axis=0)
-        out.append(c / max(float(np.linalg.norm(c)), 1e-9))
+        c = np.mean([v[0] for v in vs], axis=0)
+        out.append((c / max(float(np.linalg.norm(c)), 1e-9), float(np.mean([v[1] for v in vs]))))
     return out
 
 
@@ -176,19 +180,34 @@ def _describe(p: GapParams, sig, sig_tfidf, art_tfidf, sem, labels_of, art_cents
                     else np.zeros(len(published)))
         centroid = sem[idx].mean(axis=0)
         centroid /= max(float(np.linalg.norm(centroid)), 1e-9)
-        answered_cos = np.array([np.nan if c is None else float(c @ centroid) for c in art_cents])
+        answered_cos = np.array([np.nan if c is None else float(c[0] @ centroid) for c in art_cents])
+        # How typical of each article's answered questions the topic's messages are (1 = as typical as
+        # those questions themselves): size-independent, unlike the centroid cosine of a small topic.
+        answered_rel = np.array([np.nan if c is None else float(np.mean(sem[idx] @ c[0])) / max(c[1], 1e-6)
+                                 for c in art_cents])
         members = [sig[i] for i in idx]
-        retrieved = np.array([np.mean([a[0] in (m["kb_articles"] or []) for m in members]) for a in published])
+        # Retrieved = returned by a search that found something it scored as an answer (above low_kb_score):
+        # low-score results are the KB saying it has nothing on the question.
+        hits = [set(m["kb_articles"] or []) if (m.get("kb_max_score") or 0.0) >= p.low_kb_score else set()
+                for m in members]
+        retrieved = np.array([np.mean([a[0] in h for h in hits]) for a in published])
         routed = trust.routed_shares(members)
         label_share = trust.label_shares([labels_of[i] for i in idx])
+        anchors = trust.anchor_shares([labels_of[i] for i in idx])
         domain = 1.0
         if kb_vocab is not None and tf.sum() > 0:
             domain = float(tf[kb_vocab].sum() / tf.sum())
-        tp = Topic(t, idx, text_cos, answered_cos, label_share, routed, retrieved, None, centroid,
-                   float(np.mean([bool(m["sig_kb_empty"] or m["sig_kb_low"]) for m in members])), domain)
+        human = {}
+        for m in members:
+            for h in {m.get("human_intent"), m.get("human_category")} - {None}:
+                human[h] = human.get(h, 0) + 1 / len(members)
+        tp = Topic(t, idx, text_cos, answered_cos, answered_rel, label_share, anchors, human, routed, retrieved, None,
+                   centroid, float(np.mean([bool(m["sig_kb_empty"] or m["sig_kb_low"]) for m in members])), domain)
         tp.covering = _covering(p, tp, published)
-        log.debug("topic %s: n=%d domain %.2f routed %s answered %.2f text %.2f covering %s", t, idx.size, domain,
-                  next(iter(routed.items()), None), float(np.nanmax(answered_cos)) if np.isfinite(answered_cos).any() else -1,
+        top = [published.index(a) for a in published if next(iter(routed), None) in (a[3] or [])]
+        log.debug("topic %s: n=%d domain %.2f routed %s rel_routed %s trusted %s answered %.2f text %.2f covering %s",
+                  t, idx.size, domain, next(iter(routed.items()), None),
+                  round(float(answered_rel[top[0]]), 2) if top else None, next(iter(label_share.items()), None), float(np.nanmax(answered_cos)) if np.isfinite(answered_cos).any() else -1,
                   float(tp.text_cos.max()) if tp.text_cos.size else -1, tp.covering)
         out.append(tp)
     return out
@@ -198,14 +217,21 @@ def _covering(p: GapParams, tp: Topic, published: list) -> int | None:
     """The article that covers the topic: close in text *and* routed to or retrieved; else None."""
     if not published:
         return None
-    close = (np.nan_to_num(tp.answered_cos, nan=-1.0) >= p.answered_cover_cos) | (tp.text_cos >= p.text_cover_cos)
+    rel = np.nan_to_num(tp.answered_rel, nan=-1.0)
+    close = (rel >= p.answered_cover_rel) | (tp.text_cos >= p.text_cover_cos)
     intents_share = np.array([sum(tp.routed.get(i, 0.0) for i in (a[3] or [])) for a in published])
+    human_share = np.array([sum(tp.human.get(i, 0.0) for i in (a[3] or [])) for a in published])
     trusted_share = np.array([sum(tp.label_share.get(i, 0.0) for i in (a[3] or [])) for a in published])
-    used = (intents_share >= p.routed_share) | (tp.retrieved >= p.retrieved_share) | (trusted_share >= p.routed_share)
-    ok = np.flatnonzero(close & used)
+    # Routing alone is not use when retrieval, which searched with the customer's own words, mostly came back
+    # empty or low: the KB then says nothing answers the question, whatever class the agent picked. Unless
+    # the agent's label is trusted (its messages read like what that label's answered conversations said).
+    routed_ok = (intents_share >= p.routed_share) & ((tp.miss < p.absorb_miss_share) | (trusted_share >= p.trusted_cover_share))
+    used = routed_ok | (tp.retrieved >= p.retrieved_share)
+    # A person's label is a person's reading of the text: it covers the topic by itself.
+    ok = np.flatnonzero((close & used) | (human_share >= p.routed_share))
     if not ok.size:
         return None
-    score = np.maximum(np.nan_to_num(tp.answered_cos, nan=-1.0), tp.text_cos)
+    score = np.maximum(rel, tp.text_cos) + human_share
     return int(ok[np.argmax(score[ok])])
 
 
@@ -271,7 +297,7 @@ def _merge_same_anchor(topic: np.ndarray, labels: list, p: GapParams) -> np.ndar
     out = topic.copy()
     for t in range(int(topic.max()) + 1 if topic.size else 0):
         idx = np.flatnonzero(topic == t)
-        main = next(iter(trust.label_shares([labels[i] for i in idx]).items()), (None, 0.0))
+        main = next(iter(trust.anchor_shares([labels[i] for i in idx]).items()), (None, 0.0))
         if main[0] and main[1] >= p.label_anchor_share:
             if main[0] in anchors:
                 out[idx] = anchors[main[0]]

@@ -49,6 +49,7 @@ class GapParams:
     # conversations say (`label_agreement`), so a confident but wrong routing cannot glue a topic together.
     low_confidence: float = 0.5
     agreement_floor: float = 0.5  # message/label agreement (relative to the label's own) below this: no trust
+    misroute_weight: float = 0.7  # weight of "routed to X but unlike X" (label ~X) for the part not trusted
     algorithm: str = "agglomerative"  # or "hdbscan"
     distance_threshold: float = 0.55  # cosine distance that joins clusters (agglomerative)
     min_topic_size: int = 0  # 0: max(4, 0.3 % of the signals)
@@ -56,9 +57,10 @@ class GapParams:
     max_texts: int = 60000  # conversations vectorised for topic traffic (a seeded sample beyond)
     # Knowledge-base comparison.
     label_anchor_share: float = 0.5  # a topic whose trusted main label has this share is anchored on it
-    answered_cover_cos: float = 0.8  # topic centroid this close to what an article's answered questions say
+    answered_cover_rel: float = 0.9  # topic messages as typical of an article's answered questions as this
     text_cover_cos: float = 0.45  # ... or this close (TF-IDF) to the article's own title and body
     routed_share: float = 0.5  # the agent routed this share of the topic to the article's intents, or ...
+    trusted_cover_share: float = 0.7  # ... (when retrieval mostly failed) with a label trusted this much, or ...
     retrieved_share: float = 0.3  # ... this share of its conversations retrieved the article
     revise_rate_ratio: float = 2.0  # covered topic failing this many times the base rate: revise
     revise_keep_ratio: float = 1.5  # ... and an open one stays open until it falls below this ratio
@@ -75,7 +77,7 @@ class GapParams:
     out_of_scope_terms: tuple = field(default_factory=tuple)
     # Missing-article topics that are one gap split by clustering: merged when their centroids are this
     # close, or this close and routed by the agent mostly to the same intent.
-    merge_cos: float = 0.6
+    merge_cos: float = 0.7
     merge_routed_cos: float = 0.35
     # Contradictions: two published articles on the same topic whose facts (numbers with units) differ.
     contradiction_topic_cos: float = 0.6

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from feedback_loop.gaps.params import GapParams
+from feedback_loop.gaps.trust import MISROUTED
 
 
 def _out_of_scope(p: GapParams, tp, terms: list[str], members: list[dict]) -> str | None:
@@ -28,8 +29,9 @@ def _out_of_scope(p: GapParams, tp, terms: list[str], members: list[dict]) -> st
 def topic_row(p: GapParams, tp, members: list[dict], terms: list[str], published: list, base_rate: float,
               prev_n: int, has_prev_window: bool, member_x: np.ndarray, centroid: np.ndarray) -> dict | None:
     """Classify one topic against the KB; None when it is covered and does not fail unusually."""
-    main_label, main_share = next(iter(tp.label_share.items()), (None, 0.0))
+    main_label, main_share = next(iter(tp.anchors.items()), (None, 0.0))
     anchored = main_label is not None and main_share >= p.label_anchor_share
+    misrouted_anchor = anchored and main_label.startswith(MISROUTED)  # "sent to X but unlike X": not an intent
     routed_label, routed_share = next(iter(tp.routed.items()), (None, 0.0))
     intent_share = np.array([sum(tp.routed.get(i, 0.0) for i in (a[3] or [])) for a in published])
     answered = np.nan_to_num(tp.answered_cos, nan=0.0)
@@ -57,7 +59,9 @@ def topic_row(p: GapParams, tp, members: list[dict], terms: list[str], published
             return None
     oos_reason = _out_of_scope(p, tp, terms, members) if covering is None else None
     if covering is None and len(published) and intent_share.max() >= p.routed_share:
-        misrouted = published[int(np.argmax(intent_share))]
+        best = published[int(np.argmax(intent_share))]
+        if sum(tp.label_share.get(i, 0.0) for i in (best[3] or [])) < p.trusted_cover_share:
+            misrouted = best  # routed there, and the messages do not read like that intent's questions
     if oos_reason:
         kind = "out_of_scope"
     n_customers = len({m["customer_id"] for m in members})
@@ -80,15 +84,19 @@ def topic_row(p: GapParams, tp, members: list[dict], terms: list[str], published
             reps.append(text)
         if len(reps) == p.representatives:
             break
-    label = " / ".join(terms[:4]) if terms else (main_label or "unlabelled topic")
+    label = " / ".join(terms[:4]) if terms else (main_label or "unlabelled topic").lstrip(MISROUTED)
     if kind == "revise_article":
         label = f"{label} (article {article_id})"
-    anchor = f"intent:{main_label}" if anchored else "terms:" + ",".join(sorted(terms[:3]))
+    if misrouted_anchor:
+        anchor = f"misrouted:{main_label[len(MISROUTED):]}"
+    else:
+        anchor = f"intent:{main_label}" if anchored else "terms:" + ",".join(sorted(terms[:3]))
     closest = nearest[0] if nearest else None
     if status == "addressed":
         reason = f"article {article_id} now covers it (intents {', '.join(covering[3] or [])})"
     elif kind == "revise_article":
         reason = (f"article {article_id} covers it (text similarity {max(answered[tp.covering], tp.text_cos[tp.covering]):.2f}, "
+                  f"as typical of its answered questions as {np.nan_to_num(tp.answered_rel[tp.covering]):.2f}, "
                   f"routed {intent_share[tp.covering]:.0%}, retrieved {tp.retrieved[tp.covering]:.0%}) but its "
                   f"conversations fail at {rate:.0%} against {base_rate:.0%} overall")
     elif kind == "out_of_scope":
@@ -100,7 +108,7 @@ def topic_row(p: GapParams, tp, members: list[dict], terms: list[str], published
         if misrouted is not None:
             reason += (f"; the agent routed {intent_share.max():.0%} of it to {', '.join(misrouted[3] or [])} "
                        f"(article {misrouted[0]}): the classifier needs a new class, not a rewrite of that article")
-        elif anchored:
+        elif anchored and not misrouted_anchor:
             reason += f"; labelled {main_label}, an intent no published article lists"
     from feedback_loop.gaps.classify import signal_counts
 

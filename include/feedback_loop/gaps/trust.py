@@ -17,6 +17,8 @@ import numpy as np
 
 from feedback_loop.gaps.params import GapParams
 
+MISROUTED = "~"  # label prefix: routed to this intent by the agent, but the message reads unlike it
+
 
 def answered_centroids(sem: np.ndarray, labels: list, answered: np.ndarray, min_count: int = 3) -> dict:
     """Per label: (text centroid, median member similarity) of the answered conversations that carry it."""
@@ -61,6 +63,12 @@ def weighted_labels(rows: list[dict], agree: np.ndarray, p: GapParams) -> list[l
             w = conf * fit * (0.3 if labels else 1.0)
             if w > 0:
                 labels[agent] = w
+            # Routed to `agent` but reading unlike it: that is evidence too, about a different topic. A
+            # classifier without a class for a request sends it to the same nearest class every time, so
+            # "sent to X, not an X question" groups those requests apart from X's own.
+            miss = conf * (1.0 - fit) * p.misroute_weight * (0.3 if labels else 1.0)
+            if miss > 0:
+                labels[MISROUTED + agent] = miss
         out.append(sorted(labels.items(), key=lambda kv: (-kv[1], kv[0])))
     return out
 
@@ -73,6 +81,17 @@ def label_shares(labels: list[list[tuple[str, float]]]) -> dict[str, float]:
             totals[row[0][0]] = totals.get(row[0][0], 0.0) + row[0][1]
     n = max(1, len(labels))
     return {k: v / n for k, v in sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))}
+
+
+def anchor_shares(labels: list[list[tuple[str, float]]], min_weight: float = 0.2) -> dict[str, float]:
+    """Share of a topic's conversations whose most trusted label is each one (and trusted at least
+    `min_weight`): what a topic is anchored on, and which split topics are one."""
+    counts: dict[str, int] = {}
+    for row in labels:
+        if row and row[0][1] >= min_weight:
+            counts[row[0][0]] = counts.get(row[0][0], 0) + 1
+    n = max(1, len(labels))
+    return {k: v / n for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))}
 
 
 def routed_shares(rows: list[dict]) -> dict[str, float]:
