@@ -15,7 +15,7 @@ from feedback_loop.lake.files import Lake
 from gap_lake import build, gap_rows, majority
 
 DT = "2026-03-07"
-ROUTED = {"pending_top_up": "top_up_failed"}  # the classifier has no class for it: nearest known one
+ROUTED = {"beneficiary_not_allowed": "cancel_transfer"}  # no class for it: a known transfer intent
 
 
 def _missing(rows, truth) -> set[str]:
@@ -24,25 +24,26 @@ def _missing(rows, truth) -> set[str]:
 
 
 def test_fixed_misroute_is_a_missing_article_with_misrouted_to_and_a_classifier_action(settings):
-    truth = build(settings, gaps=("pending_top_up",), routed=ROUTED, confidence=0.92)
+    truth = build(settings, gaps=("beneficiary_not_allowed",), routed=ROUTED, confidence=0.92)
     out = detect_gaps(settings, DT, window_days=7)
     rows = gap_rows(settings, DT)
-    gap = next(r for r in rows if r["kind"] == "missing_article" and majority(r["conversation_ids"], truth) == "pending_top_up")
-    assert gap["rank"] == 1 and gap["misrouted_to"] == "A-top_up_failed"
-    assert "top_up_failed" in gap["reason"] and "new class" in gap["reason"]
+    gap = next(r for r in rows if r["kind"] == "missing_article"
+               and majority(r["conversation_ids"], truth) == "beneficiary_not_allowed")
+    assert gap["rank"] == 1 and gap["misrouted_to"] == "A-cancel_transfer"
+    assert "cancel_transfer" in gap["reason"] and "new class" in gap["reason"]
     # The article the agent wrongly used is not reported as an article to revise.
-    assert not [r for r in rows if r["kind"] == "revise_article" and r["article_id"] == "A-top_up_failed"]
+    assert not [r for r in rows if r["kind"] == "revise_article" and r["article_id"] == "A-cancel_transfer"]
     # The classifier gets the action, through the night's action queue, linked from the gap.
     queue = duckdb.connect().execute("SELECT * FROM read_parquet($f)", {
         "f": Lake(settings.lake).partition_file("marts", "action_queue", DT)}).fetchdf()
     action = queue[queue["signal"] == "kb_gap_misrouted"]
     assert len(action) == 1 and action.iloc[0]["target_component"] == "intent_classifier"
-    assert action.iloc[0]["scope_value"] == gap["gap_id"] and "A-top_up_failed" in action.iloc[0]["improvement_action"]
+    assert action.iloc[0]["scope_value"] == gap["gap_id"] and "A-cancel_transfer" in action.iloc[0]["improvement_action"]
     assert action.iloc[0]["action_id"] in gap["action_ids"]
     assert out["misrouted_actions"] == 1
     # The page says so too.
     page = Path(out["page"]).read_text()
-    assert "misrouted to article" in page and "A-top_up_failed" in page
+    assert "misrouted to article" in page and "A-cancel_transfer" in page
 
 
 def test_text_close_to_an_article_whose_conversations_fail_is_still_revise(settings):
@@ -74,7 +75,7 @@ def test_labels_absent_or_present_give_the_same_missing_gaps(settings, tmp_path)
 
 
 def test_reruns_give_the_same_ids_and_rows(settings):
-    build(settings, gaps=("pending_top_up",), routed=ROUTED, chit_chat=8)
+    build(settings, gaps=("beneficiary_not_allowed",), routed=ROUTED, chit_chat=8)
     detect_gaps(settings, DT, window_days=7)
     first = gap_rows(settings, DT)
     detect_gaps(settings, DT, window_days=7)
@@ -86,11 +87,11 @@ def test_reruns_give_the_same_ids_and_rows(settings):
     detect_gaps(settings, DT, window_days=7)
     ids = {r["anchor"]: r["gap_id"] for r in gap_rows(settings, DT) if r["kind"] == "missing_article"}
     assert ids == {r["anchor"]: r["gap_id"] for r in first if r["kind"] == "missing_article"}
-    assert list(ids) == ["misrouted:top_up_failed"]
+    assert list(ids) == ["misrouted:cancel_transfer"]
 
 
 def test_chit_chat_is_out_of_scope_and_ranked_after_every_knowledge_gap(settings):
-    truth = build(settings, gaps=("pending_top_up",), routed=ROUTED, chit_chat=10)
+    truth = build(settings, gaps=("beneficiary_not_allowed",), routed=ROUTED, chit_chat=10)
     detect_gaps(settings, DT, window_days=7)
     rows = [r for r in gap_rows(settings, DT) if r["status"] == "open"]
     oos = [r for r in rows if r["kind"] == "out_of_scope"]
@@ -99,7 +100,7 @@ def test_chit_chat_is_out_of_scope_and_ranked_after_every_knowledge_gap(settings
     assert max(r["rank"] for r in rows if r["kind"] != "out_of_scope") < min(r["rank"] for r in oos)
     # ... even though the chit-chat has more conversations than the real gap.
     assert sum(r["n_conversations"] for r in oos) > max(r["n_conversations"] for r in rows if r["kind"] == "missing_article")
-    assert _missing(rows, truth) == {"pending_top_up"}
+    assert _missing(rows, truth) == {"beneficiary_not_allowed"}
 
 
 def test_configured_out_of_scope_terms(settings, monkeypatch):
@@ -115,11 +116,11 @@ def test_configured_out_of_scope_terms(settings, monkeypatch):
 
 def test_missing_gap_carries_a_redacted_draft_from_the_human_replies(settings):
     reply = "For {t}: it clears within 2 working days; call jane.doe@example.com or +44 20 7946 0958 if not."
-    truth = build(settings, gaps=("pending_top_up",), routed=ROUTED, reply=reply)
+    truth = build(settings, gaps=("beneficiary_not_allowed",), routed=ROUTED, reply=reply)
     out = detect_gaps(settings, DT, window_days=7)
     gap = next(r for r in gap_rows(settings, DT) if r["kind"] == "missing_article"
-               and majority(r["conversation_ids"], truth) == "pending_top_up")
-    assert gap["draft_replies"] and "pending top up" in gap["draft_replies"][0]
+               and majority(r["conversation_ids"], truth) == "beneficiary_not_allowed")
+    assert gap["draft_replies"] and "beneficiary not allowed" in gap["draft_replies"][0]
     assert "clears within 2 working days" in gap["draft_replies"][0]
     page = Path(out["page"]).read_text()
     for text in (json.dumps(gap_rows(settings, DT), default=str), page):

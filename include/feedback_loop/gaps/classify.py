@@ -126,7 +126,7 @@ def find_gaps(con, p: GapParams, settings: Settings | None = None) -> tuple[list
     describe = functools.partial(_describe, p, sig, sig_tfidf, art_tfidf, sem[: len(sig)], labels_of, art_cents,
                                  published, kb_vocab)
     topics = describe(sig_topic)
-    if _merge_uncovered(p, topics, sig_topic):
+    if _merge_uncovered(p, topics, sig_topic) + _merge_same_cover(topics, sig_topic):
         topics = describe(sig_topic)
     moved = _absorb(p, topics, sig, sem[: len(sig)], sig_topic)
     if moved:
@@ -263,6 +263,21 @@ def _merge_uncovered(p: GapParams, topics: list[Topic], sig_topic: np.ndarray) -
                     merged += 1
     for tp in open_topics:
         sig_topic[tp.idx] = root(tp.t)
+    return merged
+
+
+def _merge_same_cover(topics: list[Topic], sig_topic: np.ndarray) -> int:
+    """Topics covered by the same article are one article to revise, not several."""
+    first: dict[int, int] = {}
+    merged = 0
+    for tp in topics:
+        if tp.covering is None:
+            continue
+        if tp.covering in first:
+            sig_topic[tp.idx] = first[tp.covering]
+            merged += 1
+        else:
+            first[tp.covering] = tp.t
     return merged
 
 
