@@ -50,6 +50,7 @@ class Topic:
     miss: float  # share of the topic whose KB retrieval found nothing useful
     domain: float  # share of the topic's TF-IDF mass on the business's words (KB and answered traffic)
     traffic: float = 0.0
+    members: list = None  # the topic's signal rows
 
 
 def find_gaps(con, p: GapParams, settings: Settings | None = None) -> tuple[list[dict], dict]:
@@ -203,6 +204,7 @@ def _describe(p: GapParams, sig, sig_tfidf, art_tfidf, sem, labels_of, art_cents
                 human[h] = human.get(h, 0) + 1 / len(members)
         tp = Topic(t, idx, text_cos, answered_cos, answered_rel, label_share, anchors, human, routed, retrieved, None,
                    centroid, float(np.mean([bool(m["sig_kb_empty"] or m["sig_kb_low"]) for m in members])), domain)
+        tp.members = members
         tp.covering = _covering(p, tp, published)
         top = [published.index(a) for a in published if next(iter(routed), None) in (a[3] or [])]
         log.debug("topic %s: n=%d domain %.2f routed %s rel_routed %s trusted %s answered %.2f text %.2f covering %s",
@@ -225,7 +227,11 @@ def _covering(p: GapParams, tp: Topic, published: list) -> int | None:
     # Routing alone is not use when retrieval, which searched with the customer's own words, mostly came back
     # empty or low: the KB then says nothing answers the question, whatever class the agent picked. Unless
     # the agent's label is trusted (its messages read like what that label's answered conversations said).
-    routed_ok = (intents_share >= p.routed_share) & ((tp.miss < p.absorb_miss_share) | (trusted_share >= p.trusted_cover_share))
+    # (Nor when the article is newer than most of the topic's failures: they missed because it did not exist.)
+    newer = np.array([a[5] is not None and np.mean([m["started_at"] is not None and m["started_at"] < a[5]
+                                                    for m in tp.members]) > 0.5 for a in published])
+    routed_ok = (intents_share >= p.routed_share) & ((tp.miss < p.absorb_miss_share) | newer
+                                                     | (trusted_share >= p.trusted_cover_share))
     used = routed_ok | (tp.retrieved >= p.retrieved_share)
     # A person's label is a person's reading of the text: it covers the topic by itself.
     ok = np.flatnonzero((close & used) | (human_share >= p.routed_share))
