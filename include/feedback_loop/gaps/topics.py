@@ -123,8 +123,11 @@ def _packaged_minilm() -> str | None:
     return None
 
 
-def label_features(labels: list[list[tuple[str, float]]]) -> tuple[np.ndarray, list[str]]:
-    """One column per label; each row holds the weights of the labels given to that conversation."""
+def label_features(labels: list[list[tuple[str, float]]], normalise: bool = True) -> tuple[np.ndarray, list[str]]:
+    """One column per label; each row holds the weights of the labels given to that conversation.
+
+    With `normalise=False` a row keeps its weights, so a label trusted at 0.2 pulls a fifth as hard as a
+    person's label (gaps.trust) instead of being scaled back up to full weight."""
     vocab = sorted({name for row in labels for name, _ in row if name})
     index = {name: i for i, name in enumerate(vocab)}
     out = np.zeros((len(labels), len(vocab)), dtype=np.float32)
@@ -132,7 +135,7 @@ def label_features(labels: list[list[tuple[str, float]]]) -> tuple[np.ndarray, l
         for name, w in row:
             if name:
                 out[r, index[name]] = max(out[r, index[name]], w)
-    return _normalise(out), vocab
+    return (_normalise(out) if normalise else out), vocab
 
 
 def combine(semantic: np.ndarray, labels: np.ndarray | None, label_weight: float) -> np.ndarray:

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from feedback_loop.ingest.contract import SOURCE_NAMES
 
+from feedback_loop_sample import gap_regimes
 from feedback_loop_sample.generator.common import (  # noqa: F401 - re-exported
     ACTIONS,
     CASE_LOOKBACK,
@@ -102,7 +103,7 @@ from feedback_loop_sample.generator.world import _Gen, _static, _world  # noqa: 
 def generate(landing: str | Path, start: date, end: date, *, conversations_per_day: int = 300, seed: int = 7,
              malformed_share: float = 0.0, kb_gap_share: float = 0.15,
              classifier: Callable[[list[str]], list[tuple[str, float]]] | None = None,
-             formats: str = "mixed") -> dict:
+             formats: str = "mixed", gap_regime: gap_regimes.GapRegime | None = None) -> dict:
     """Write `<landing>/<source>/dt=<day>/` for every day in [start, end] and return the ground truth.
 
     The ground truth is also merged into `<landing>/_ground_truth.json` (per-day entries of the days
@@ -126,7 +127,8 @@ def generate(landing: str | Path, start: date, end: date, *, conversations_per_d
     landing = Path(landing)
     landing.mkdir(parents=True, exist_ok=True)
     world = _world(seed, float(kb_gap_share), max(1000, 4 * conversations_per_day))
-    gen = _Gen(world, conversations_per_day, classifier)
+    regime = gap_regime if gap_regime is not None and gap_regime.active else None
+    gen = _Gen(world, conversations_per_day, classifier, regime)
     writer = _Writer(landing, formats, malformed_share, seed)
     st = world.st
 
@@ -137,12 +139,17 @@ def generate(landing: str | Path, start: date, end: date, *, conversations_per_d
         gen.evict(day - timedelta(CASE_LOOKBACK))
         key = day.isoformat()
         events, pii = _events(gen, day)
+        if regime is not None:
+            events, reply_pii = gap_regimes.events(regime, gen, day, events)
+            pii = pii + reply_pii
         n_ev, bad = writer.write("agent_events", day, events, frac=True)
         del events
         counts["agent_events"][key] = n_ev
         malformed += bad
 
         cases = _cases(gen, day)
+        if regime is not None:
+            cases = gap_regimes.cases(regime, gen, cases)
         counts["crm_cases"][key], bad = writer.write("crm_cases", day, cases)
         malformed += bad
 
@@ -151,6 +158,8 @@ def generate(landing: str | Path, start: date, end: date, *, conversations_per_d
         malformed += bad
 
         overrides, ov_pii, natural = _overrides(gen, day)
+        if regime is not None:
+            overrides, ov_pii, natural = gap_regimes.overrides(regime, gen, overrides, ov_pii, natural)
         counts["overrides"][key], bad = writer.write("overrides", day, overrides)
         malformed += bad + [{"source": "overrides", "dt": key, "kind": "incomplete_triad", "id": oid,
                              "file": _layout("overrides", formats)[0], "natural": True} for oid in natural]
@@ -190,6 +199,8 @@ def generate(landing: str | Path, start: date, end: date, *, conversations_per_d
         "stats": stats,
         "params": params,
     }
+    if regime is not None:
+        truth.update(gap_regimes.ground_truth(regime, world))
     return _merge_ground_truth(landing, truth)
 
 

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from feedback_loop_sample import gap_regimes
 from feedback_loop_sample.generator.common import (
     _ACTION_OF_INTENT,
     _OPENING_PII,
@@ -247,8 +248,9 @@ def _lognormal(rng, median_ms: float, sigma: float, size, lo: float, hi: float) 
 class _Gen:
     """Derives each day's conversations and their consequences, caching what a date range re-uses."""
 
-    def __init__(self, world: _World, n: int, classifier):
+    def __init__(self, world: _World, n: int, classifier, regime=None):
         self.w, self.st, self.n, self.classifier = world, world.st, n, classifier
+        self.regime = regime  # gap_regimes.GapRegime when a labelling regime is planted, else None
         self.n_ret = round(n * REENGAGE_SHARE) if n >= 10 else 0
         self.labels = list(world.st.intents)  # grows if a custom classifier returns other labels
         self.label_index = {c: i for i, c in enumerate(self.labels)}
@@ -329,6 +331,8 @@ class _Gen:
             c.conf = np.round(np.clip(np.array([float(p) for _, p in out]), 0.0, 1.0), 3)
         else:
             c.pred, c.conf = c.bpred, c.bconf
+        if self.regime is not None:
+            gap_regimes.route(self.regime, self, c)
         c.correct = c.pred == c.intent
         known = c.pred < len(st.intents)
         pred77 = np.where(known, c.pred, 0)
@@ -358,6 +362,8 @@ class _Gen:
                           ((c.conf < 0.5) & (u[2] < 0.3), R_LOWCONF),
                           ((~c.correct | (c.error >= 0)) & (u[3] < 0.2), R_CUSTOMER), (u[4] < 0.04, R_CUSTOMER)):
             reason = np.where((reason < 0) & cond, rid, reason)
+        if self.regime is not None:
+            reason = gap_regimes.reasons(c, reason, R_MISSING, R_CUSTOMER)
         c.reason = np.where(live, reason, -1)
         c.esc = c.reason >= 0
         c.variant = np.arange(n) % 3

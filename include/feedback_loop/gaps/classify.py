@@ -1,0 +1,332 @@
+"""Topics of the failing conversations and their verdict against the knowledge base (docs/gaps.md).
+
+A topic is built from what the customers wrote; intent labels join the text weighted by trust
+(`gaps.trust`). Its kind is decided by text, not by the agent's label:
+
+- **revise_article**: the topic's text is close to an article's text (the questions that article's
+  answered conversations asked, or its own title and body) *and* the article was routed to or retrieved
+  for the topic, and the topic still fails well above the base rate;
+- **missing_article**: no article is both close and routed/retrieved. When the agent routed most of the
+  topic to one article's intent anyway, that article is `misrouted_to`: the classifier needs a new class;
+- **out_of_scope**: a missing-looking topic whose words are foreign to the whole knowledge base (or hit the
+  configured out-of-scope terms): something the business does not handle, ranked after every real gap.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from feedback_loop.gaps import trust
+from feedback_loop.gaps.kb import article_text, contradictory_articles, stale_articles
+from feedback_loop.gaps.params import SIGNALS, GapParams
+from feedback_loop.settings import Settings
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ["conversation_id", "customer_id", "text", "final_intent", "final_confidence", "human_intent",
+           "human_category", "kb_articles", "kb_max_score", "started_at", "escalated", "handle_time_s", "weight"] + \
+          [f"sig_{s}" for s in SIGNALS]
+
+
+@dataclass
+class Topic:
+    t: int
+    idx: np.ndarray  # rows of `sig` in the topic
+    text_cos: np.ndarray  # TF-IDF cosine of the topic centroid with each published article's own text
+    answered_cos: np.ndarray  # semantic cosine with each article's answered-questions centroid (nan: none)
+    answered_rel: np.ndarray  # mean member similarity to that centroid over the answered questions' own
+    label_share: dict  # trust-weighted main-label shares
+    anchors: dict  # share of conversations whose most trusted label is each one (trust.anchor_shares)
+    human: dict  # share of the topic a person labelled with each intent
+    routed: dict  # the agent's raw routing shares
+    retrieved: np.ndarray  # share of the topic's conversations that retrieved each article
+    covering: int | None  # index into published
+    centroid: np.ndarray
+    miss: float  # share of the topic whose KB retrieval found nothing useful
+    domain: float  # share of the topic's TF-IDF mass on the business's words (KB and answered traffic)
+    traffic: float = 0.0
+    members: list = None  # the topic's signal rows
+
+
+def find_gaps(con, p: GapParams, settings: Settings | None = None) -> tuple[list[dict], dict]:
+    """The gap rows (without ids) of the window loaded in `conv` / `kb`, and counts for the summary."""
+    from feedback_loop.datasets.pii import redactor
+    from feedback_loop.gaps import topics as gt
+
+    # Redaction is a pure function of the text, and first messages repeat a lot: each distinct text once.
+    redact = functools.lru_cache(maxsize=None)(redactor(settings).redact)
+    select = f"""SELECT {", ".join(COLUMNS)} FROM conv WHERE in_window AND text IS NOT NULL AND trim(text) <> ''"""
+    sig = [dict(zip(COLUMNS, r)) for r in con.execute(
+        f"{select} AND weight >= $w ORDER BY weight DESC, conversation_id", {"w": p.min_weight}).fetchall()]
+    # The rest of the traffic gives each topic its size and each label what it answers: a sample at scale.
+    n_other = con.execute(f"SELECT count(*) FROM ({select} AND weight < $w)", {"w": p.min_weight}).fetchall()[0][0]
+    budget = max(1, p.max_texts - len(sig))
+    other = [dict(zip(COLUMNS, r)) for r in con.execute(
+        f"{select} AND weight < $w ORDER BY hash(conversation_id), conversation_id LIMIT $n",
+        {"w": p.min_weight, "n": budget}).fetchall()]
+    other.sort(key=lambda r: r["conversation_id"])
+    scale = n_other / len(other) if other else 1.0
+    prev_rows = [dict(zip(COLUMNS, r)) for r in con.execute(
+        f"SELECT {', '.join(COLUMNS)} FROM conv WHERE NOT in_window AND weight >= $w AND text IS NOT NULL "
+        "AND trim(text) <> '' ORDER BY conversation_id", {"w": p.min_weight}).fetchall()]
+    n_total = con.execute("SELECT count(*) FROM conv WHERE in_window").fetchall()[0][0]
+    has_prev_window = bool(con.execute("SELECT count(*) > 0 FROM conv WHERE NOT in_window").fetchall()[0][0])
+    kb = con.execute("SELECT article_id, title, body, intents, status, updated_at FROM kb ORDER BY article_id").fetchall()
+    published = [a for a in kb if a[4] == "published"]
+    stats = {"n_conversations": n_total, "n_signals": len(sig), "n_topics": 0, "n_noise": 0,
+             "kb_published": len(published)}
+    rows: list[dict] = stale_articles(con, p, published)
+    for r in (*sig, *other, *prev_rows):  # before anything else sees them: no term or example carries PII
+        r["text"] = redact(r["text"])
+    all_rows = sig + other + prev_rows
+    n_conv = len(all_rows)
+    space = gt.fit_text_space([r["text"] for r in all_rows] + [article_text(a) for a in published] or [""],
+                              backend=p.backend, lsa_components=p.lsa_components,
+                              sentence_model=p.sentence_model or None, seed=p.seed)
+    art_tfidf = space.tfidf[n_conv:n_conv + len(published)]
+    rows.extend(contradictory_articles(con, p, published, art_tfidf))
+    if len(sig) < 2:
+        return rows, stats
+
+    sem = space.semantic[:n_conv]
+    # What each label answers: the text centroid of the conversations that carried it and did not fail.
+    answered = np.array([False] * len(sig) + [float(r["weight"]) == 0.0 for r in other] + [False] * len(prev_rows))
+    answer_label = [r.get("human_intent") or r.get("human_category") or r.get("final_intent") for r in all_rows]
+    cents = trust.answered_centroids(sem, answer_label, answered)
+    agree = trust.agreement(sem, [r.get("final_intent") for r in all_rows], cents)
+    labels_of = trust.weighted_labels(all_rows, agree, p)
+    x = gt.combine(sem, gt.label_features(labels_of, normalise=False)[0], p.label_weight)
+
+    nc = min(len(sig), p.max_signals)
+    min_size = p.min_topic_size or max(4, round(0.003 * len(sig)))
+    topic = gt.cluster(x[:nc], algorithm=p.algorithm, distance_threshold=p.distance_threshold, min_size=min_size)
+    topic = _merge_same_anchor(topic, labels_of[:nc], p)
+    cent = gt.centroids(x[:nc], topic)
+    # Everything else (signals past the cap, other traffic, the previous window) joins its nearest topic
+    # when it is within the distance that built the topics.
+    assigned = gt.assign(x[nc:], cent, p.distance_threshold)
+    sig_topic = np.concatenate([topic, assigned[: len(sig) - nc]])
+    other_topic = assigned[len(sig) - nc: len(sig) - nc + len(other)]
+    prev_topic = assigned[len(sig) - nc + len(other):]
+    stats.update(n_topics=int(cent.shape[0]), n_noise=int((sig_topic == gt.NOISE).sum()), min_topic_size=min_size,
+                 clustered=nc, labels_trusted=round(float(np.mean([bool(lab) and lab[0][1] >= 0.5 for lab in labels_of[:len(sig)]])), 3))
+    if cent.shape[0] == 0:
+        return rows, stats
+
+    art_cents = _article_centroids(published, cents, sem.shape[1])
+    # The business's vocabulary: every word of the KB, and the words the answered conversations use.
+    kb_vocab = np.asarray((space.tfidf[:n_conv][np.flatnonzero(answered)] > 0).sum(axis=0)).ravel() >= 2
+    if art_tfidf.shape[0]:
+        kb_vocab |= np.asarray(art_tfidf.sum(axis=0)).ravel() > 0
+    sig_tfidf = space.tfidf[: len(sig)]
+    describe = functools.partial(_describe, p, sig, sig_tfidf, art_tfidf, sem[: len(sig)], labels_of, art_cents,
+                                 published, kb_vocab)
+    topics = describe(sig_topic)
+    if _merge_uncovered(p, topics, sig_topic) + _merge_same_cover(topics, sig_topic):
+        topics = describe(sig_topic)
+    moved = _absorb(p, topics, sig, sem[: len(sig)], sig_topic)
+    if moved:
+        topics = describe(sig_topic)
+        stats["moved_to_missing"] = moved
+    terms = gt.characteristic_terms(sig_tfidf, sig_topic, space.terms, k=p.top_terms, background=space.tfidf[:n_conv])
+    for tp in topics:
+        tp.traffic = len(tp.idx) + float((other_topic == tp.t).sum()) * scale
+    # The base failure rate: conversations outside the topics no article covers.
+    uncovered = [tp for tp in topics if tp.covering is None]
+    failing_elsewhere = len(sig) - sum(len(tp.idx) for tp in uncovered)
+    traffic_elsewhere = len(sig) + len(other) * scale - sum(tp.traffic for tp in uncovered)
+    base_rate = failing_elsewhere / max(1.0, traffic_elsewhere)
+    stats["base_failure_rate"] = round(base_rate, 4)
+    from feedback_loop.gaps.rows import topic_row
+
+    for tp in topics:
+        if len(tp.idx) < min_size:
+            continue  # a topic that handed its conversations to a missing-article gap is too small now
+        row = topic_row(p, tp, [sig[i] for i in tp.idx], terms[tp.t], published, base_rate,
+                        int((prev_topic == tp.t).sum()), has_prev_window, x[tp.idx], cent[tp.t])
+        if row:
+            rows.append(row)
+    return rows, stats
+
+
+def _article_centroids(published: list, cents: dict, dim: int) -> list:
+    """Per published article: (answered-questions centroid of its intents, their median member similarity),
+    or None when no answered conversation carried one of its intents."""
+    out = []
+    for a in published:
+        vs = [cents[i] for i in (a[3] or []) if i in cents]
+        if not vs:
+            out.append(None)
+            continue
+        c = np.mean([v[0] for v in vs], axis=0)
+        out.append((c / max(float(np.linalg.norm(c)), 1e-9), float(np.mean([v[1] for v in vs]))))
+    return out
+
+
+def _describe(p: GapParams, sig, sig_tfidf, art_tfidf, sem, labels_of, art_cents, published, kb_vocab,
+              assignment: np.ndarray) -> list[Topic]:
+    out = []
+    for t in range(int(assignment.max()) + 1 if assignment.size else 0):
+        idx = np.flatnonzero(assignment == t)
+        if idx.size == 0:
+            continue
+        tf = np.asarray(sig_tfidf[idx].mean(axis=0)).ravel()
+        norm = np.linalg.norm(tf)
+        text_cos = (np.asarray(art_tfidf @ (tf / norm)).ravel() if (norm > 0 and art_tfidf.shape[0])
+                    else np.zeros(len(published)))
+        centroid = sem[idx].mean(axis=0)
+        centroid /= max(float(np.linalg.norm(centroid)), 1e-9)
+        answered_cos = np.array([np.nan if c is None else float(c[0] @ centroid) for c in art_cents])
+        # How typical of each article's answered questions the topic's messages are (1 = as typical as
+        # those questions themselves): size-independent, unlike the centroid cosine of a small topic.
+        answered_rel = np.array([np.nan if c is None else float(np.mean(sem[idx] @ c[0])) / max(c[1], 1e-6)
+                                 for c in art_cents])
+        members = [sig[i] for i in idx]
+        # Retrieved = returned by a search that found something it scored as an answer (above low_kb_score):
+        # low-score results are the KB saying it has nothing on the question.
+        hits = [set(m["kb_articles"] or []) if (m.get("kb_max_score") or 0.0) >= p.low_kb_score else set()
+                for m in members]
+        retrieved = np.array([np.mean([a[0] in h for h in hits]) for a in published])
+        routed = trust.routed_shares(members)
+        label_share = trust.label_shares([labels_of[i] for i in idx])
+        anchors = trust.anchor_shares([labels_of[i] for i in idx])
+        domain = 1.0
+        if kb_vocab is not None and tf.sum() > 0:
+            domain = float(tf[kb_vocab].sum() / tf.sum())
+        human = {}
+        for m in members:
+            for h in {m.get("human_intent"), m.get("human_category")} - {None}:
+                human[h] = human.get(h, 0) + 1 / len(members)
+        tp = Topic(t, idx, text_cos, answered_cos, answered_rel, label_share, anchors, human, routed, retrieved, None,
+                   centroid, float(np.mean([bool(m["sig_kb_empty"] or m["sig_kb_low"]) for m in members])), domain)
+        tp.members = members
+        tp.covering = _covering(p, tp, published)
+        top = [published.index(a) for a in published if next(iter(routed), None) in (a[3] or [])]
+        log.debug("topic %s: n=%d domain %.2f routed %s rel_routed %s trusted %s answered %.2f text %.2f covering %s",
+                  t, idx.size, domain, next(iter(routed.items()), None),
+                  round(float(answered_rel[top[0]]), 2) if top else None, next(iter(label_share.items()), None), float(np.nanmax(answered_cos)) if np.isfinite(answered_cos).any() else -1,
+                  float(tp.text_cos.max()) if tp.text_cos.size else -1, tp.covering)
+        out.append(tp)
+    return out
+
+
+def _covering(p: GapParams, tp: Topic, published: list) -> int | None:
+    """The article that covers the topic: close in text *and* routed to or retrieved; else None."""
+    if not published:
+        return None
+    rel = np.nan_to_num(tp.answered_rel, nan=-1.0)
+    close = (rel >= p.answered_cover_rel) | (tp.text_cos >= p.text_cover_cos)
+    intents_share = np.array([sum(tp.routed.get(i, 0.0) for i in (a[3] or [])) for a in published])
+    human_share = np.array([sum(tp.human.get(i, 0.0) for i in (a[3] or [])) for a in published])
+    trusted_share = np.array([sum(tp.label_share.get(i, 0.0) for i in (a[3] or [])) for a in published])
+    # Routing alone is not use when retrieval, which searched with the customer's own words, mostly came back
+    # empty or low: the KB then says nothing answers the question, whatever class the agent picked. Unless
+    # the agent's label is trusted (its messages read like what that label's answered conversations said).
+    # (Nor when the article is newer than most of the topic's failures: they missed because it did not exist.)
+    newer = np.array([a[5] is not None and np.mean([m["started_at"] is not None and m["started_at"] < a[5]
+                                                    for m in tp.members]) > 0.5 for a in published])
+    routed_ok = (intents_share >= p.routed_share) & ((tp.miss < p.absorb_miss_share) | newer
+                                                     | (trusted_share >= p.trusted_cover_share))
+    used = routed_ok | (tp.retrieved >= p.retrieved_share)
+    # A person's label is a person's reading of the text: it covers the topic by itself.
+    ok = np.flatnonzero((close & used) | (human_share >= p.routed_share))
+    if not ok.size:
+        return None
+    score = np.maximum(rel, tp.text_cos) + human_share
+    return int(ok[np.argmax(score[ok])])
+
+
+def _merge_uncovered(p: GapParams, topics: list[Topic], sig_topic: np.ndarray) -> int:
+    """Join uncovered topics that are one gap split by clustering (text-only vectors, when no label can be
+    trusted, cluster tighter than labelled ones): close centroids, or fairly close and routed by the agent
+    to the same intent. Changes `sig_topic` in place; returns how many topics were merged away."""
+    open_topics = [tp for tp in topics if tp.covering is None]
+    if len(open_topics) < 2:
+        return 0
+    parent = {tp.t: tp.t for tp in open_topics}
+
+    def root(t: int) -> int:
+        while parent[t] != t:
+            t = parent[t]
+        return t
+
+    merged = 0
+    for a_i, a in enumerate(open_topics):
+        ra, sa = next(iter(a.routed.items()), (None, 0.0))
+        for b in open_topics[a_i + 1:]:
+            rb, sb = next(iter(b.routed.items()), (None, 0.0))
+            cos = float(a.centroid @ b.centroid)
+            same_route = ra is not None and ra == rb and min(sa, sb) >= p.routed_share
+            if cos >= p.merge_cos or (same_route and cos >= p.merge_routed_cos):
+                x, y = root(a.t), root(b.t)
+                if x != y:
+                    parent[max(x, y)] = min(x, y)
+                    merged += 1
+    for tp in open_topics:
+        sig_topic[tp.idx] = root(tp.t)
+    return merged
+
+
+def _merge_same_cover(topics: list[Topic], sig_topic: np.ndarray) -> int:
+    """Topics covered by the same article are one article to revise, not several."""
+    first: dict[int, int] = {}
+    merged = 0
+    for tp in topics:
+        if tp.covering is None:
+            continue
+        if tp.covering in first:
+            sig_topic[tp.idx] = first[tp.covering]
+            merged += 1
+        else:
+            first[tp.covering] = tp.t
+    return merged
+
+
+def _absorb(p: GapParams, topics: list[Topic], sig: list, sem: np.ndarray, sig_topic: np.ndarray) -> int:
+    """Failing conversations that read like a missing-article topic, and that retrieval could not answer,
+    belong to that gap even when they were routed to a covered topic (classifier confusion): a covered topic
+    whose text is close to a missing-article topic hands over its retrieval misses, each to the missing
+    topic nearest its own text. Changes `sig_topic` in place; returns how many moved."""
+    open_topics = [tp for tp in topics if tp.covering is None and tp.domain >= p.domain_min_share]
+    if not open_topics:
+        return 0
+    missed = np.array([bool(r["sig_kb_empty"] or r["sig_kb_low"]) for r in sig])
+    open_ids = np.array([tp.t for tp in open_topics])
+    open_cents = np.vstack([tp.centroid for tp in open_topics])
+    moved = 0
+    for tp in topics:
+        if tp.covering is None or tp.miss < p.absorb_miss_share:
+            continue
+        sims = open_cents @ tp.centroid
+        if sims.max() >= p.absorb_cos:
+            take = tp.idx[missed[tp.idx]]
+            sig_topic[take] = open_ids[(sem[take] @ open_cents.T).argmax(axis=1)]
+            moved += len(take)
+    return moved
+
+
+def _merge_same_anchor(topic: np.ndarray, labels: list, p: GapParams) -> np.ndarray:
+    """Topics anchored on the same trusted intent are one gap, not several (clustering can split one)."""
+    from feedback_loop.gaps.topics import NOISE, _renumber
+
+    anchors: dict[str, int] = {}
+    out = topic.copy()
+    for t in range(int(topic.max()) + 1 if topic.size else 0):
+        idx = np.flatnonzero(topic == t)
+        main = next(iter(trust.anchor_shares([labels[i] for i in idx]).items()), (None, 0.0))
+        if main[0] and main[1] >= p.label_anchor_share:
+            if main[0] in anchors:
+                out[idx] = anchors[main[0]]
+            else:
+                anchors[main[0]] = t
+    out[topic == NOISE] = NOISE
+    return _renumber(out, 1)
+
+
+def signal_counts(members: list[dict]) -> str:
+    return json.dumps({s: sum(bool(m[f"sig_{s}"]) for m in members) for s in SIGNALS}, sort_keys=True)
