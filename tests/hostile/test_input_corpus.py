@@ -1,7 +1,7 @@
 """Hostile input: every bad record ends staged-as-data or quarantined with its reason; every unreadable
 file fails the task naming the file and the problem; nothing is dropped silently.
 
-Complements tests/test_land.py and tests/test_quality.py (which pin single examples) with the whole
+Complements tests/ingest/test_land.py and tests/ingest/test_quality.py (which pin single examples) with the whole
 corpus of tests/hostile/corpus.py, for every source and every file format the source accepts.
 """
 

@@ -89,11 +89,12 @@ class Lake:
         fs, path = filesystem_for(self.partition_file(layer, name, dt))
         return fs.exists(path)
 
-    def write_query(self, con, query: str, layer: str, name: str, dt: date | str, check=None) -> str:
+    def write_query(self, con, query: str, layer: str, name: str, dt: date | str, check=None,
+                    params: dict | None = None) -> str:
         """Run `query` on DuckDB connection `con` and publish its result as one partition, atomically
-        (`check`: see copy_atomic)."""
+        (`check`: see copy_atomic; `params`: the query's bound parameters)."""
         target = self.partition_file(layer, name, dt)
-        return copy_atomic(con, query, target, check=check)
+        return copy_atomic(con, query, target, check=check, params=params)
 
     def write_json(self, doc: dict, *parts: str) -> str:
         target = join(self.root, *parts)
@@ -109,13 +110,14 @@ class Lake:
             return json.loads(fh.read())
 
 
-def copy_atomic(con, query: str, target: str, check=None) -> str:
-    """COPY a query to Parquet at `target`: temp file + rename locally, a single PUT remotely.
+def copy_atomic(con, query: str, target: str, check=None, params: dict | None = None) -> str:
+    """COPY a query (with its bound `params`) to Parquet at `target`: temp file + rename locally, a single
+    PUT remotely.
 
     `check(path)`, if given, is called on the written file before it is published; if it raises, nothing
     is published and the exception propagates (a remote target is then written locally first)."""
     if is_remote(target) and check is None:
-        con.execute(f"COPY ({query}) TO '{target}' (FORMAT parquet, COMPRESSION zstd)")
+        con.execute(f"COPY ({query}) TO '{target}' (FORMAT parquet, COMPRESSION zstd)", params)
         return target
     if is_remote(target):
         import tempfile
@@ -123,7 +125,7 @@ def copy_atomic(con, query: str, target: str, check=None) -> str:
         fd, tmp = tempfile.mkstemp(suffix=".parquet", prefix=".acsr-")
         os.close(fd)
         try:
-            con.execute(f"COPY ({query}) TO '{tmp}' (FORMAT parquet, COMPRESSION zstd)")
+            con.execute(f"COPY ({query}) TO '{tmp}' (FORMAT parquet, COMPRESSION zstd)", params)
             check(tmp)
             fs, path = filesystem_for(target)
             fs.put_file(tmp, path)
@@ -135,7 +137,7 @@ def copy_atomic(con, query: str, target: str, check=None) -> str:
     remove_stale_tmp(folder)
     tmp = os.path.join(folder, f"{tmp_name()}.parquet")
     try:
-        con.execute(f"COPY ({query}) TO '{tmp}' (FORMAT parquet, COMPRESSION zstd)")
+        con.execute(f"COPY ({query}) TO '{tmp}' (FORMAT parquet, COMPRESSION zstd)", params)
         _fsync(tmp)
         if check is not None:
             check(tmp)

@@ -9,11 +9,11 @@ fills with `str.format`-free replacement of `{{name}}` markers, quoted by the ca
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_sql(package: str, name: str) -> str:
     """The text of `name` in `package`'s folder (installed as package data: pyproject's `**/*.sql`)."""
     return resources.files(package).joinpath(name).read_text(encoding="utf-8")
@@ -26,3 +26,13 @@ def fill(sql: str, **identifiers: str) -> str:
     if "{{" in sql:
         raise KeyError(f"unfilled SQL marker in: {sql[sql.index('{{'):sql.index('{{') + 40]!r}")
     return sql
+
+
+def literal(text: str) -> str:
+    """`text` as a quoted SQL string literal, for `fill` (a path in `read_parquet`: not a bindable value)."""
+    return "'" + str(text).replace("'", "''") + "'"
+
+
+def literal_list(texts) -> str:
+    """`[...]` of quoted string literals (a list of partition files for `read_parquet`)."""
+    return "[" + ", ".join(literal(t) for t in texts) + "]"

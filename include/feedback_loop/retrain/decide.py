@@ -30,6 +30,7 @@ import math
 from datetime import date, timedelta
 
 from feedback_loop.lake.files import Lake
+from feedback_loop.lake.sql import literal, literal_list
 from feedback_loop.retrain import registry
 from feedback_loop.settings import Settings
 
@@ -51,7 +52,7 @@ def _files(lake: Lake, layer: str, name: str, first: str, last: str) -> list[str
 
 
 def _list(files: list[str]) -> str:
-    return "[" + ", ".join(f"'{f}'" for f in files) + "]"
+    return literal_list(files)
 
 
 def live_intent_distribution(settings: Settings, start: str, end: str) -> dict:
@@ -114,11 +115,11 @@ def check_new_relabels(settings: Settings, champion: dict | None) -> dict:
     con = connect()
     try:
         if trained and champion.get("dataset_version"):
-            sql = (f"SELECT e.source, count(*) FROM read_parquet('{index}') e WHERE e.split IN ('train', 'validation') "
-                   f"AND e.example_id NOT IN (SELECT example_id FROM read_parquet('{trained}') WHERE example_id IS NOT NULL) "
+            sql = (f"SELECT e.source, count(*) FROM read_parquet({literal(index)}) e WHERE e.split IN ('train', 'validation') "
+                   f"AND e.example_id NOT IN (SELECT example_id FROM read_parquet({literal(trained)}) WHERE example_id IS NOT NULL) "
                    "GROUP BY 1")
         else:
-            sql = f"SELECT source, count(*) FROM read_parquet('{index}') WHERE split IN ('train', 'validation') GROUP BY 1"
+            sql = f"SELECT source, count(*) FROM read_parquet({literal(index)}) WHERE split IN ('train', 'validation') GROUP BY 1"
         by_source = dict(con.execute(sql).fetchall())
     finally:
         con.close()
@@ -216,7 +217,7 @@ def check_action_queue(settings: Settings, dt: str) -> list[dict]:
     con = connect()
     try:
         cur = con.execute(f"""SELECT target_component, action_id, signal, scope_dimension, scope_value, trigger, severity
-            FROM read_parquet('{lake.partition_file('marts', 'action_queue', day)}')
+            FROM read_parquet({literal(lake.partition_file('marts', 'action_queue', day))})
             WHERE target_component IN ('intent_classifier', 'reasoning_model') AND coalesce(status, 'open') = 'open'
             ORDER BY severity DESC, action_id""")
         items = cur.fetchall()
@@ -338,8 +339,8 @@ def _record(settings: Settings, decision: dict) -> None:
     con = connect()
     try:
         con.register("decision_rows", table)
-        lake.write_query(con, f"SELECT DATE '{decision['dt']}' AS dt, * FROM decision_rows ORDER BY target, trigger, scope",
-                         "marts", MART, decision["dt"])
+        lake.write_query(con, "SELECT $day::DATE AS dt, * FROM decision_rows ORDER BY target, trigger, scope",
+                         "marts", MART, decision["dt"], params={"day": str(decision["dt"])})
     finally:
         con.close()
     lake.write_json(decision, "runs", f"dt={decision['dt']}", "retrain_decision.json")

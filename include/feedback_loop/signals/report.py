@@ -20,8 +20,9 @@ from datetime import date, timedelta
 from html import escape
 
 from feedback_loop.lake.files import Lake, is_remote, join, write_bytes_atomic
+from feedback_loop.lake.sql import literal, literal_list
 from feedback_loop.settings import Settings
-from feedback_loop.signals.metrics import AB_MART, METRIC_BY_NAME, METRICS, METRICS_MART, QUEUE_MART
+from feedback_loop.signals.registry import AB_MART, METRIC_BY_NAME, METRICS, METRICS_MART, QUEUE_MART
 
 HEADLINE = ("csat_top2_share", "ces_mean", "fcr", "autonomous_resolution_rate", "reopen_rate_24h",
             "escalation_rate", "override_rate", "policy_breach_rate", "sentiment_mean", "kb_weak_result_rate",
@@ -62,11 +63,12 @@ def write_report(settings: Settings, dt: date | str) -> str:
     red = functools.lru_cache(maxsize=None)(redactor(settings).redact)  # labels repeat on every row
     con = connect()
     try:
-        cur = _rows(con, f"SELECT * FROM read_parquet('{lake.partition_file('marts', METRICS_MART, dt)}') "
+        part = lambda mart: literal(lake.partition_file("marts", mart, dt))
+        cur = _rows(con, f"SELECT * FROM read_parquet({part(METRICS_MART)}) "
                          "ORDER BY metric, metric_date, dimension, dimension_value")
-        queue = _rows(con, f"SELECT * FROM read_parquet('{lake.partition_file('marts', QUEUE_MART, dt)}') "
+        queue = _rows(con, f"SELECT * FROM read_parquet({part(QUEUE_MART)}) "
                            "ORDER BY severity DESC, action_id") if lake.has_partition("marts", QUEUE_MART, dt) else []
-        ab = _rows(con, f"SELECT * FROM read_parquet('{lake.partition_file('marts', AB_MART, dt)}') "
+        ab = _rows(con, f"SELECT * FROM read_parquet({part(AB_MART)}) "
                         "ORDER BY metric, treatment") if lake.has_partition("marts", AB_MART, dt) else []
         trend = _trend(con, lake, dt)
     finally:
@@ -78,8 +80,8 @@ def write_report(settings: Settings, dt: date | str) -> str:
     return target
 
 
-def _rows(con, sql: str) -> list[dict]:
-    res = con.execute(sql)
+def _rows(con, sql: str, params: dict | None = None) -> list[dict]:
+    res = con.execute(sql, params)
     cols = [d[0] for d in res.description]
     return [dict(zip(cols, r)) for r in res.fetchall()]
 
@@ -88,12 +90,12 @@ def _trend(con, lake: Lake, dt: str) -> list[dict]:
     """The overall value and baseline of every metric per metric_date, latest as of dt, final or not."""
     first = str(date.fromisoformat(dt) - timedelta(days=TREND_DAYS))
     days = [d for d in lake.days("marts", METRICS_MART) if first <= d <= dt]
-    files = "[" + ", ".join(f"'{lake.partition_file('marts', METRICS_MART, d)}'" for d in days) + "]"
+    files = literal_list(lake.partition_file("marts", METRICS_MART, d) for d in days)
     return _rows(con, f"""SELECT metric, metric_date, value, baseline_value, is_final, kind
         FROM read_parquet({files}, hive_partitioning=true, union_by_name=true)
-        WHERE dimension = 'all' AND metric_date >= DATE '{first}'
+        WHERE dimension = 'all' AND metric_date >= $first::DATE
         QUALIFY row_number() OVER (PARTITION BY metric, metric_date ORDER BY dt DESC) = 1
-        ORDER BY metric, metric_date""")
+        ORDER BY metric, metric_date""", {"first": first})
 
 
 # ----------------------------------------------------------------------------------------------- render
@@ -138,119 +140,55 @@ def _direction(r: dict) -> str:
 
 
 def _render(settings, lake, dt, cur, queue, ab, trend, summary, red) -> str:
+    """The page from templates/report.html.j2: this function picks and orders the rows, the template lays
+    them out."""
     e = lambda v: escape(str(red(str(v)) if v is not None else ""))
-    out = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>",
-           f"<title>ACSR signals {e(dt)}</title><style>{STYLE}</style></head><body>"]
-    out += _header(settings, lake, dt, summary, e)
     current = [r for r in cur if r["is_current"]]
     overall = {r["metric"]: r for r in current if r["dimension"] == "all"}
-
-    out.append("<h2 id='headline'>Headline signals</h2><div class='tiles'>")
-    for name in HEADLINE:
-        r = overall.get(name)
-        if r is None:
-            continue
-        d = _direction(r)
-        status = "" if r["is_final"] else " <span class='pill prov'>provisional</span>"
-        out.append(
-            f"<div class='tile' title='{e(METRIC_BY_NAME[name].numerator)} / {e(METRIC_BY_NAME[name].denominator)}'>"
-            f"<div class='muted'>{e(name)}</div><div class='v'>{e(_fmt(r['value'], name))}</div>"
-            f"<div class='n'><span class='{d}'>{e(_fmt_change(r))}</span> vs {e(_fmt(r['baseline_value'], name))}"
-            f" ({r['baseline_days'] or 0} d)</div><div class='n muted'>n = {r['sample_size']:,}, "
-            f"day {e(r['metric_date'])}{status}</div></div>")
-    out.append("</div>")
-
-    out += _queue_section(queue, e)
-    out += _movers_section(current, settings, e)
-    out.append("<h2 id='trends'>Trends against the trailing baseline</h2>"
-               "<p class='muted'>Overall value per day (filled points are final, hollow ones provisional) and the "
-               f"trailing {settings.signals_baseline_days}-day baseline (dashed). Windowed metrics are plotted on "
-               "their cohort day.</p>")
-    out += _charts(trend, e)
-    out += _ab_section(ab, e)
-    out += _shadow_section(current, e)
-    out += _cohort_section(cur, e)
-    out.append("<p class='muted'>Definitions of every metric, the action-queue routing and the sentiment method: "
-               "<code>docs/signals.md</code>. Marts: <code>marts/signal_metrics</code>, <code>marts/action_queue</code>, "
-               "<code>marts/signal_ab_tests</code> (warehouse views of the same names, and "
-               "<code>signal_metrics_latest</code>).</p></body></html>")
-    return "\n".join(out)
-
-
-def _header(settings, lake, dt, summary, e) -> list[str]:
     here = os.path.dirname(report_path(lake, dt))
     prev_d = str(date.fromisoformat(dt) - timedelta(days=1))
     next_d = str(date.fromisoformat(dt) + timedelta(days=1))
-    links = []
-    if lake.has_partition("marts", METRICS_MART, prev_d):
-        links.append(f"<a href='../dt={e(prev_d)}/index.html'>&larr; {e(prev_d)}</a>")
-    if lake.has_partition("marts", METRICS_MART, next_d):
-        links.append(f"<a href='../dt={e(next_d)}/index.html'>{e(next_d)} &rarr;</a>")
-    links.append(f"<a href='{e(_rel(join(lake.root, 'runs', f'dt={dt}', 'summary.json'), here))}'>run summary</a>")
     docs = _data_docs(settings)
-    links.append(f"<a href='{e(_rel(docs, here))}'>data-quality results (GX Data Docs)</a>" if docs else
-                 "<span class='muted'>GX Data Docs not built yet (<code>build_data_docs</code> task)</span>")
-    # The gap stage writes its page next to this one in the same nightly run (maybe after this task).
-    links.append("<a href='gaps.html'>knowledge-base gaps</a>")
-    t = summary.get("totals") or {}
-    status = (f"Run {e(summary.get('status', '?'))}: {t.get('rows_read', 0):,} rows read, "
-              f"{t.get('rows_staged', 0):,} staged, {t.get('rows_quarantined', 0):,} quarantined."
-              if summary else "No run summary for this day.")
-    return [f"<nav>{' '.join(links)}</nav>", f"<h1>ACSR feedback signals, {e(dt)}</h1>",
-            (f"<p class='muted'>{status} Baseline: trailing {settings.signals_baseline_days} days of final values; "
-             f"a change counts as beyond noise at |z| &ge; {settings.signals_noise_z}.</p>")]
+    movers = [r for r in current if r["z_score"] is not None and r["z_score"] == r["z_score"]
+              and r["sample_size"] >= settings.signals_min_sample and r["higher_is_better"] is not None]
+    movers.sort(key=lambda r: (-abs(r["z_score"]), r["metric"], r["dimension"], str(r["dimension_value"])))
+    shadow = [r for r in current if r["metric"] in ("shadow_intent_agreement", "shadow_review_agreement")]
+    shadow.sort(key=lambda r: (r["metric"], r["dimension"] != "all", r["dimension"], -r["sample_size"],
+                               str(r["dimension_value"])))
+    windowed = [r for r in cur if r["dimension"] == "all" and r["window_name"] != "day"]
+    cohort_days = sorted({r["metric_date"] for r in windowed})
+    by_cohort = {(r["metric"], r["metric_date"]): r for r in windowed}
+    template = _templates().get_template("report.html.j2")
+    return template.render(
+        e=e, esc=escape, fmt=_fmt, fmt_change=_fmt_change, direction=_direction, num=lambda v: f"{v:,}",
+        style=STYLE, settings=settings, dt=dt, summary=summary, totals=summary.get("totals") or {},
+        prev_day=prev_d if lake.has_partition("marts", METRICS_MART, prev_d) else None,
+        next_day=next_d if lake.has_partition("marts", METRICS_MART, next_d) else None,
+        summary_href=_rel(join(lake.root, "runs", f"dt={dt}", "summary.json"), here),
+        docs_href=_rel(docs, here) if docs else None,
+        tiles=[(name, METRIC_BY_NAME[name], overall[name]) for name in HEADLINE if name in overall],
+        queue=queue, movers=movers[:15], trend=trend, charts=_charts(trend), ab=ab,
+        shadow=[r for r in shadow if r["dimension"] in ("all", "stage", "strategy", "channel")]
+        + [r for r in shadow if r["dimension"] == "intent"][:10],
+        cohort_days=cohort_days,
+        cohort_rows=[(name, [by_cohort.get((name, d)) for d in cohort_days])
+                     for name in sorted({r["metric"] for r in windowed})])
 
 
-def _queue_section(queue, e) -> list[str]:
-    out = [f"<h2 id='actions'>Improvement-action queue ({len(queue)})</h2>"]
-    if not queue:
-        return out + ["<p>No signal crossed a threshold today.</p>"]
-    out.append("<table><tr><th>signal</th><th>scope</th><th>trigger</th><th>value</th><th>threshold / baseline</th>"
-               "<th>n</th><th>act on</th><th>severity</th><th>open since</th>"
-               "<th>example conversations</th></tr>")
-    for q in queue:
-        shown = q["level_value"] if q["trigger"].startswith("level") else q["value"]
-        n = q["level_sample_size"] if q["trigger"].startswith("level") else q["sample_size"]
-        basis = (f"{_fmt(q['threshold'], q['signal'])} ({q['level_days']} d pooled)" if q["trigger"].startswith("level")
-                 else f"{_fmt(q['baseline_value'], q['signal'])} (z = {q['z_score']:.1f})")
-        out.append(
-            f"<tr><td><code>{e(q['signal'])}</code></td><td>{e(q['scope_dimension'])} = {e(q['scope_value'])}</td>"
-            f"<td>{e(q['trigger'].replace('_', ' '))}</td><td class='num'>{e(_fmt(shown, q['signal']))}</td>"
-            f"<td class='num'>{e(basis)}</td><td class='num'>{e(_fmt(int(n or 0)))}</td>"
-            f"<td><span class='pill worse'>{e(q['target_component'])}</span><br><span class='muted'>"
-            f"{e(q['improvement_action'])}</span></td>"
-            f"<td class='num'>{q['severity']:.1f}</td><td class='day'>{e(q['first_raised_date'])}</td>"
-            # ids are keys, not free text: the free-text redactor would mangle some of them
-            f"<td class='ids'>{escape(', '.join((q['example_conversation_ids'] or [])[:3]))}</td></tr>")
-    return out + ["</table>"]
+@functools.cache
+def _templates():
+    """No autoescape: every value goes through the template's e() (PII redaction, then html.escape) or
+    esc(), whose output is what the page always had; the gaps link assumes the gap stage's page beside it."""
+    import jinja2
+
+    return jinja2.Environment(loader=jinja2.PackageLoader("feedback_loop.signals", "templates"), autoescape=False,
+                              trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
 
 
-def _movers_section(current, settings, e) -> list[str]:
-    rows = [r for r in current if r["z_score"] is not None and r["z_score"] == r["z_score"]
-            and r["sample_size"] >= settings.signals_min_sample and r["higher_is_better"] is not None]
-    rows.sort(key=lambda r: (-abs(r["z_score"]), r["metric"], r["dimension"], str(r["dimension_value"])))
-    out = [("<h2 id='movers'>Top movers</h2><p class='muted'>Current values with the largest change against "
-            f"their baseline, in noise units (scopes with at least {settings.signals_min_sample} units).</p>"),
-           ("<table><tr><th>metric</th><th>scope</th><th>value</th><th>baseline</th><th>change</th><th>z</th>"
-            "<th>n</th><th>verdict</th></tr>")]
-    for r in rows[:15]:
-        d = _direction(r)
-        verdict = {"worse": "worse, beyond noise", "better": "better, beyond noise"}.get(d, "within noise")
-        out.append(f"<tr><td><code>{e(r['metric'])}</code></td><td>{e(r['dimension'])} = {e(r['dimension_value'])}</td>"
-                   f"<td class='num'>{e(_fmt(r['value'], r['metric']))}</td>"
-                   f"<td class='num'>{e(_fmt(r['baseline_value'], r['metric']))}</td>"
-                   f"<td class='num {d}'>{e(_fmt_change(r))}</td><td class='num'>{r['z_score']:+.1f}</td>"
-                   f"<td class='num'>{r['sample_size']:,}</td><td><span class='pill {d}'>{verdict}</span></td></tr>")
-    if not rows:
-        out.append("<tr><td colspan='8'>No baseline yet (it needs "
-                   f"{settings.signals_min_baseline_days} days of final values).</td></tr>")
-    return out + ["</table>"]
-
-
-def _charts(trend, e) -> list[str]:
-    """One faceted Altair chart per kind of signal, rendered to inline SVG."""
+def _charts(trend) -> list[tuple[str, str]]:
+    """(title, inline SVG): one faceted Altair chart per kind of signal."""
     if not trend:
-        return ["<p>No history yet.</p>"]
+        return []
     import altair as alt
     import pandas as pd
     import vl_convert as vlc
@@ -277,65 +215,8 @@ def _charts(trend, e) -> list[str]:
                  .facet(facet=alt.Facet("metric:N", title=None, sort=names), columns=4)
                  .resolve_scale(y="independent"))
         svg = vlc.vegalite_to_svg(chart.to_dict())
-        out.append(f"<h3>{e(title)}</h3>{svg}")
+        out.append((title, svg))
     return out
-
-
-def _ab_section(ab, e) -> list[str]:
-    out = ["<h2 id='ab'>A/B: strategies against the control (live traffic)</h2>"]
-    if not ab:
-        return out + ["<p>Fewer than two strategies with data in the window.</p>"]
-    out.append("<table><tr><th>metric</th><th>control</th><th>treatment</th><th>cohorts</th><th>n control</th>"
-               "<th>n treatment</th><th>control</th><th>treatment</th><th>difference</th><th>test</th><th>p</th>"
-               "<th>verdict</th><th>n per arm for this difference</th></tr>")
-    for r in ab:
-        verdict = (f"<span class='pill {'better' if r['better'] == r['treatment'] else 'worse'}'>"
-                   f"{e(r['better'])} better</span>" if r["significant"] else "<span class='pill'>not significant</span>")
-        out.append(f"<tr><td><code>{e(r['metric'])}</code></td><td>{e(r['control'])}</td><td>{e(r['treatment'])}</td>"
-                   f"<td>{e(r['cohort_first'])} – {e(r['cohort_last'])}</td><td class='num'>{r['n_control']:,}</td>"
-                   f"<td class='num'>{r['n_treatment']:,}</td><td class='num'>{e(_fmt(r['value_control'], r['metric']))}</td>"
-                   f"<td class='num'>{e(_fmt(r['value_treatment'], r['metric']))}</td>"
-                   f"<td class='num'>{e(_fmt_change({'metric': r['metric'], 'change': r['diff'], 'change_rel': r['diff_rel']}))}</td>"
-                   f"<td>{e(r['test'].replace('_', ' '))}</td><td class='num'>{e(_fmt(r['p_value']))}</td>"
-                   f"<td>{verdict}</td><td class='num'>{e(_fmt(r['n_required_per_arm']))}</td></tr>")
-    return out + ["</table>"]
-
-
-def _shadow_section(current, e) -> list[str]:
-    rows = [r for r in current if r["metric"] in ("shadow_intent_agreement", "shadow_review_agreement")]
-    rows.sort(key=lambda r: (r["metric"], r["dimension"] != "all", r["dimension"], -r["sample_size"],
-                             str(r["dimension_value"])))
-    out = ["<h2 id='shadow'>Shadow mode: agent proposal against the human's decision</h2>"]
-    if not rows:
-        return out + ["<p>No shadow-mode conversations today.</p>"]
-    out.append("<table><tr><th>metric</th><th>scope</th><th>agreement</th><th>n</th><th>baseline</th></tr>")
-    for r in [r for r in rows if r["dimension"] in ("all", "stage", "strategy", "channel")] + \
-            [r for r in rows if r["dimension"] == "intent"][:10]:
-        out.append(f"<tr><td><code>{e(r['metric'])}</code></td><td>{e(r['dimension'])} = {e(r['dimension_value'])}</td>"
-                   f"<td class='num'>{e(_fmt(r['value'], r['metric']))}</td><td class='num'>{r['sample_size']:,}</td>"
-                   f"<td class='num'>{e(_fmt(r['baseline_value'], r['metric']))}</td></tr>")
-    return out + ["</table>"]
-
-
-def _cohort_section(cur, e) -> list[str]:
-    rows = [r for r in cur if r["dimension"] == "all" and r["window_name"] != "day"]
-    days = sorted({r["metric_date"] for r in rows})
-    by = {(r["metric"], r["metric_date"]): r for r in rows}
-    out = [("<h2 id='cohorts'>Windowed metrics by cohort day</h2><p class='muted'>Recomputed every night "
-            "until their window and the lateness allowance have passed (shaded: provisional); then final and "
-            "never changed again.</p>"), "<table><tr><th>metric</th>" + "".join(f"<th class='num'>{e(d)}</th>" for d in days)
-           + "</tr>"]
-    for name in sorted({r["metric"] for r in rows}):
-        cells = []
-        for d in days:
-            r = by.get((name, d))
-            if r is None:
-                cells.append("<td></td>")
-                continue
-            style = "" if r["is_final"] else " style='background:#fff8c5'"
-            cells.append(f"<td class='num'{style} title='n = {r['sample_size']}'>{e(_fmt(r['value'], name))}</td>")
-        out.append(f"<tr><td><code>{e(name)}</code></td>{''.join(cells)}</tr>")
-    return out + ["</table>"]
 
 
 # ----------------------------------------------------------------------------------------------- links

@@ -18,7 +18,7 @@ import duckdb
 from feedback_loop.gaps.detect import detect_gaps
 from feedback_loop.lake.files import Lake
 
-B77 = Path(__file__).resolve().parents[1] / "include" / "feedback_loop" / "data" / "banking77" / "train.csv"
+B77 = Path(__file__).resolve().parents[2] / "include" / "feedback_loop" / "data" / "banking77" / "train.csv"
 INTENTS = ["card_arrival", "lost_or_stolen_card", "exchange_rate", "top_up_failed", "pending_top_up",
            "cancel_transfer", "age_limit", "pin_blocked", "country_support", "card_delivery_estimate",
            "beneficiary_not_allowed", "apple_pay_or_google_pay"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-DAGS = sorted(p for p in (Path(__file__).resolve().parents[1] / "dags").glob("*.py") if not p.name.startswith("_"))
+DAGS = sorted(p for p in (Path(__file__).resolve().parents[2] / "dags").glob("*.py") if not p.name.startswith("_"))
 HEAVY = ("great_expectations", "pandas", "duckdb", "sklearn", "pyarrow.parquet", "mlflow")
 
 

@@ -178,7 +178,7 @@ def test_landing_twice_replaces_the_partition(settings):
 def test_published_json_schemas_match_the_contract():
     from pathlib import Path
 
-    folder = Path(__file__).resolve().parents[1] / "docs" / "contract"
+    folder = Path(__file__).resolve().parents[2] / "docs" / "contract"
     for src in contract.SOURCES.values():
         published = json.loads((folder / f"{src.name}.schema.json").read_text())
         assert published == contract.json_schema(src), "re-export with: python -m feedback_loop contract"

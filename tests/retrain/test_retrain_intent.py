@@ -80,7 +80,7 @@ def test_calibration_metrics():
 
 # ------------------------------------------------------------------------------- real models and registry
 
-BANKING = Path(__file__).resolve().parents[1] / "include" / "feedback_loop" / "data" / "banking77" / "train.csv"
+BANKING = Path(__file__).resolve().parents[2] / "include" / "feedback_loop" / "data" / "banking77" / "train.csv"
 
 
 def _extra_examples(per_intent: int, skip: int, wrong: bool = False) -> list[dict]:

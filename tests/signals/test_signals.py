@@ -506,5 +506,5 @@ def test_docs_define_every_metric():
 
     from feedback_loop.signals.metrics import metric_docs
 
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "signals.md").read_text()
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "signals.md").read_text()
     assert metric_docs() in doc

@@ -113,7 +113,7 @@ def test_message_without_run_context_links_the_ui():
 def test_every_dag_alerts_on_failure_and_the_nightly_has_a_deadline():
     from airflow.dag_processing.dagbag import DagBag
 
-    bag = DagBag(dag_folder=str(Path(__file__).resolve().parents[1] / "dags"))
+    bag = DagBag(dag_folder=str(Path(__file__).resolve().parents[2] / "dags"))
     assert bag.import_errors == {}
     for dag_id, dag in bag.dags.items():
         assert dag.on_failure_callback, f"{dag_id} has no DAG failure callback"

@@ -1,0 +1,35 @@
+"""lake.sql: the .sql files ship with their stage, markers are filled or refused, paths are quoted."""
+
+from __future__ import annotations
+
+import duckdb
+import pytest
+from feedback_loop.lake.sql import fill, literal, literal_list, load_sql
+
+
+def test_every_stage_sql_file_loads_and_names_only_filled_markers():
+    text = load_sql("feedback_loop.signals", "sql/queue.sql")
+    assert "CREATE TEMP TABLE queue AS" in text
+    with pytest.raises(KeyError, match="unfilled SQL marker"):
+        fill(text)  # {{previous}} left open
+    filled = fill(text, previous="SELECT NULL::VARCHAR AS action_id, NULL::DATE AS first_raised_date WHERE false")
+    assert "{{" not in filled
+    conversations = load_sql("feedback_loop.model", "sql/conversations.sql")
+    assert conversations.count("{{bucket}}") == 1  # only in the SQL: comments name markers as <bucket>
+    assert "{{" not in fill(conversations, bucket="")
+
+
+def test_a_path_with_quotes_reads_through_literal(tmp_path):
+    folder = tmp_path / "it's a \"lake\""
+    folder.mkdir()
+    con = duckdb.connect()
+    paths = []
+    for i in range(2):
+        p = str(folder / f"part-{i}.parquet")
+        con.execute(f"COPY (SELECT {i} AS x) TO {literal(p)} (FORMAT parquet)")
+        paths.append(p)
+    assert con.execute(f"SELECT count(*) FROM read_parquet({literal(paths[0])})").fetchone()[0] == 1
+    assert con.execute(f"SELECT sum(x) FROM read_parquet({literal_list(paths)})").fetchone()[0] == 1
+    # what the old f"'{path}'" produced is not SQL for such a path
+    with pytest.raises(duckdb.ParserException):
+        con.execute(f"SELECT count(*) FROM read_parquet('{paths[0]}')")
