@@ -19,7 +19,7 @@ from feedback_loop.lake.files import is_remote
 log = logging.getLogger(__name__)
 MAX_KEY_SHAPES = 1000  # distinct key lists in one JSON Lines file beyond which the fast path is not tried
 # A landing record with this key is a vendor record that a source mapping could not read (feedback_loop.sources.
-# mapping): it lands as a parse error whose text is the mapping's reason, naming the vendor field.
+# mapping, issue 16): it lands as a parse error whose text is the mapping's reason, naming the vendor field.
 MAPPING_ERROR = "_mapping_error"
 
 

@@ -73,7 +73,7 @@ class OTLPFilesPuller(Puller):
             if cursor is not None and path <= cursor:
                 continue
             opener = gzip.open if path.endswith(".gz") else open
-            records = []
+            records, unreadable, latest = [], [], None
             with opener(path, "rt", encoding="utf-8") as fh:
                 for number, line in enumerate(fh, 1):
                     if not line.strip():
@@ -81,20 +81,32 @@ class OTLPFilesPuller(Puller):
                     try:
                         doc = json.loads(line)
                     except ValueError:
-                        # A line the exporter did not finish (the process died mid-write): kept whole, so the
-                        # mapping quarantines it with its reason.
-                        records.append({"_unreadable_line": line[:10000], "_file": os.path.basename(path),
-                                        "_line": number})
+                        unreadable.append({"_unreadable_line": line[:10000], "_file": os.path.basename(path),
+                                           "_line": number})
                         continue
                     for rs in doc.get("resourceSpans", []) if isinstance(doc, dict) else []:
                         kept = []
                         for ss in rs.get("scopeSpans", []):
+                            for s in ss.get("spans", []):
+                                latest = max(latest or 0, _start(s) or 0)
                             spans = [s for s in ss.get("spans", []) if _in(s, lo, hi)]
                             if spans:
                                 kept.append({**ss, "spans": spans})
                         if kept:
                             records.append({**rs, "scopeSpans": kept})
+            # A line that is not JSON (the exporter died mid-write) belongs to the day of the file's latest span
+            # (or of the file's modification time): quarantined once, by that day's pull, not every night.
+            when = latest or int(os.path.getmtime(path) * 10**9)
+            if unreadable and lo <= when < hi:
+                records.extend(unreadable)
             yield records, path
+
+
+def _start(span: dict) -> int | None:
+    try:
+        return int(span.get("startTimeUnixNano"))
+    except (TypeError, ValueError):
+        return None
 
 
 def _in(span: dict, lo: int, hi: int) -> bool:
