@@ -116,7 +116,7 @@ def sample() -> Day:
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("acsr-action-datasets")
     s = Settings.load(landing=str(root / "landing"), lake=str(root / "lake"), warehouse=str(root / "wh.duckdb"),
-                      extra={"dataset_min_new_examples": 1, "dataset_min_new_pairs": 1})
+                      dataset_min_new_examples=1, dataset_min_new_pairs=1)
     sample().write(s.landing)
     for source in SOURCES:
         nightly.land(s, source, DAY)
@@ -262,3 +262,20 @@ def test_openai_tool_validator_rejects_unparseable_arguments_and_missing_ids():
             "rejected": [{"role": "assistant", "tool_calls": [{"type": "function", "function": {"name": "t", "arguments": {}}}]}],
             "tools": tools}
     assert formats.check("trl_tool_preference", same) == ["chosen and rejected are the same call"]
+
+
+def test_a_reviewer_call_to_a_tool_the_agent_never_called_is_offered():
+    """The reviewer may choose an action absent from the window's calls: it is added to the offered tools,
+    so the preference pair validates (seen on a generated week: 'calls lock_app_access, which is not in tools')."""
+    from feedback_loop.datasets.actions import offered, tools_openai, trl_message
+
+    catalogue = {"refund": {"description": "d", "parameters": {"type": "object", "properties": {}, "required": []}}}
+    chosen = {"name": "lock_app_access", "arguments": {"account_id": "A1", "reason": None}}
+    rejected = {"name": "refund", "arguments": {}}
+    tools = tools_openai(offered(catalogue, chosen, rejected))
+    assert [t["function"]["name"] for t in tools] == ["lock_app_access", "refund"]
+    assert tools[0]["function"]["parameters"]["properties"] == {"account_id": {"type": "string"}}
+    record = {"prompt": [{"role": "user", "content": "lock my app"}], "chosen": [trl_message(chosen)],
+              "rejected": [trl_message(rejected)], "tools": tools}
+    assert formats.check("trl_tool_preference", record) == []
+    assert offered(catalogue, rejected) is catalogue  # nothing missing: the catalogue as it was

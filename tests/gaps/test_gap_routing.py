@@ -107,7 +107,7 @@ def test_configured_out_of_scope_terms(settings, monkeypatch):
     from feedback_loop.settings import Settings
 
     truth = build(settings, gaps=("pending_top_up", "age_limit"))
-    monkeypatch.setenv("ACSR_EXTRA", json.dumps({"gaps": {"out_of_scope_terms": ["old", "age", "kid", "child"]}}))
+    monkeypatch.setenv("ACSR_GAP_PARAMS", json.dumps({"out_of_scope_terms": ["old", "age", "kid", "child"]}))
     detect_gaps(Settings.load(), DT, window_days=7)
     rows = gap_rows(settings, DT)
     kinds = {majority(r["conversation_ids"], truth): r["kind"] for r in rows if r["status"] == "open"}

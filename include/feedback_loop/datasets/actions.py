@@ -69,6 +69,25 @@ def catalogue(con) -> dict:
     return dict(sorted(tools.items()))
 
 
+_PY_JSON_TYPES = ((bool, "boolean"), (int, "integer"), (float, "number"), (str, "string"), (dict, "object"),
+                  (list, "array"))
+
+
+def offered(tools: dict, *calls: dict | None) -> dict:
+    """The catalogue plus every tool an example's calls name: a reviewer may choose an action the agent never
+    called in the window, and a trainer's validator refuses a call to a tool that is not offered."""
+    missing = {c["name"]: c.get("arguments") or {} for c in calls if c and c["name"] not in tools}
+    if not missing:
+        return tools
+    out = dict(tools)
+    for name, args in missing.items():
+        props = {k: {"type": next((t for py, t in _PY_JSON_TYPES if isinstance(v, py)), "string")}
+                 for k, v in args.items() if v is not None}
+        out[name] = {"description": f"Back-end action {name} (named by a reviewer; not called in the window).",
+                     "parameters": {"type": "object", "properties": props, "required": sorted(props)}}
+    return dict(sorted(out.items()))
+
+
 def tools_openai(tools: dict) -> list[dict]:
     """The catalogue as OpenAI / TRL `tools` (function JSON Schemas)."""
     return [{"type": "function", "function": {"name": n, **spec}} for n, spec in tools.items()]
@@ -188,7 +207,7 @@ class ActionExamples:
                        provenance: dict, evidence) -> None:
         from feedback_loop.datasets.candidates import _fact_date
 
-        cid, tools = conv.conversation_id, tools_openai(self.tools)
+        cid, tools = conv.conversation_id, tools_openai(offered(self.tools, chosen, rejected))
         meta = {"fact_date": _fact_date(conv), "provenance": provenance}
         if chosen is not None:
             self.cands["tool_sft"].append(Example(
@@ -217,7 +236,7 @@ class ActionExamples:
             group=str(label).lower(), label=str(label).lower(), reviewer=conv.conversation_id,
             meta={**meta, "provenance": {**provenance, "label": label}},
             records={"trl_tool_unpaired": {"prompt": prompt, "completion": [trl_message(call)], "label": label,
-                                           "tools": tools_openai(self.tools)}}))
+                                           "tools": tools_openai(offered(self.tools, call))}}))
 
     def _action_correction(self, conv, o: dict) -> None:
         """An action- or policy-stage correction: the reviewer's call chosen, the agent's rejected."""

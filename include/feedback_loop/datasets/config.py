@@ -29,7 +29,7 @@ DEFAULT_SYSTEM_PROMPT = (
     "policy clauses below; when they do not cover the request, say so and offer a hand-over to a person."
 )
 # Weights the retraining job gives each provenance of an intent label (override with
-# ACSR_EXTRA='{"dataset_relabel_weights": {...}}').
+# ACSR_DATASET_RELABEL_WEIGHTS='{...}').
 RELABEL_WEIGHTS = {"override": 1.0, "escalation_category": 0.8, "confirmed": 0.5}
 HUMAN_LABEL_SOURCES = {"override", "escalation_category"}
 RELABEL_FIELDS = ("example_id", "text", "label", "source", "weight", "conversation_id", "previous_label",
