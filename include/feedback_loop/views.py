@@ -9,7 +9,7 @@ A stage that adds a warehouse view adds its function here: `fn(con, settings) ->
 from __future__ import annotations
 
 from feedback_loop.gaps.mart import register_gap_views
-from feedback_loop.review.approvals import register_view as register_approval_views
+from feedback_loop.review.approvals import register_approval_views
 from feedback_loop.signals.metrics import register_signal_views
 
 PROVIDERS = (register_signal_views, register_gap_views, register_approval_views)

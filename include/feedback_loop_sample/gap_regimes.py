@@ -181,9 +181,9 @@ def events(regime: GapRegime, g, day: date, table: pa.Table) -> tuple[pa.Table, 
         rows = np.flatnonzero(etype == "escalated")
         if rows.size:
             r = _rng(g.w.seed, day, 1)
-            from feedback_loop_sample import generator as gen
+            from feedback_loop_sample.generator.common import _pyrng
 
-            pr = gen._pyrng(g.w.seed, day, S_REGIME)
+            pr = _pyrng(g.w.seed, day, S_REGIME)
             esc = table.take(pa.array(rows))
             texts = []
             for i in conv[rows]:

@@ -67,5 +67,5 @@ def test_warehouse_views_come_from_the_named_providers(settings):
 
     con = duckdb.connect()
     assert register_views(con, settings, providers=[provider]) == ["probe"] and seen == [settings.lake]
-    assert [p.__name__ for p in views.PROVIDERS] == ["register_signal_views", "register_gap_views"]
+    assert [p.__name__ for p in views.PROVIDERS] == ["register_signal_views", "register_gap_views", "register_approval_views"]
     assert register_views(duckdb.connect(), settings) == []  # an empty lake: the stages' views need their marts

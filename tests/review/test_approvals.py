@@ -124,7 +124,7 @@ def test_decision_records_the_warehouse_view_and_the_flywheel_rows(settings):
 
     con = connect()
     try:
-        assert approvals.register_view(con, settings) == ["approval_decisions"]
+        assert approvals.register_approval_views(con, settings) == ["approval_decisions"]
         rows = con.execute("SELECT gate, outcome, decided_by, reason, assignees FROM approval_decisions "
                            "ORDER BY gate").fetchall()
     finally:

@@ -288,7 +288,7 @@ def view_sql(settings: Settings) -> str:
             "format='auto')")
 
 
-def register_view(con, settings: Settings) -> list[str]:
+def register_approval_views(con, settings: Settings) -> list[str]:
     """`approval_decisions`: every gate decision (who, when, what, why) as one row."""
     if not all_records(settings):
         return []

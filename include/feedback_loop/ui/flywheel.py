@@ -223,7 +223,7 @@ SECTIONS = (
     ("datasets", "Published dataset versions", "datasets", "flywheel_datasets.html.j2"),
     ("decisions", "Retraining decision", "retraining decision", "flywheel_decisions.html.j2"),
     ("models", "Model registry: champion and challenger", "retraining", "flywheel_models.html.j2"),
-    ("approvals", "Approvals: who decided what", "retraining approval gates", "flywheel_approvals.html.j2"),
+    ("approvals", "Approvals", "retraining approval gates", "flywheel_approvals.html.j2"),
 )
 
 
