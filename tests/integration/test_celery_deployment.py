@@ -193,8 +193,8 @@ def test_a_week_of_the_loop_on_celery_postgres_redis_s3_and_an_mlflow_server(cel
     [done] = stack.wait_runs(FINETUNE, [ft["dag_run_id"]], timeout=RUN_TIMEOUT)
     assert done["state"] == "success"
     states = {t["task_id"]: t["state"] for t in stack.task_instances(FINETUNE, ft["dag_run_id"])}
-    assert states == {"resolve_request": "success", "validate_dataset": "success", "submit_and_wait": "success",
-                      "record_in_mlflow": "success"}
+    assert states == {"resolve_request": "success", "validate_dataset": "success", "approve_spend": "success",
+                      "submit_and_wait": "success", "record_in_mlflow": "success"}
     assert "FineTuneJobTrigger" in (stack.logs / "triggerer.log").read_text(errors="replace")
     [record] = [j for j in finetune.jobs_for_version(settings, "sft", version) if finetune.same_backend(j, "openai")]
     assert record["status"] == "succeeded" and record["result_model"].startswith("ft:succeed:acsr:")

@@ -269,8 +269,8 @@ def test_fine_tuning_dag_defers_to_the_trigger_and_records_the_job(ft, stub, air
                              "poll_seconds": 1, "reason": "test"})
     assert run.state == "success"
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
-    assert states == {"resolve_request": "success", "validate_dataset": "success", "submit_and_wait": "success",
-                      "record_in_mlflow": "success"}
+    assert states == {"resolve_request": "success", "validate_dataset": "success", "approve_spend": "success",
+                      "submit_and_wait": "success", "record_in_mlflow": "success"}
     rec = finetune.jobs_for_version(s, "sft", versions["sft"])[0]
     assert rec["status"] == "succeeded" and rec["result_model"] == "ft:succeed:acsr:ftjob-1"
     assert rec["airflow_run_id"] == run.run_id
