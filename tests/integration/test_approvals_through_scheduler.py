@@ -1,6 +1,6 @@
 """Approval gates through the real scheduler and REST API (issue 17).
 
-An administrator sets the gate's configuration with Airflow Variables (`acsr_approval_<gate>_*`); the runs
+An administrator sets the gate's configuration in the JSON Airflow Variable `acsr_settings` (`approval_<gate>_*` keys); the runs
 are triggered as a person would, the gate task parks in `awaiting_input` with the evidence in its HITL
 detail (the UI's Required Actions), and the answer goes through
 `PATCH /api/v2/dags/{dag}/dagRuns/{run}/taskInstances/{task}/-1/hitlDetails`:
@@ -33,19 +33,29 @@ def _settings(stack):
     return Settings.load(landing=str(data / "landing"), lake=str(data / "lake"), warehouse=str(data / "warehouse.duckdb"))
 
 
+def _settings_variable(stack) -> dict:
+    status, body = stack.api("GET", "/api/v2/variables/acsr_settings", raw=True)
+    return json.loads(json.loads(body)["value"]) if status == 200 else {}
+
+
+def _write_settings_variable(stack, doc: dict) -> None:
+    """The administrator's way: the one JSON Variable `acsr_settings` (feedback_loop.settings)."""
+    value = json.dumps(doc)
+    status, _ = stack.api("GET", "/api/v2/variables/acsr_settings", raw=True)
+    if status == 200:
+        stack.api("PATCH", "/api/v2/variables/acsr_settings", {"key": "acsr_settings", "value": value})
+    else:
+        stack.api("POST", "/api/v2/variables", {"key": "acsr_settings", "value": value})
+
+
 def _set_variables(stack, values: dict) -> None:
-    for key, value in values.items():
-        status, _ = stack.api("GET", f"/api/v2/variables/{key}", raw=True)
-        if status == 200:
-            stack.api("PATCH", f"/api/v2/variables/{key}", {"key": key, "value": str(value)})
-        else:
-            stack.api("POST", "/api/v2/variables", {"key": key, "value": str(value)})
+    """Gate settings by field name (`approval_promotion_mode`, ...) into `acsr_settings`."""
+    _write_settings_variable(stack, {**_settings_variable(stack), **values})
 
 
 def _clear_variables(stack) -> None:
-    for v in stack.api("GET", "/api/v2/variables?limit=100")["variables"]:
-        if v["key"].startswith("acsr_approval_"):
-            stack.api("DELETE", f"/api/v2/variables/{v['key']}")
+    doc = _settings_variable(stack)
+    _write_settings_variable(stack, {k: v for k, v in doc.items() if not k.startswith("approval_")})
 
 
 @pytest.fixture(scope="module")
@@ -145,8 +155,8 @@ def _challenger_run(gates, base_per_intent: int, why: str) -> tuple[str, str]:
 
 def test_a_promotion_waits_for_approval_and_moves_the_alias_only_after_approve(gates, webhook):
     stack, settings = gates["stack"], gates["settings"]
-    _set_variables(stack, {"acsr_approval_promotion_mode": "required", "acsr_approval_promotion_assignees": "admin",
-                           "acsr_approval_promotion_timeout_minutes": "600"})
+    _set_variables(stack, {"approval_promotion_mode": "required", "approval_promotion_assignees": "admin",
+                           "approval_promotion_timeout_minutes": "600"})
     before = _champion(settings)
     run_id, version = _challenger_run(gates, 21, "approval test: approve")
     assert _champion(settings) == before != version  # waiting: nothing moved
@@ -174,7 +184,7 @@ def test_a_promotion_waits_for_approval_and_moves_the_alias_only_after_approve(g
 
 def test_a_rejection_keeps_the_champion_and_records_the_reason(gates):
     stack, settings = gates["stack"], gates["settings"]
-    _set_variables(stack, {"acsr_approval_promotion_mode": "required", "acsr_approval_promotion_timeout_minutes": "600"})
+    _set_variables(stack, {"approval_promotion_mode": "required", "approval_promotion_timeout_minutes": "600"})
     before = _champion(settings)
     run_id, version = _challenger_run(gates, 22, "approval test: reject")
     _answer(stack, INTENT, run_id, GATE, "Reject", "protected intents too close to the limit")
@@ -193,8 +203,8 @@ def test_a_rejection_keeps_the_champion_and_records_the_reason(gates):
 
 def test_without_an_answer_the_timeout_applies_the_default(gates):
     stack, settings = gates["stack"], gates["settings"]
-    _set_variables(stack, {"acsr_approval_promotion_mode": "required", "acsr_approval_promotion_timeout_minutes": "0.1",
-                           "acsr_approval_promotion_on_timeout": "reject"})
+    _set_variables(stack, {"approval_promotion_mode": "required", "approval_promotion_timeout_minutes": "0.1",
+                           "approval_promotion_on_timeout": "reject"})
     before = _champion(settings)
     run_id, version = _challenger_run(gates, 23, "approval test: timeout")
     [done] = stack.wait_runs(INTENT, [run_id], timeout=600)  # the scheduler's sweep resolves it, nobody answers
@@ -209,7 +219,7 @@ def test_without_an_answer_the_timeout_applies_the_default(gates):
 
 def test_a_paid_fine_tuning_job_is_not_submitted_when_rejected(gates):
     stack, settings = gates["stack"], gates["settings"]
-    _set_variables(stack, {"acsr_approval_finetune_mode": "required", "acsr_approval_finetune_timeout_minutes": "600"})
+    _set_variables(stack, {"approval_finetune_mode": "required", "approval_finetune_timeout_minutes": "600"})
     run_id = _trigger(stack, FINETUNE, {"dataset": "sft", "backend": "openai", "reason": "approval test"})
     _wait_awaiting_input(stack, FINETUNE, run_id, "approve_spend")
     detail = stack.api("GET", _hitl(stack, FINETUNE, run_id, "approve_spend"))

@@ -341,7 +341,8 @@ def _trigger_finishes(shell: Shell, stack: MakeAirflow, token: str, command: str
     dag = args[args.index("trigger") + 1]
     conf = json.loads(args[args.index("--conf") + 1]) if "--conf" in args else {}
     shell.run(command, timeout=300)
-    _, body = http("GET", f"{stack.base}/api/v2/dags/{dag}/dagRuns?limit=100&order_by=-queued_at", token=token)
+    status, body = http("GET", f"{stack.base}/api/v2/dags/{dag}/dagRuns?limit=100&order_by=-id", token=token)
+    assert status == 200, body  # order_by takes the API's own sort fields (id, run_after, ...), not queued_at
     run = next(r for r in json.loads(body)["dag_runs"] if r["run_type"] == "manual" and r["conf"] == conf)
 
     def finished():
