@@ -141,12 +141,12 @@ def reasons(c, reason: np.ndarray, r_missing: int, r_customer: int) -> np.ndarra
 
 def _reply(g, intent: int, r: np.random.Generator) -> str:
     """What a human agent writes once the conversation is handed over: the answer the KB lacks."""
-    from feedback_loop_sample import generator as gen
+    from feedback_loop_sample.generator.common import _section
 
     st = g.st
     title = st.titles[intent].lower()
     days = int(r.integers(1, 6))
-    return (f"Thanks for waiting. About {title}: go to {gen._section(st.intents[intent])} in the app and "
+    return (f"Thanks for waiting. About {title}: go to {_section(st.intents[intent])} in the app and "
             f"follow the steps there; if it still fails we fix it by hand within {days} working days. "
             f"{st.policy_text[intent]}")
 
@@ -181,7 +181,7 @@ def events(regime: GapRegime, g, day: date, table: pa.Table) -> tuple[pa.Table, 
         rows = np.flatnonzero(etype == "escalated")
         if rows.size:
             r = _rng(g.w.seed, day, 1)
-            from feedback_loop_sample.generator.common import _pyrng
+            from feedback_loop_sample.generator.common import _pii, _pyrng
 
             pr = _pyrng(g.w.seed, day, S_REGIME)
             esc = table.take(pa.array(rows))
@@ -193,7 +193,7 @@ def events(regime: GapRegime, g, day: date, table: pa.Table) -> tuple[pa.Table, 
                     continue
                 t = _reply(g, int(c.intent[i]), r)
                 if pr.random() < 0.1:
-                    s = gen._pii(pr, "email")
+                    s = _pii(pr, "email")
                     pii.append(s)
                     t += f" I have also sent the details to {s}."
                 texts.append(t)
