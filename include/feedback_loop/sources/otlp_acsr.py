@@ -25,29 +25,13 @@ from pathlib import Path
 
 from feedback_loop.ingest import contract
 from feedback_loop.sources import semconv as sc
+from feedback_loop.sources.otlp import attributes  # one OTLP AnyValue decoder for the pull and this converter
 
 FILE_NAME = "otlp-acsr.jsonl"  # the file this preset writes in each landing partition
 
 
 class OtlpError(ValueError):
     """A file that is not OTLP JSON, with the file and line."""
-
-
-def _value(v: dict):
-    """An OTLP/JSON AnyValue as a Python value (intValue arrives as a decimal string)."""
-    if "stringValue" in v:
-        return v["stringValue"]
-    if "intValue" in v:
-        return int(v["intValue"])
-    if "doubleValue" in v:
-        return float(v["doubleValue"])
-    if "boolValue" in v:
-        return bool(v["boolValue"])
-    if "arrayValue" in v:
-        return [_value(x) for x in (v["arrayValue"].get("values") or [])]
-    if "kvlistValue" in v:
-        return {kv["key"]: _value(kv.get("value") or {}) for kv in v["kvlistValue"].get("values") or []}
-    return None
 
 
 def iter_spans(paths: Iterable[str | os.PathLike]) -> Iterator[tuple[dict, dict]]:
@@ -77,7 +61,7 @@ def iter_spans(paths: Iterable[str | os.PathLike]) -> Iterator[tuple[dict, dict]
             for rs in doc["resourceSpans"]:
                 for ss in rs.get("scopeSpans") or []:
                     for span in ss.get("spans") or []:
-                        attrs = {kv["key"]: _value(kv.get("value") or {}) for kv in span.get("attributes") or []}
+                        attrs = attributes(span.get("attributes"))
                         yield attrs, span
 
 
