@@ -4,14 +4,15 @@ conversation, mapping, quarantine, idempotence, an incomplete day, credentials k
 from __future__ import annotations
 
 import gzip
-import hashlib
-import json
 import logging
 import sys
 from pathlib import Path
 
 import duckdb
 import pytest
+from pulled import gz_lines as _lines
+from pulled import serve
+from pulled import tree_digest as _digest
 
 sys.path.insert(0, str(Path(__file__).parent))
 import intercom_fixture as icf
@@ -23,28 +24,12 @@ def intercom(data_dir, monkeypatch):
     started = []
 
     def start(faults=None, token=TOKEN, **kw):
-        s = IntercomStandIn(icf.data(), page_size=2, faults=faults).start()
-        started.append(s)
-        monkeypatch.setenv("AIRFLOW_CONN_ACSR_INTERCOM", json.dumps(
-            {"conn_type": "http", "host": s.url, "password": token}))
-        monkeypatch.setenv("ACSR_SOURCES", "intercom")
-        from feedback_loop.settings import Settings
-
-        return s, Settings.load(**kw)
+        return serve(monkeypatch, started, "intercom", IntercomStandIn(icf.data(), page_size=2, faults=faults),
+                     lambda s: {"conn_type": "http", "host": s.url, "password": token}, **kw)
 
     yield start
     for s in started:
         s.stop()
-
-
-def _lines(p):
-    with gzip.open(p, "rt") as fh:
-        return [json.loads(x) for x in fh]
-
-
-def _digest(root: Path) -> dict:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and p.name != "manifest.json"}
 
 
 def test_two_days_with_pagination_and_a_429_map_every_conversation_once(intercom, data_dir):

@@ -5,14 +5,15 @@ idempotence, an incomplete day, the secret key kept out of logs."""
 from __future__ import annotations
 
 import gzip
-import hashlib
-import json
 import logging
 import sys
 from pathlib import Path
 
 import duckdb
 import pytest
+from pulled import gz_lines as _lines
+from pulled import serve
+from pulled import tree_digest as _digest
 
 sys.path.insert(0, str(Path(__file__).parent))
 import langfuse_fixture as lff
@@ -24,28 +25,12 @@ def langfuse(data_dir, monkeypatch):
     started = []
 
     def start(faults=None, secret=SECRET_KEY, **kw):
-        s = LangfuseStandIn(lff.data(), page_size=2, faults=faults).start()
-        started.append(s)
-        monkeypatch.setenv("AIRFLOW_CONN_ACSR_LANGFUSE", json.dumps(
-            {"conn_type": "http", "host": s.url, "login": PUBLIC_KEY, "password": secret}))
-        monkeypatch.setenv("ACSR_SOURCES", "langfuse")
-        from feedback_loop.settings import Settings
-
-        return s, Settings.load(**kw)
+        return serve(monkeypatch, started, "langfuse", LangfuseStandIn(lff.data(), page_size=2, faults=faults),
+                     lambda s: {"conn_type": "http", "host": s.url, "login": PUBLIC_KEY, "password": secret}, **kw)
 
     yield start
     for s in started:
         s.stop()
-
-
-def _lines(p):
-    with gzip.open(p, "rt") as fh:
-        return [json.loads(x) for x in fh]
-
-
-def _digest(root: Path) -> dict:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and p.name != "manifest.json"}
 
 
 def test_two_days_of_traces_observations_and_scores(langfuse, data_dir):

@@ -10,6 +10,7 @@ import json
 
 import duckdb
 import pytest
+from pulled import gz_lines as _lines
 
 D1, D2 = "2026-11-02", "2026-11-03"
 
@@ -79,11 +80,6 @@ def otlp(data_dir, monkeypatch):
     from feedback_loop.settings import Settings
 
     return folder, Settings.load()
-
-
-def _lines(p):
-    with gzip.open(p, "rt") as fh:
-        return [json.loads(x) for x in fh]
 
 
 def test_spans_of_each_day_are_mapped_and_a_cut_line_is_quarantined(otlp, data_dir):

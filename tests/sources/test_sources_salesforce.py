@@ -5,14 +5,15 @@ quarantine, idempotence, an incomplete day, the session id kept out of logs."""
 from __future__ import annotations
 
 import gzip
-import hashlib
-import json
 import logging
 import sys
 from pathlib import Path
 
 import duckdb
 import pytest
+from pulled import gz_lines as _lines
+from pulled import serve
+from pulled import tree_digest as _digest
 
 sys.path.insert(0, str(Path(__file__).parent))
 import salesforce_fixture as sff
@@ -24,30 +25,15 @@ def salesforce(data_dir, tmp_path, monkeypatch):
     started = []
 
     def start(faults=None, session_id=SESSION_ID, **kw):
-        s = SalesforceStandIn(sff.data(), str(tmp_path), page_size=2, faults=faults).start()
-        started.append(s)
-        monkeypatch.setenv("AIRFLOW_CONN_ACSR_SALESFORCE", json.dumps({
-            "conn_type": "salesforce", "password": session_id,
-            "extra": {"instance_url": s.url, "direct_session": True, "ca_bundle": s.ca_path,
-                      "survey_soql": sff.SURVEY_SOQL}}))
-        monkeypatch.setenv("ACSR_SOURCES", "salesforce")
-        from feedback_loop.settings import Settings
-
-        return s, Settings.load(**kw)
+        return serve(monkeypatch, started, "salesforce",
+                     SalesforceStandIn(sff.data(), str(tmp_path), page_size=2, faults=faults),
+                     lambda s: {"conn_type": "salesforce", "password": session_id,
+                                "extra": {"instance_url": s.url, "direct_session": True, "ca_bundle": s.ca_path,
+                                          "survey_soql": sff.SURVEY_SOQL}}, **kw)
 
     yield start
     for s in started:
         s.stop()
-
-
-def _lines(p):
-    with gzip.open(p, "rt") as fh:
-        return [json.loads(x) for x in fh]
-
-
-def _digest(root: Path) -> dict:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and p.name != "manifest.json"}
 
 
 def test_two_days_through_the_provider_hook(salesforce, data_dir):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import gzip
-import hashlib
 import json
 import logging
 import os
@@ -14,6 +13,9 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from pulled import gz_lines as _lines
+from pulled import serve
+from pulled import tree_digest as _tree_digest
 
 sys.path.insert(0, str(Path(__file__).parent))
 import zendesk_fixture as zf
@@ -23,29 +25,14 @@ from feedback_loop_sample.standins.zendesk import EMAIL, TOKEN, ZendeskStandIn
 @pytest.fixture
 def zendesk(data_dir, monkeypatch):
     def start(faults=None, page_size=2, **settings_kw):
-        stand_in = ZendeskStandIn(zf.data(), page_size=page_size, faults=faults).start()
-        started.append(stand_in)
-        monkeypatch.setenv("AIRFLOW_CONN_ACSR_ZENDESK", json.dumps(
-            {"conn_type": "zendesk", "host": stand_in.url, "login": EMAIL, "password": TOKEN}))
-        monkeypatch.setenv("ACSR_SOURCES", "zendesk")
-        from feedback_loop.settings import Settings
-
-        return stand_in, Settings.load(**settings_kw)
+        return serve(monkeypatch, started, "zendesk", ZendeskStandIn(zf.data(), page_size=page_size, faults=faults),
+                     lambda s: {"conn_type": "zendesk", "host": s.url, "login": EMAIL, "password": TOKEN},
+                     **settings_kw)
 
     started: list = []
     yield start
     for s in started:
         s.stop()
-
-
-def _lines(path) -> list[dict]:
-    with gzip.open(path, "rt") as fh:
-        return [json.loads(x) for x in fh]
-
-
-def _tree_digest(root: Path) -> dict:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and p.name != "manifest.json"}
 
 
 def test_two_days_paginated_with_a_429_land_every_record_once(zendesk, data_dir):
