@@ -12,7 +12,6 @@ the Flywheel page shows.
 from __future__ import annotations
 
 import hashlib
-import html
 import json
 import logging
 import os
@@ -314,16 +313,3 @@ def flywheel_rows(settings: Settings, limit: int = 10) -> list[dict]:
                      "reason": r.get("reason") or "", "dag_id": r["dag_id"], "run_id": r["run_id"]})
     return rows
 
-
-def flywheel_html(rows: list[dict]) -> str:
-    """A self-contained HTML block of the rows (the page template includes it as is)."""
-    if not rows:
-        return '<section id="approvals"><h2>Approvals</h2><p>No approval decisions yet.</p></section>'
-    e = html.escape
-    head = "".join(f"<th>{e(c)}</th>" for c in ("gate", "what", "outcome", "by", "when", "why", "run"))
-    body = "".join(
-        f"<tr><td>{e(r['gate'])}</td><td>{e(r['what'])}</td><td>{e(r['outcome'])}</td><td>{e(r['decided_by'])}</td>"
-        f"<td>{e(str(r['decided_at'] or ''))}</td><td>{e(r['reason'])}</td>"
-        f"<td><a href=\"/dags/{e(r['dag_id'])}/runs/{e(r['run_id'])}\">{e(r['run_id'])}</a></td></tr>" for r in rows)
-    return (f'<section id="approvals"><h2>Approvals</h2><table><thead><tr>{head}</tr></thead>'
-            f"<tbody>{body}</tbody></table></section>")
