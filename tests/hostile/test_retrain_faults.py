@@ -5,8 +5,6 @@ evaluating, and SIGKILL after the challenger is registered, and SIGKILL inside t
 
 from __future__ import annotations
 
-import csv
-import hashlib
 import os
 import signal
 import subprocess
@@ -14,9 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from retrain_helpers import mlflow_db, write_relabel_version
-
-BANKING = Path(__file__).resolve().parents[2] / "include" / "feedback_loop" / "data" / "banking77" / "train.csv"
+from retrain_helpers import banking_relabels, mlflow_db, write_relabel_version
 
 CHILD = '''
 import os, signal, sys
@@ -43,21 +39,6 @@ ir.run(s, ir.resolve_request(s, {"reason": "fault test"}))
 '''
 
 
-def _better_relabels(per_intent: int = 8, skip: int = 3) -> list[dict]:
-    """Correct Banking77 examples beyond the base selection: a challenger trained on them is better."""
-    with open(BANKING, newline="") as fh:
-        rows = [{"text": " ".join(r["text"].split()), "label": r["category"]} for r in csv.DictReader(fh)]
-    by: dict[str, list[dict]] = {}
-    for r in rows:
-        by.setdefault(r["label"], []).append(r)
-    out = []
-    for label in sorted(by):
-        picked = sorted(by[label], key=lambda r: hashlib.sha1(r["text"].encode()).hexdigest())[skip: skip + per_intent]
-        out += [{"example_id": hashlib.sha1(f"{label}{i}".encode()).hexdigest()[:20], "text": r["text"],
-                 "label": label, "source": "override"} for i, r in enumerate(picked)]
-    return out
-
-
 @pytest.fixture
 def with_champion(data_dir, tmp_path_factory, monkeypatch):
     """A lake whose champion is the bootstrapped baseline v1, and a better relabel version waiting."""
@@ -70,7 +51,7 @@ def with_champion(data_dir, tmp_path_factory, monkeypatch):
     mlflow_db(s, tmp_path_factory.getbasetemp() / "mlflow-template")
     ir.ensure_champion(s, ir.resolve_request(s, {"dataset_version": "none"}))
     assert registry.alias_version(s, "champion") == "1" == registry.champion(s)["version"]
-    good = _better_relabels()
+    good = banking_relabels()
     held = good[::8]
     write_relabel_version(s, "2026-11-18", {"train": [r for r in good if r not in held], "test": held}, tag="good")
     pointer = Path(s.lake, *registry.POINTER)

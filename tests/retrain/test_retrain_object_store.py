@@ -5,18 +5,15 @@ must stay without a lake."""
 
 from __future__ import annotations
 
-import csv
-import hashlib
 import json
 from pathlib import Path
 
 import pytest
 from mlflow_server import MLflowServer
 from openai_stub import KEY, OpenAIStub
-from retrain_helpers import write_chat_version, write_relabel_version
+from retrain_helpers import banking_relabels, write_chat_version, write_relabel_version
 from s3_server import S3Server
 
-BANKING = Path(__file__).resolve().parents[2] / "include" / "feedback_loop" / "data" / "banking77" / "train.csv"
 LAKE = "s3://acsr-lake/lake"
 
 
@@ -62,27 +59,13 @@ def _publish(scratch, settings, *parts):
     Lake(settings.lake).write_json(latest, *parts[:-1], "latest.json")
 
 
-def _relabels(per_intent: int, skip: int) -> list[dict]:
-    with open(BANKING, newline="") as fh:
-        rows = [{"text": " ".join(r["text"].split()), "label": r["category"]} for r in csv.DictReader(fh)]
-    by: dict[str, list[dict]] = {}
-    for r in rows:
-        by.setdefault(r["label"], []).append(r)
-    out = []
-    for label in sorted(by):
-        picked = sorted(by[label], key=lambda r: hashlib.sha1(r["text"].encode()).hexdigest())[skip: skip + per_intent]
-        out += [{"example_id": hashlib.sha1(f"{label}{i}".encode()).hexdigest()[:20], "text": r["text"],
-                 "label": label, "source": "override"} for i, r in enumerate(picked)]
-    return out
-
-
 def test_intent_retraining_on_an_s3_lake_with_an_mlflow_server(remote, tmp_path):
     from feedback_loop.lake.files import filesystem_for
     from feedback_loop.retrain import decide, intent_model, registry
     from feedback_loop.retrain import intent_retrain as ir
 
     s, scratch = remote
-    good = _relabels(8, skip=3)
+    good = banking_relabels(8, skip=3)
     held = good[::8]
     version = write_relabel_version(scratch, "2026-11-18", {"train": [r for r in good if r not in held], "test": held})
     _publish(scratch, s, "datasets", "intent_relabels", version)
