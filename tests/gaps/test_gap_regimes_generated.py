@@ -77,7 +77,6 @@ def unlabelled_night(tmp_path_factory):
     """Six days of an unlabelled desk whose agent routes withheld intents to a fixed known intent, through
     land, validate and model, then the gap stage (built once for this module)."""
     from feedback_loop import nightly
-    from feedback_loop.ingest import contract
     from feedback_loop.settings import Settings
 
     root = tmp_path_factory.mktemp("gaps-regime")
@@ -88,12 +87,7 @@ def unlabelled_night(tmp_path_factory):
     truth = generate(settings.landing, start, END, conversations_per_day=250, seed=5, kb_gap_share=0.1,
                      gap_regime=GapRegime(human_labels=False, routing="fixed", human_replies=True))
     for i in range(days):
-        dt = (start + timedelta(days=i)).isoformat()
-        for src in contract.SOURCE_NAMES:
-            nightly.land(settings, src, dt)
-        for src in contract.SOURCE_NAMES:
-            nightly.validate(settings, src, dt)
-        nightly.model(settings, dt)
+        nightly.land_validate_model(settings, start + timedelta(days=i), summarize_day=False)
     summary = nightly.detect_gaps(settings, END.isoformat(), window_days=days)
     con = duckdb.connect()
     cur = con.execute("SELECT * FROM read_parquet($f) ORDER BY rank NULLS LAST", {"f": summary["mart"]})

@@ -20,7 +20,6 @@ DAYS = 5
 def generated(tmp_path_factory):
     """Five days of generated traffic through land, validate and model (built once for this module)."""
     from feedback_loop import nightly
-    from feedback_loop.ingest import contract
     from feedback_loop.settings import Settings
     from feedback_loop_sample.generator import generate
 
@@ -31,12 +30,7 @@ def generated(tmp_path_factory):
     start = END - timedelta(days=DAYS - 1)
     truth = generate(settings.landing, start, END, conversations_per_day=200, seed=11, kb_gap_share=0.15)
     for i in range(DAYS):
-        dt = (start + timedelta(days=i)).isoformat()
-        for src in contract.SOURCE_NAMES:
-            nightly.land(settings, src, dt)
-        for src in contract.SOURCE_NAMES:
-            nightly.validate(settings, src, dt)
-        nightly.model(settings, dt)
+        nightly.land_validate_model(settings, start + timedelta(days=i), summarize_day=False)
     summary = nightly.detect_gaps(settings, END.isoformat(), window_days=DAYS)
     con = duckdb.connect()
     cur = con.execute(f"SELECT * FROM read_parquet('{summary['mart']}') ORDER BY rank NULLS LAST")
