@@ -192,6 +192,15 @@ def acsr_nightly():
 
         return build_data_docs(Settings.load())
 
+    @task
+    def review_queue(day: str) -> dict:
+        """Conversations for people to label tonight, with the reason for each (docs/review.md)."""
+        from feedback_loop.nightly import review_queue as build
+        from feedback_loop.settings import Settings
+
+        out = build(Settings.load(), day)
+        return {k: out[k] for k in ("dt", "picked", "candidates", "by_reason", "tasks")}
+
     day = resolve_day()
     pulled = pull.partial(day=day).expand(system=source_systems())
     landed = land.partial(day=day).expand(source=list(SOURCE_NAMES))
@@ -216,15 +225,6 @@ def acsr_nightly():
     signal_run >> published
     signal_run >> gaps  # gaps after signals: each gap row lists the night's action-queue rows that point at it
     signal_run >> built  # datasets after signals: the night's heavier stages run one after the other
-
-    @task
-    def review_queue(day: str) -> dict:
-        """Conversations for people to label tonight, with the reason for each (docs/review.md)."""
-        from feedback_loop.nightly import review_queue as build
-        from feedback_loop.settings import Settings
-
-        out = build(Settings.load(), day)
-        return {k: out[k] for k in ("dt", "picked", "candidates", "by_reason", "tasks")}
 
     queue = review_queue(day)
     [signal_run, gaps] >> queue >> published
