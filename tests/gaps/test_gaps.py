@@ -8,7 +8,6 @@ by the real generator and nightly stages (land, validate, model) for the end-to-
 
 from __future__ import annotations
 
-import csv
 import json
 import random
 from datetime import UTC, date, datetime, timedelta
@@ -17,21 +16,10 @@ from pathlib import Path
 import duckdb
 from feedback_loop.gaps.detect import detect_gaps
 from feedback_loop.lake.files import Lake
+from gap_lake import INTENTS, START, gap_rows, majority, utterances, write
 
-B77 = Path(__file__).resolve().parents[2] / "include" / "feedback_loop" / "data" / "banking77" / "train.csv"
-INTENTS = ["card_arrival", "lost_or_stolen_card", "exchange_rate", "top_up_failed", "pending_top_up",
-           "cancel_transfer", "age_limit", "pin_blocked", "country_support", "card_delivery_estimate",
-           "beneficiary_not_allowed", "apple_pay_or_google_pay"]
 PII = {"email": "jane.doe@example.com", "phone": "+44 20 7946 0958", "card": "4111 1111 1111 1111",
        "iban": "GB82 WEST 1234 5698 7654 32"}
-
-
-def _utterances() -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    with open(B77, newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            out.setdefault(row["category"], []).append(row["text"])
-    return out
 
 
 def build_lake(settings, start: date, days: int, gaps: dict[str, date | None], *, per_day: int = 50,
@@ -43,7 +31,7 @@ def build_lake(settings, start: date, days: int, gaps: dict[str, date | None], *
     intents fail now and then (low CSAT) at a base rate. Returns conversation id -> true intent.
     """
     rng = random.Random(seed)
-    texts = _utterances()
+    texts = utterances()
     lake = Lake(settings.lake)
     con = duckdb.connect()
     truth = {}
@@ -69,7 +57,7 @@ def build_lake(settings, start: date, days: int, gaps: dict[str, date | None], *
                 "escalation_reason": "missing_knowledge" if missing and n % 2 == 0 else None, "reopen_count": 0,
                 "csat": 2 if fail and not missing else None, "handle_time_s": 600.0, "n_thumbs_down": 0,
                 "override_policy_clauses": None})
-        _write(con, lake, rows, "marts", "conversation_facts", day)
+        write(con, lake, rows, "marts", "conversation_facts", day)
         articles = []
         for intent in INTENTS:
             added = gaps.get(intent, date.min) if intent in gaps else date.min
@@ -80,35 +68,11 @@ def build_lake(settings, start: date, days: int, gaps: dict[str, date | None], *
             articles.append({"article_id": f"A-{intent}", "title": intent.replace("_", " ").capitalize(),
                                  "body": "What to do about " + intent.replace("_", " ") + ": " + " / ".join(texts[intent][:3]),
                                  "intents": [intent], "status": "published", "updated_at": stamp})
-        _write(con, lake, articles, "staged", "kb_articles", day)
+        write(con, lake, articles, "staged", "kb_articles", day)
     con.close()
     return truth
 
 
-def _write(con, lake: Lake, rows: list[dict], layer: str, name: str, day: date) -> None:
-    import pyarrow as pa
-
-    con.register("rows_in", pa.Table.from_pylist(rows))
-    lake.write_query(con, "SELECT * FROM rows_in", layer, name, day)
-    con.unregister("rows_in")
-
-
-def gap_rows(settings, dt: str) -> list[dict]:
-    con = duckdb.connect()
-    cur = con.execute(f"SELECT * FROM read_parquet('{Lake(settings.lake).partition_file('marts', 'kb_gaps', dt)}') "
-                      "ORDER BY rank NULLS LAST, gap_id")
-    names = [d[0] for d in cur.description]
-    rows = [dict(zip(names, r)) for r in cur.fetchall()]
-    con.close()
-    return rows
-
-
-def majority(ids, truth) -> str:
-    labels = [truth[c] for c in ids]
-    return max(sorted(set(labels)), key=labels.count)
-
-
-START = date(2026, 3, 1)
 
 
 def test_hand_built_gaps_found_ranked_and_described(settings):
@@ -229,7 +193,7 @@ def test_action_queue_rows_point_at_gaps(settings):
          "example_conversation_ids": ["c-0307-999"]},
     ]
     con = duckdb.connect()
-    _write(con, lake, queue, "marts", "action_queue", date(2026, 3, 7))
+    write(con, lake, queue, "marts", "action_queue", date(2026, 3, 7))
     con.close()
     detect_gaps(settings, "2026-03-07", window_days=7)
     gap = next(r for r in gap_rows(settings, "2026-03-07") if r["kind"] == "missing_article")
