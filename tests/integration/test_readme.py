@@ -188,7 +188,8 @@ class MakeAirflow:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGINT)
         try:
-            wait_for(lambda: not self.group_alive(), 90, interval=1, what="make airflow to stop on Ctrl-C")
+            wait_for(lambda: self.proc.poll() is not None and not self.group_alive(), 90, interval=1,
+                     what="make airflow to stop on Ctrl-C")  # poll() reaps make: a zombie still owns its group
             return []
         except TimeoutError:
             left = subprocess.run(["ps", "-o", "pid,args", "-g", str(self.proc.pid)], check=False, capture_output=True,
