@@ -36,14 +36,18 @@ In another terminal, for the CLI: export AIRFLOW_HOME=$AIRFLOW_HOME
 New DAGs start paused: a backfill or trigger of a paused DAG creates its runs, which wait (queued) until
 you unpause it: .venv/bin/airflow dags unpause acsr_nightly
 MSG
-"$BIN/airflow" standalone &
+# A background job of a non-interactive shell starts with SIGINT ignored, and a Python started that way never
+# raises KeyboardInterrupt: standalone would not hear Ctrl-C. Reset SIGINT to the default before the exec.
+"$BIN/python" -c 'import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])' \
+  "$BIN/airflow" standalone &
 standalone=$!
 descendants() { local p; for p in $(pgrep -P "$1" 2>/dev/null); do echo "$p"; descendants "$p"; done; }
 stop() {
   trap '' INT TERM
   echo "Stopping Airflow (waiting up to ${STOP_GRACE:-45} s for running tasks)..." >&2
   local left; left="$(descendants $$)"  # before standalone exits: its orphans would lose their parent link
-  kill -INT "$standalone" 2>/dev/null || true
+  # Ctrl-C reached the whole process group, standalone included; a second SIGINT would cut its shutdown short.
+  [ "$1" = INT ] || kill -INT "$standalone" 2>/dev/null || true
   for _ in $(seq 1 "${STOP_GRACE:-45}"); do kill -0 "$standalone" 2>/dev/null || break; sleep 1; done
   left="$left $(descendants $$)"
   # shellcheck disable=SC2086
@@ -52,5 +56,6 @@ stop() {
   kill -KILL $left 2>/dev/null || true
   exit 130
 }
-trap stop INT TERM
+trap 'stop INT' INT
+trap 'stop TERM' TERM
 wait "$standalone"
