@@ -177,7 +177,8 @@ def test_credentials_never_appear_in_logs_or_files(zendesk, data_dir, caplog, ca
 
 
 def test_mapping_files_are_checked_and_can_extend_a_builtin(tmp_path, settings):
-    from feedback_loop.sources.mapping import MappingFileError, load_mapping
+    from feedback_loop.sources.mapping_file import load_mapping
+    from feedback_loop.sources.mapping_spec import MappingFileError
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("extends: zendesk\noutputs:\n  - name: cases\n    fields:\n      no_such_field: {path: id}\n")
