@@ -34,18 +34,14 @@ RUN_TIMEOUT = 2400
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
-    server = S3Server(tmp_path_factory.mktemp("moto-celery") / "moto.log")
-    for bucket in BUCKETS:
-        server.create_bucket(bucket)
-    yield server
-    server.stop()
+    with S3Server(tmp_path_factory.mktemp("moto-celery") / "moto.log", BUCKETS) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 def mlflow(s3, tmp_path_factory):
-    server = MLflowServer(tmp_path_factory.mktemp("mlflow-celery"), s3.env)
-    yield server
-    server.stop()
+    with MLflowServer(tmp_path_factory.mktemp("mlflow-celery"), s3.env) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

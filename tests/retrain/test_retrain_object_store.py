@@ -19,18 +19,14 @@ LAKE = "s3://acsr-lake/lake"
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
-    server = S3Server(tmp_path_factory.mktemp("moto") / "moto.log")
-    for bucket in ("acsr-lake", "acsr-mlflow"):
-        server.create_bucket(bucket)
-    yield server
-    server.stop()
+    with S3Server(tmp_path_factory.mktemp("moto") / "moto.log", ("acsr-lake", "acsr-mlflow")) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 def mlflow_server(s3, tmp_path_factory):
-    server = MLflowServer(tmp_path_factory.mktemp("mlflow-server"), s3.env)
-    yield server
-    server.stop()
+    with MLflowServer(tmp_path_factory.mktemp("mlflow-server"), s3.env) as server:
+        yield server
 
 
 @pytest.fixture
