@@ -93,10 +93,10 @@ def coarse_taxonomy(folder: Path) -> dict:
     """Write the company's base set (CSV) and its Banking77 -> company mapping (JSON); return paths and maps."""
     import csv
 
-    from feedback_loop.retrain import intent_retrain as ir
+    from feedback_loop.retrain import intent_assembly as ia
 
     to_coarse = {b: c for c, members in COARSE.items() for b in members}
-    rows = ir._read_csv("train.csv")
+    rows = ia._read_csv("train.csv")
     missing = sorted({r["label"] for r in rows} - set(to_coarse))
     assert not missing, f"COARSE leaves Banking77 intents out: {missing}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -108,7 +108,7 @@ def coarse_taxonomy(folder: Path) -> dict:
             if to_coarse[r["label"]] != NEW_INTENT:
                 w.writerow([r["text"], to_coarse[r["label"]], "company labelled set"])
     mapping.write_text(json.dumps(to_coarse, indent=1, sort_keys=True))
-    truth = {ir.normalise(r["text"]): r["label"] for r in rows + ir._read_csv("test.csv")}
+    truth = {ia.normalise(r["text"]): r["label"] for r in rows + ia._read_csv("test.csv")}
     return {"taxonomy": str(taxonomy), "mapping": str(mapping), "to_coarse": to_coarse, "truth": truth}
 
 
@@ -116,12 +116,12 @@ def judged_in_company_taxonomy(classify, tax: dict):
     """The sample agent's classifier hook for a coarse champion: the generator's world speaks Banking77, so a
     coarse prediction is handed to it as the true Banking77 intent when it is that intent's class (right in
     the company's taxonomy) and as another member of the predicted class otherwise (wrong)."""
-    from feedback_loop.retrain import intent_retrain as ir
+    from feedback_loop.retrain import intent_assembly as ia
 
     def hook(texts: list[str]) -> list[tuple[str, float]]:
         out = []
         for text, (label, conf) in zip(texts, classify(texts)):
-            true77 = tax["truth"].get(ir.normalise(text))
+            true77 = tax["truth"].get(ia.normalise(text))
             if true77 is not None and tax["to_coarse"][true77] == label:
                 out.append((true77, conf))
             else:
@@ -149,7 +149,7 @@ def nightly(settings, day: str) -> dict:
 def measure(landing: Path, days: list[str], trained_texts: set[str]) -> dict:
     """Accuracy and intent-override rate of the conversations of `days`, from the landing files."""
     import duckdb
-    from feedback_loop.retrain.intent_retrain import normalise
+    from feedback_loop.retrain.intent_assembly import normalise
 
     last = str(date.fromisoformat(days[-1]) + timedelta(days=REVIEW_LAG))
     events = [str(landing / "agent_events" / f"dt={d}" / "part-0000.jsonl.gz") for d in days]
@@ -218,6 +218,7 @@ def run_proof(workdir: Path, days: int, cpd: int, base_per_intent: int, seed: in
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
     import pyarrow.parquet as pq
+    from feedback_loop.retrain import intent_assembly as ia
     from feedback_loop.retrain import intent_model, registry
     from feedback_loop.retrain import intent_retrain as ir
     from feedback_loop.settings import Settings
@@ -271,7 +272,7 @@ def run_proof(workdir: Path, days: int, cpd: int, base_per_intent: int, seed: in
     timings["generate_week2"] = time.monotonic() - t0 - sum(timings.values())
 
     def texts(ptr):
-        return {ir.normalise(t) for t in pq.read_table(ptr["train_file"], columns=["text"]).column("text").to_pylist()}
+        return {ia.normalise(t) for t in pq.read_table(ptr["train_file"], columns=["text"]).column("text").to_pylist()}
 
     # "Unseen": week 1 against what v1 was trained on (all it knew then); week 2 against both models'
     # training sets, so that both arms are scored on the same conversations that neither model saw.

@@ -66,7 +66,7 @@ def conversations(settings, day: str) -> list[dict]:
 
 def retrain_and_score(base: list[dict], picked: list[dict], gold: list[dict], held: list[dict]) -> dict:
     from feedback_loop.retrain import intent_model
-    from feedback_loop.retrain.intent_retrain import normalise
+    from feedback_loop.retrain.intent_assembly import normalise
 
     gold_texts = {normalise(r["text"]) for r in gold}
     added = [r for r in picked if normalise(r["first_customer_text"]) not in gold_texts]
@@ -89,7 +89,7 @@ def run(workdir: Path, days: int, eval_days: int, cpd: int, base_per_intent: int
     from feedback_loop import nightly
     from feedback_loop.ingest import contract
     from feedback_loop.retrain import intent_model
-    from feedback_loop.retrain.intent_retrain import base_set, gold_set
+    from feedback_loop.retrain.intent_assembly import base_set, gold_set
     from feedback_loop.review.queue import select
     from feedback_loop.settings import Settings
     from feedback_loop_sample.generator import generate

@@ -72,7 +72,7 @@ def acsr_finetune_reasoning_model():
     @task(trigger_rule="all_done")
     def record_in_mlflow(plan: dict) -> str:
         """The job record (whatever its outcome) as an MLflow run linked to the dataset version."""
-        from feedback_loop.retrain.finetune import read_record
+        from feedback_loop.retrain.finetune_jobs import read_record
         from feedback_loop.retrain.registry import log_finetune_job
         from feedback_loop.settings import Settings
 

@@ -11,7 +11,8 @@ The first run ever promotes a baseline trained on the base set.
 
 Runs when the nightly DAG publishes a new `intent_relabels` dataset version (its Asset), when the nightly
 retraining decision triggers it (the reasons are in the run's conf), or by hand (trigger form below).
-Logic: `feedback_loop.retrain.intent_retrain`; docs/retraining.md.
+Logic: `feedback_loop.retrain.intent_retrain` (the steps), `intent_assembly` (the sets), `intent_promotion`
+(evaluation, registration, promotion); docs/retraining.md.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def acsr_retrain_intent_classifier():
 
     @task
     def assemble_training_set(request: dict) -> dict:
-        from feedback_loop.retrain.intent_retrain import assemble
+        from feedback_loop.retrain.intent_assembly import assemble
         from feedback_loop.settings import Settings
 
         a = assemble(Settings.load(), request)
@@ -86,7 +87,7 @@ def acsr_retrain_intent_classifier():
     @task
     def evaluate(assembly: dict, trained: dict, request: dict) -> dict:
         """Champion and challenger on the same sets, and the promotion decision with its reasons."""
-        from feedback_loop.retrain.intent_retrain import evaluate as run_evaluation
+        from feedback_loop.retrain.intent_promotion import evaluate as run_evaluation
         from feedback_loop.settings import Settings
 
         ev = run_evaluation(Settings.load(), assembly, request, trained)
@@ -105,7 +106,7 @@ def acsr_retrain_intent_classifier():
     @task
     def register_challenger(evaluation: dict, run_id=None) -> dict:
         """MLflow: the run (params, metrics, artifacts) and a new model version, alias `challenger`."""
-        from feedback_loop.retrain.intent_retrain import register
+        from feedback_loop.retrain.intent_promotion import register
         from feedback_loop.settings import Settings
 
         return register(Settings.load(), evaluation, run_id)
@@ -114,7 +115,7 @@ def acsr_retrain_intent_classifier():
     def promote_or_keep(evaluation: dict, registered: dict, approval: dict, run_id=None) -> dict:
         """The only task that can change the champion: alias and lake pointer move on evidence, and only
         when the approval gate did not reject (its answer is recorded in MLflow and the model card)."""
-        from feedback_loop.retrain.intent_retrain import finalize
+        from feedback_loop.retrain.intent_promotion import finalize
         from feedback_loop.review.approvals import apply_to_promotion
         from feedback_loop.settings import Settings
 

@@ -2,7 +2,8 @@
 and Airflow already brings its Flask/FastAPI/uvicorn/SQLAlchemy/alembic), run exactly as docker-compose.yaml's
 `mlflow` service runs it (tests/test_compose.py compares the two), with its artifacts proxied to an S3 bucket.
 
-Started in its own process group and stopped by that group's id (also at exit).
+Started in its own process group and stopped by that group's id (also at exit, and at the end of a `with`
+block: a fixture yields from inside one).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Self
 
 MLFLOW = str(Path(sys.executable).with_name("mlflow"))
 ARTIFACTS = "s3://acsr-mlflow/artifacts"
@@ -60,6 +62,12 @@ class MLflowServer:
                 tail = (root / "mlflow-server.log").read_text(errors="replace")[-3000:]
                 raise RuntimeError(f"mlflow server did not start:\n{tail}")
             time.sleep(1)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
     def stop(self) -> None:
         if self.proc.poll() is None:

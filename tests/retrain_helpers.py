@@ -180,7 +180,7 @@ def write_chat_version(settings, name: str, end: str, n: int = 12, tag: str = "a
 
 def write_champion(settings, *, version="1", dataset_version=None, train_ids=(), label_distribution=None,
                    reference=None) -> dict:
-    """A champion pointer (as intent_retrain.finalize writes it) with its training-set file."""
+    """A champion pointer (as intent_promotion.finalize writes it) with its training-set file."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     from feedback_loop.lake.files import Lake

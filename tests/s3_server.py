@@ -1,6 +1,7 @@
 """A real S3-compatible server for tests: moto's server mode on a free port of 127.0.0.1.
 
-Started as a subprocess in its own process group and stopped by that group's id.
+Started as a subprocess in its own process group and stopped by that group's id (also at exit, and at the
+end of a `with` block: a fixture yields from inside one).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Self
 
 MOTO = str(Path(sys.executable).with_name("moto_server"))
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "acsr-test", "AWS_SECRET_ACCESS_KEY": "acsr-test-secret",
@@ -21,7 +23,7 @@ CREDENTIALS = {"AWS_ACCESS_KEY_ID": "acsr-test", "AWS_SECRET_ACCESS_KEY": "acsr-
 
 
 class S3Server:
-    def __init__(self, log_path: Path):
+    def __init__(self, log_path: Path, buckets: tuple[str, ...] = ()):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -42,6 +44,14 @@ class S3Server:
                     self.stop()
                     raise RuntimeError(f"moto_server did not start (see {log_path})") from None
                 time.sleep(0.3)
+        for bucket in buckets:
+            self.create_bucket(bucket)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
     def create_bucket(self, name: str) -> None:
         import boto3

@@ -14,6 +14,7 @@ import duckdb
 import pytest
 from feedback_loop_sample.gap_regimes import GapRegime
 from feedback_loop_sample.generator import generate
+from generated_night import gap_night
 
 END = date(2026, 11, 20)
 
@@ -76,29 +77,10 @@ def test_each_switch_plants_what_it_says(tmp_path):
 def unlabelled_night(tmp_path_factory):
     """Six days of an unlabelled desk whose agent routes withheld intents to a fixed known intent, through
     land, validate and model, then the gap stage (built once for this module)."""
-    from feedback_loop import nightly
-    from feedback_loop.settings import Settings
-
-    root = tmp_path_factory.mktemp("gaps-regime")
-    settings = Settings.load(landing=str(root / "landing"), lake=str(root / "lake"),
-                             warehouse=str(root / "warehouse.duckdb"), max_bad_row_share=1.0)
-    days = 6
-    start = END - timedelta(days=days - 1)
-    truth = generate(settings.landing, start, END, conversations_per_day=250, seed=5, kb_gap_share=0.1,
-                     gap_regime=GapRegime(human_labels=False, routing="fixed", human_replies=True))
-    for i in range(days):
-        nightly.land_validate_model(settings, start + timedelta(days=i), summarize_day=False)
-    summary = nightly.detect_gaps(settings, END.isoformat(), window_days=days)
-    con = duckdb.connect()
-    cur = con.execute("SELECT * FROM read_parquet($f) ORDER BY rank NULLS LAST", {"f": summary["mart"]})
-    names = [d[0] for d in cur.description]
-    rows = [dict(zip(names, r)) for r in cur.fetchall()]
-    intents = dict(con.execute(f"""
-        SELECT conversation_id, arg_min(json_extract_string(_extra, '$.true_intent'), ts)
-        FROM read_parquet('{settings.lake}/staged/agent_events/dt=*/part.parquet')
-        WHERE event_type = 'customer_message' GROUP BY conversation_id""").fetchall())
-    con.close()
-    return truth, summary, rows, intents
+    _settings, *night = gap_night(tmp_path_factory.mktemp("gaps-regime"), END, 6, conversations_per_day=250, seed=5,
+                                  kb_gap_share=0.1,
+                                  gap_regime=GapRegime(human_labels=False, routing="fixed", human_replies=True))
+    return tuple(night)
 
 
 def test_unlabelled_misrouted_gaps_are_missing_articles(unlabelled_night):

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
-import duckdb
 import pytest
+from generated_night import gap_night
 
 END = date(2026, 11, 20)
 DAYS = 5
@@ -18,30 +18,10 @@ DAYS = 5
 
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory):
-    """Five days of generated traffic through land, validate and model (built once for this module)."""
-    from feedback_loop import nightly
-    from feedback_loop.settings import Settings
-    from feedback_loop_sample.generator import generate
-
-    root = tmp_path_factory.mktemp("gaps-generated")
-    # The first day's surveys answer cases from before the generated range: not what these tests are about.
-    settings = Settings.load(landing=str(root / "landing"), lake=str(root / "lake"),
-                             warehouse=str(root / "warehouse.duckdb"), max_bad_row_share=1.0)
-    start = END - timedelta(days=DAYS - 1)
-    truth = generate(settings.landing, start, END, conversations_per_day=200, seed=11, kb_gap_share=0.15)
-    for i in range(DAYS):
-        nightly.land_validate_model(settings, start + timedelta(days=i), summarize_day=False)
-    summary = nightly.detect_gaps(settings, END.isoformat(), window_days=DAYS)
-    con = duckdb.connect()
-    cur = con.execute(f"SELECT * FROM read_parquet('{summary['mart']}') ORDER BY rank NULLS LAST")
-    names = [d[0] for d in cur.description]
-    rows = [dict(zip(names, r)) for r in cur.fetchall()]
-    intents = dict(con.execute(f"""
-        SELECT conversation_id, arg_min(json_extract_string(_extra, '$.true_intent'), ts)
-        FROM read_parquet('{settings.lake}/staged/agent_events/dt=*/part.parquet')
-        WHERE event_type = 'customer_message' GROUP BY conversation_id""").fetchall())
-    con.close()
-    return settings, truth, summary, rows, intents
+    """Five days of generated traffic through land, validate and model, then the gap stage (built once for
+    this module)."""
+    return gap_night(tmp_path_factory.mktemp("gaps-generated"), END, DAYS, conversations_per_day=200, seed=11,
+                     kb_gap_share=0.15)
 
 
 def _majority(row, intents):

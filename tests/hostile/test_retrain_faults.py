@@ -18,15 +18,15 @@ CHILD = '''
 import os, signal, sys
 from feedback_loop.lake import files as lake
 from feedback_loop.settings import Settings
-from feedback_loop.retrain import intent_retrain as ir, registry
+from feedback_loop.retrain import intent_promotion, intent_retrain as ir, registry
 
 point = sys.argv[1]
 if point == "after_register":
-    real_register = ir.register
+    real_register = intent_promotion.register
     def register(*args, **kwargs):
         out = real_register(*args, **kwargs)
         os.kill(os.getpid(), signal.SIGKILL)
-    ir.register = register
+    intent_promotion.register = register
 elif point == "inside_promote":  # the alias has moved, the pointer is about to be written
     real_write_json = lake.Lake.write_json
     def write_json(self, doc, *parts):
@@ -76,22 +76,22 @@ def _retry_promotes(s) -> None:
 
 
 def test_an_exception_halfway_keeps_the_champion(with_champion, monkeypatch):
+    from feedback_loop.retrain import intent_promotion, registry
     from feedback_loop.retrain import intent_retrain as ir
-    from feedback_loop.retrain import registry
 
     s, pointer, before = with_champion
-    real_evaluate = ir.evaluate
+    real_evaluate = intent_promotion.evaluate
 
     def evaluate_then_fail(*args, **kwargs):
         real_evaluate(*args, **kwargs)
         raise MemoryError("the worker ran out of memory while evaluating")
 
-    monkeypatch.setattr(ir, "evaluate", evaluate_then_fail)
+    monkeypatch.setattr(intent_promotion, "evaluate", evaluate_then_fail)
     with pytest.raises(MemoryError):
         ir.run(s, ir.resolve_request(s, {"reason": "fault test"}))
     _champion_unchanged(s, pointer, before)
     assert registry.alias_version(s, "champion") == "1"
-    monkeypatch.setattr(ir, "evaluate", real_evaluate)
+    monkeypatch.setattr(intent_promotion, "evaluate", real_evaluate)
     _retry_promotes(s)
 
 

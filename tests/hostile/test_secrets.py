@@ -39,7 +39,7 @@ with DAG("acsr_secret_probe", schedule=None, start_date=datetime(2026, 11, 1, tz
     @task
     def use_the_connection():
         """What careless code would do: log every secret of the connection it uses."""
-        from feedback_loop.retrain.finetune import openai_from_connection
+        from feedback_loop.retrain.finetune_backends import openai_from_connection
         conn = BaseHook.get_connection("acsr_ft_leak")
         backend = openai_from_connection(conn)
         log.info("password=%s api_key=%s token=%s extra=%s", conn.password, conn.extra_dejson["api_key"],
@@ -149,7 +149,7 @@ def test_the_fine_tuning_dag_never_shows_its_api_key(runs):
 def test_the_backend_registers_its_key_with_the_masker(secret):
     """Outside a task too: the backend built from a connection makes Airflow's masker hide its key."""
     from airflow.sdk._shared.secrets_masker import redact
-    from feedback_loop.retrain.finetune import openai_from_connection
+    from feedback_loop.retrain.finetune_backends import openai_from_connection
 
     class Conn:
         host, port, schema, password = "http://127.0.0.1:9/v1", None, None, None

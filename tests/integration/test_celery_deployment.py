@@ -34,18 +34,14 @@ RUN_TIMEOUT = 2400
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
-    server = S3Server(tmp_path_factory.mktemp("moto-celery") / "moto.log")
-    for bucket in BUCKETS:
-        server.create_bucket(bucket)
-    yield server
-    server.stop()
+    with S3Server(tmp_path_factory.mktemp("moto-celery") / "moto.log", BUCKETS) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 def mlflow(s3, tmp_path_factory):
-    server = MLflowServer(tmp_path_factory.mktemp("mlflow-celery"), s3.env)
-    yield server
-    server.stop()
+    with MLflowServer(tmp_path_factory.mktemp("mlflow-celery"), s3.env) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +112,7 @@ def _night(stack: AirflowStack, day: date) -> dict:
 def test_a_week_of_the_loop_on_celery_postgres_redis_s3_and_an_mlflow_server(celery_stack, s3, mlflow, stub,
                                                                               tmp_path, monkeypatch):
     from feedback_loop.lake.object_store import s3_filesystem
-    from feedback_loop.retrain import finetune, registry
+    from feedback_loop.retrain import finetune_jobs, registry
     from feedback_loop.settings import Settings
     from feedback_loop_sample.generator import generate
 
@@ -200,7 +196,8 @@ def test_a_week_of_the_loop_on_celery_postgres_redis_s3_and_an_mlflow_server(cel
     polled = [p for p in (stack.home / "logs" / f"dag_id={FINETUNE}").rglob("task_id=submit_and_wait/*")
               if p.is_file() and "next poll in" in p.read_text(errors="replace")]
     assert polled, "no fine-tuning job was polled by the trigger in the triggerer"
-    [record] = [j for j in finetune.jobs_for_version(settings, "sft", version) if finetune.same_backend(j, "openai")]
+    [record] = [j for j in finetune_jobs.jobs_for_version(settings, "sft", version)
+                if finetune_jobs.same_backend(j, "openai")]
     assert record["status"] == "succeeded" and record["result_model"].startswith("ft:succeed:acsr:")
     # This run submitted it, or found the job a run the nightly decision started had already finished.
     assert record["airflow_run_id"] in {r["dag_run_id"] for r in stack.dag_runs(FINETUNE)}

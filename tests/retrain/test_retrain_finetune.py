@@ -39,10 +39,10 @@ def _request(settings, **params):
 
 
 def test_openai_backend_uploads_creates_polls_and_records(ft, stub):
-    from feedback_loop.retrain import finetune
+    from feedback_loop.retrain import finetune, finetune_backends, finetune_jobs
 
     s, versions = ft
-    backend = finetune.OpenAIBackend(stub.base_url, KEY)
+    backend = finetune_backends.OpenAIBackend(stub.base_url, KEY)
     record = finetune.run(s, _request(s, backend="openai", base_model="succeed", hyperparameters={"n_epochs": 2}),
                           backend=backend)
     assert record["status"] == "succeeded" and record["job_id"] == "ftjob-1"
@@ -57,61 +57,62 @@ def test_openai_backend_uploads_creates_polls_and_records(ft, stub):
     assert body["training_file"] == "file-1" and body["validation_file"] == "file-2"
     assert body["method"] == {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2}}}
     assert body["metadata"]["acsr_dataset_version"] == versions["sft"]
-    saved = Path(finetune.record_path(s, record["job_key"])).read_text()
+    saved = Path(finetune_jobs.record_path(s, record["job_key"])).read_text()
     assert KEY not in saved and json.loads(saved)["job_id"] == "ftjob-1"
 
 
 def test_openai_preference_jobs_use_dpo_files(ft, stub):
-    from feedback_loop.retrain import finetune
+    from feedback_loop.retrain import finetune, finetune_backends
 
     s, _ = ft
     record = finetune.run(s, _request(s, dataset="preference", backend="openai", base_model="succeed"),
-                          backend=finetune.OpenAIBackend(stub.base_url, KEY))
+                          backend=finetune_backends.OpenAIBackend(stub.base_url, KEY))
     assert record["status"] == "succeeded"
     assert stub.jobs["ftjob-1"]["request"]["method"]["type"] == "dpo"
     assert all("-preference-" in f["filename"] for f in stub.files.values())
 
 
 def test_a_failed_job_is_recorded_and_raised(ft, stub):
-    from feedback_loop.retrain import finetune
+    from feedback_loop.retrain import finetune, finetune_backends, finetune_jobs
 
     s, _ = ft
-    with pytest.raises(finetune.FineTuneError, match="failed"):
-        finetune.run(s, _request(s, backend="openai", base_model="fail"), backend=finetune.OpenAIBackend(stub.base_url, KEY))
-    rec = next(iter(finetune.jobs_for_version(s, "sft", ft[1]["sft"])))
+    with pytest.raises(finetune_backends.FineTuneError, match="failed"):
+        finetune.run(s, _request(s, backend="openai", base_model="fail"),
+                     backend=finetune_backends.OpenAIBackend(stub.base_url, KEY))
+    rec = next(iter(finetune_jobs.jobs_for_version(s, "sft", ft[1]["sft"])))
     assert rec["status"] == "failed" and rec["error"]["code"] == "invalid_training_file"
     assert rec["result_model"] is None
 
 
 def test_a_job_past_its_deadline_times_out_and_is_cancelled(ft, stub):
-    from feedback_loop.retrain import finetune
+    from feedback_loop.retrain import finetune, finetune_backends, finetune_jobs
 
     s, _ = ft
-    with pytest.raises(finetune.FineTuneError, match="timed_out"):
+    with pytest.raises(finetune_backends.FineTuneError, match="timed_out"):
         finetune.run(s, _request(s, backend="openai", base_model="slow", timeout_hours=0.0003),
-                     backend=finetune.OpenAIBackend(stub.base_url, KEY))
+                     backend=finetune_backends.OpenAIBackend(stub.base_url, KEY))
     assert stub.jobs["ftjob-1"]["status"] == "cancelled"
     assert any(r["path"] == "/v1/fine_tuning/jobs/ftjob-1/cancel" for r in stub.requests)
-    rec = finetune.jobs_for_version(s, "sft", ft[1]["sft"])[0]
+    rec = finetune_jobs.jobs_for_version(s, "sft", ft[1]["sft"])[0]
     assert rec["status"] == "timed_out"
 
 
 def test_a_rejected_key_fails_the_submission_without_leaking_it(ft, stub):
-    from feedback_loop.retrain import finetune
+    from feedback_loop.retrain import finetune, finetune_backends, finetune_jobs
 
     s, _ = ft
-    with pytest.raises(finetune.FineTuneError, match="HTTP 401"):
+    with pytest.raises(finetune_backends.FineTuneError, match="HTTP 401"):
         finetune.run(s, _request(s, backend="openai", base_model="succeed"),
-                     backend=finetune.OpenAIBackend(stub.base_url, "sk-wrong"))
-    rec = finetune.jobs_for_version(s, "sft", ft[1]["sft"])[0]
+                     backend=finetune_backends.OpenAIBackend(stub.base_url, "sk-wrong"))
+    rec = finetune_jobs.jobs_for_version(s, "sft", ft[1]["sft"])[0]
     assert rec["status"] == "submit_failed" and "sk-wrong" not in json.dumps(rec)
 
 
 def test_a_retried_task_resumes_the_job_instead_of_paying_twice(ft, stub):
-    from feedback_loop.retrain import finetune
+    from feedback_loop.retrain import finetune, finetune_backends
 
     s, _ = ft
-    backend = finetune.OpenAIBackend(stub.base_url, KEY)
+    backend = finetune_backends.OpenAIBackend(stub.base_url, KEY)
     req = _request(s, backend="openai", base_model="slow")
     plan = finetune.validate(s, req)
     first = finetune.start(s, req, plan, backend)
@@ -167,24 +168,24 @@ def test_command_backend_runs_a_real_local_training(ft):
 
 
 def test_command_backend_reports_a_failing_command(ft):
-    from feedback_loop.retrain import finetune
+    from feedback_loop.retrain import finetune, finetune_backends, finetune_jobs
     from feedback_loop.settings import Settings
 
     s = Settings.load(finetune_command="{python} -c 'import sys; sys.exit(3)'")
-    with pytest.raises(finetune.FineTuneError, match="failed"):
+    with pytest.raises(finetune_backends.FineTuneError, match="failed"):
         finetune.run(s, _request(s, backend="command", poll_seconds=0.2))
-    rec = finetune.jobs_for_version(s, "sft", ft[1]["sft"])[0]
+    rec = finetune_jobs.jobs_for_version(s, "sft", ft[1]["sft"])[0]
     assert rec["status"] == "failed" and "code 3" in rec["error"]
 
 
 def test_the_trigger_polls_a_command_job_until_it_ends(ft):
-    from feedback_loop.retrain import finetune
+    from feedback_loop.retrain import finetune, finetune_backends
     from feedback_loop.retrain.triggers import FineTuneJobTrigger
 
     s, _ = ft
     req = _request(s, backend="command", poll_seconds=0.2)
     plan = finetune.validate(s, req)
-    rec = finetune.start(s, req, plan, finetune.CommandBackend(s))
+    rec = finetune.start(s, req, plan, finetune_backends.CommandBackend(s))
     trigger = FineTuneJobTrigger(job_key=rec["job_key"], backend="command", job_id=rec["job_id"], lake=s.lake,
                                  poll_seconds=0.2, deadline=finetune.deadline_iso(0.05))
     _, kwargs = trigger.serialize()
@@ -257,7 +258,7 @@ def test_fine_tuning_dag_defers_to_the_trigger_and_records_the_job(ft, stub, air
     """dag.test: validate, submit to the stub API with the key from an Airflow connection, wait in the trigger
     (run inline by dag.test), record the job in the lake and MLflow."""
     from airflow.dag_processing.dagbag import DagBag
-    from feedback_loop.retrain import finetune, registry
+    from feedback_loop.retrain import finetune_jobs, registry
     from retrain_helpers import mlflow_db
 
     s, versions = ft
@@ -271,7 +272,7 @@ def test_fine_tuning_dag_defers_to_the_trigger_and_records_the_job(ft, stub, air
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     assert states == {"resolve_request": "success", "validate_dataset": "success", "approve_spend": "success",
                       "submit_and_wait": "success", "record_in_mlflow": "success"}
-    rec = finetune.jobs_for_version(s, "sft", versions["sft"])[0]
+    rec = finetune_jobs.jobs_for_version(s, "sft", versions["sft"])[0]
     assert rec["status"] == "succeeded" and rec["result_model"] == "ft:succeed:acsr:ftjob-1"
     assert rec["airflow_run_id"] == run.run_id
     assert all(r["auth"] == f"Bearer {KEY}" for r in stub.requests)

@@ -19,18 +19,14 @@ LAKE = "s3://acsr-lake/lake"
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
-    server = S3Server(tmp_path_factory.mktemp("moto") / "moto.log")
-    for bucket in ("acsr-lake", "acsr-mlflow"):
-        server.create_bucket(bucket)
-    yield server
-    server.stop()
+    with S3Server(tmp_path_factory.mktemp("moto") / "moto.log", ("acsr-lake", "acsr-mlflow")) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 def mlflow_server(s3, tmp_path_factory):
-    server = MLflowServer(tmp_path_factory.mktemp("mlflow-server"), s3.env)
-    yield server
-    server.stop()
+    with MLflowServer(tmp_path_factory.mktemp("mlflow-server"), s3.env) as server:
+        yield server
 
 
 @pytest.fixture
@@ -116,7 +112,7 @@ def stub():
 
 
 def test_fine_tuning_records_on_an_s3_lake_are_read_back_by_the_decision(remote, stub):
-    from feedback_loop.retrain import decide, finetune
+    from feedback_loop.retrain import decide, finetune, finetune_backends, finetune_jobs
 
     s, scratch = remote
     version = write_chat_version(scratch, "sft", "2026-11-20")
@@ -125,7 +121,7 @@ def test_fine_tuning_records_on_an_s3_lake_are_read_back_by_the_decision(remote,
     assert decide.check_finetune_data(s)["fired"] is True  # a version no job has used yet
 
     request = finetune.resolve_request(s, {"backend": "openai", "base_model": "succeed", "poll_seconds": 0.05})
-    record = finetune.run(s, request, backend=finetune.OpenAIBackend(stub.base_url, KEY))
+    record = finetune.run(s, request, backend=finetune_backends.OpenAIBackend(stub.base_url, KEY))
     assert record["status"] == "succeeded" and record["dataset_version"] == version
     assert all(f["path"].startswith(LAKE) for f in record["files"])
     # The uploads streamed the S3 objects: each multipart body holds the whole file (12 and 3 records).
@@ -133,14 +129,14 @@ def test_fine_tuning_records_on_an_s3_lake_are_read_back_by_the_decision(remote,
     assert [u["bytes"] > f["bytes"] for u, f in zip(up, record["files"])] == [True, True]
     assert up[0]["lines"] - up[1]["lines"] == 12 - 3
 
-    [read_back] = finetune.jobs_for_version(s, "sft", version)
+    [read_back] = finetune_jobs.jobs_for_version(s, "sft", version)
     assert read_back["job_key"] == record["job_key"] and read_back["status"] == "succeeded"
     check = decide.check_finetune_data(s)
     assert check["fired"] is False, check  # the next decision no longer asks for this version
 
 
 def test_the_command_backend_runs_on_an_s3_lake_from_a_local_job_folder(remote, tmp_path):
-    from feedback_loop.retrain import finetune
+    from feedback_loop.retrain import finetune, finetune_jobs
 
     s, scratch = remote
     version = write_chat_version(scratch, "sft", "2026-11-21", tag="cmd")
@@ -151,8 +147,8 @@ def test_the_command_backend_runs_on_an_s3_lake_from_a_local_job_folder(remote, 
     job_dir = Path(s.finetune_local_dir) / record["job_key"]
     assert (job_dir / "inputs" / "train.jsonl").read_bytes().count(b"\n") == 12
     assert json.loads((job_dir / "status.json").read_text())["status"] == "succeeded"
-    assert finetune.read_record(s, record["job_key"])["status"] == "succeeded"  # the record is on S3
-    assert [r["job_key"] for r in finetune.jobs_for_version(s, "sft", version)] == [record["job_key"]]
+    assert finetune_jobs.read_record(s, record["job_key"])["status"] == "succeeded"  # the record is on S3
+    assert [r["job_key"] for r in finetune_jobs.jobs_for_version(s, "sft", version)] == [record["job_key"]]
 
 
 def test_a_remote_lake_without_a_tracking_server_is_refused_clearly(remote, monkeypatch):

@@ -44,6 +44,7 @@ def company(data_dir, tmp_path_factory, monkeypatch):
 
 
 def test_a_three_class_taxonomy_trains_and_predicts_only_its_classes(company):
+    from feedback_loop.retrain import intent_assembly as ia
     from feedback_loop.retrain import intent_model, registry, store
     from feedback_loop.retrain import intent_retrain as ir
 
@@ -58,8 +59,8 @@ def test_a_three_class_taxonomy_trains_and_predicts_only_its_classes(company):
 
     ptr = registry.champion(s)
     assembly = store.read_json(str(Path(ptr["model_path"]).parent / "assembly.json"))
-    train = {ir.normalise(r["text"]) for r in store.read_parquet_rows(assembly["files"]["train"])}
-    gold = {ir.normalise(r["text"]) for r in store.read_parquet_rows(assembly["files"]["gold"])}
+    train = {ia.normalise(r["text"]) for r in store.read_parquet_rows(assembly["files"]["train"])}
+    gold = {ia.normalise(r["text"]) for r in store.read_parquet_rows(assembly["files"]["gold"])}
     assert gold and train and not gold & train, "gold never overlaps training"
     g = assembly["taxonomy"]["gold"]
     assert g["split_off"] is True and g["rows"] == len(gold) and 10 <= len(gold) <= 50
@@ -70,20 +71,20 @@ def test_a_three_class_taxonomy_trains_and_predicts_only_its_classes(company):
 
 
 def test_the_frozen_gold_set_stays_when_the_taxonomy_grows(company):
-    from feedback_loop.retrain import intent_retrain as ir
+    from feedback_loop.retrain import intent_assembly as ia
 
     s = company
-    first = ir.taxonomy_sets(s)
+    first = ia.taxonomy_sets(s)
     path = Path(s.retrain_taxonomy)
     more = [{"text": t, "intent": "delivery"} for t in _banking("card_arrival")[45:90]]
     with open(path, "a", newline="") as fh:
         csv.DictWriter(fh, fieldnames=["text", "intent"]).writerows(more)
-    second = ir.taxonomy_sets(s)
+    second = ia.taxonomy_sets(s)
     assert second["taxonomy"]["hash"] != first["taxonomy"]["hash"]
     assert second["gold_info"]["hash"] == first["gold_info"]["hash"]
     assert [r["text"] for r in second["gold"]] == [r["text"] for r in first["gold"]]
-    gold = {ir.normalise(r["text"]) for r in second["gold"]}
-    assert not gold & {ir.normalise(r["text"]) for r in second["base"]}
+    gold = {ia.normalise(r["text"]) for r in second["gold"]}
+    assert not gold & {ia.normalise(r["text"]) for r in second["base"]}
 
 
 def test_a_relabel_with_an_unknown_intent_is_learnt_or_reported_never_dropped_silently(company):
@@ -121,6 +122,7 @@ def test_a_relabel_with_an_unknown_intent_is_learnt_or_reported_never_dropped_si
 
 
 def test_renamed_and_retired_intents_are_mapped_in_every_set(company, monkeypatch):
+    from feedback_loop.retrain import intent_assembly as ia
     from feedback_loop.retrain import intent_retrain as ir
     from feedback_loop.settings import Settings
 
@@ -128,7 +130,7 @@ def test_renamed_and_retired_intents_are_mapped_in_every_set(company, monkeypatc
     s = Settings.load()
     write_relabel_version(s, "2026-11-18", {"train": [{"example_id": "x1", "text": "i think my card was stolen today",
                                                        "label": "lost_card"}]})
-    a = ir.assemble(s, ir.resolve_request(s, {}))
+    a = ia.assemble(s, ir.resolve_request(s, {}))
     from feedback_loop.retrain import store
 
     train = store.read_parquet_rows(a["files"]["train"])

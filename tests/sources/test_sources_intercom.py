@@ -3,16 +3,14 @@ conversation, mapping, quarantine, idempotence, an incomplete day, credentials k
 
 from __future__ import annotations
 
-import gzip
 import logging
 import sys
 from pathlib import Path
 
 import duckdb
 import pytest
+from pulled import assert_kept_out, assert_repull_identical, assert_timeout_leaves_day_incomplete, serving
 from pulled import gz_lines as _lines
-from pulled import serve
-from pulled import tree_digest as _digest
 
 sys.path.insert(0, str(Path(__file__).parent))
 import intercom_fixture as icf
@@ -21,15 +19,12 @@ from feedback_loop_sample.standins.intercom import TOKEN, IntercomStandIn
 
 @pytest.fixture
 def intercom(data_dir, monkeypatch):
-    started = []
+    with serving(monkeypatch, "intercom") as serve:
+        def start(faults=None, token=TOKEN, **kw):
+            return serve(IntercomStandIn(icf.data(), page_size=2, faults=faults),
+                         lambda s: {"conn_type": "http", "host": s.url, "password": token}, **kw)
 
-    def start(faults=None, token=TOKEN, **kw):
-        return serve(monkeypatch, started, "intercom", IntercomStandIn(icf.data(), page_size=2, faults=faults),
-                     lambda s: {"conn_type": "http", "host": s.url, "password": token}, **kw)
-
-    yield start
-    for s in started:
-        s.stop()
+        yield start
 
 
 def test_two_days_with_pagination_and_a_429_map_every_conversation_once(intercom, data_dir):
@@ -76,21 +71,8 @@ def test_two_days_with_pagination_and_a_429_map_every_conversation_once(intercom
 
 
 def test_repull_is_identical_and_a_timeout_leaves_the_day_incomplete(intercom, data_dir):
-    from feedback_loop.nightly import land
-    from feedback_loop.sources.pull import IncompleteDayError, PullError
-    from feedback_loop.sources.systems import pull_system
-
-    _, settings = intercom()
-    pull_system(settings, "intercom", icf.D1)
-    first = _digest(data_dir / "landing")
-    _, settings = intercom(faults={1: ("500", 0), 4: ("429", 0)})
-    pull_system(settings, "intercom", icf.D1)
-    assert _digest(data_dir / "landing") == first
-    _, settings = intercom(faults={3: ("hang", 2)}, sources_timeout_seconds=0.3, sources_max_retries=0)
-    with pytest.raises(PullError, match="timed out"):
-        pull_system(settings, "intercom", icf.D1)
-    with pytest.raises(IncompleteDayError):
-        land(settings, "surveys", icf.D1)
+    assert_repull_identical(intercom, "intercom", icf.D1, data_dir / "landing", {1: ("500", 0), 4: ("429", 0)})
+    assert_timeout_leaves_day_incomplete(intercom, "intercom", icf.D1, "surveys", {3: ("hang", 2)})
 
 
 def test_the_token_stays_out_of_logs(intercom, data_dir, caplog, capsys):
@@ -104,9 +86,4 @@ def test_the_token_stays_out_of_logs(intercom, data_dir, caplog, capsys):
     with pytest.raises(PullError, match="HTTP 401") as err:
         pull_system(settings, "intercom", icf.D2)
     out = capsys.readouterr()
-    for text in (caplog.text, out.out, out.err, str(err.value)):
-        assert TOKEN not in text
-    for p in data_dir.rglob("*"):
-        if p.is_file():
-            raw = gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes()
-            assert TOKEN.encode() not in raw
+    assert_kept_out((TOKEN,), (caplog.text, out.out, out.err, str(err.value)), data_dir)

@@ -4,16 +4,14 @@ idempotence, an incomplete day, the secret key kept out of logs."""
 
 from __future__ import annotations
 
-import gzip
 import logging
 import sys
 from pathlib import Path
 
 import duckdb
 import pytest
+from pulled import assert_kept_out, assert_repull_identical, assert_timeout_leaves_day_incomplete, serving
 from pulled import gz_lines as _lines
-from pulled import serve
-from pulled import tree_digest as _digest
 
 sys.path.insert(0, str(Path(__file__).parent))
 import langfuse_fixture as lff
@@ -22,15 +20,13 @@ from feedback_loop_sample.standins.langfuse import PUBLIC_KEY, SECRET_KEY, Langf
 
 @pytest.fixture
 def langfuse(data_dir, monkeypatch):
-    started = []
+    with serving(monkeypatch, "langfuse") as serve:
+        def start(faults=None, secret=SECRET_KEY, **kw):
+            return serve(LangfuseStandIn(lff.data(), page_size=2, faults=faults),
+                         lambda s: {"conn_type": "http", "host": s.url, "login": PUBLIC_KEY, "password": secret},
+                         **kw)
 
-    def start(faults=None, secret=SECRET_KEY, **kw):
-        return serve(monkeypatch, started, "langfuse", LangfuseStandIn(lff.data(), page_size=2, faults=faults),
-                     lambda s: {"conn_type": "http", "host": s.url, "login": PUBLIC_KEY, "password": secret}, **kw)
-
-    yield start
-    for s in started:
-        s.stop()
+        yield start
 
 
 def test_two_days_of_traces_observations_and_scores(langfuse, data_dir):
@@ -78,29 +74,14 @@ def test_two_days_of_traces_observations_and_scores(langfuse, data_dir):
 
 
 def test_repull_identical_timeout_incomplete_and_no_secret_in_logs(langfuse, data_dir, caplog, capsys):
-    from feedback_loop.nightly import land
-    from feedback_loop.sources.pull import IncompleteDayError, PullError
+    from feedback_loop.sources.pull import PullError
     from feedback_loop.sources.systems import pull_system
 
     caplog.set_level(logging.DEBUG)
-    _, settings = langfuse()
-    pull_system(settings, "langfuse", lff.D1)
-    first = _digest(data_dir / "landing")
-    _, settings = langfuse(faults={2: ("500", 0), 5: ("429", 0)})
-    pull_system(settings, "langfuse", lff.D1)
-    assert _digest(data_dir / "landing") == first
-    _, settings = langfuse(faults={4: ("hang", 2)}, sources_timeout_seconds=0.3, sources_max_retries=0)
-    with pytest.raises(PullError, match="timed out"):
-        pull_system(settings, "langfuse", lff.D1)
-    with pytest.raises(IncompleteDayError):
-        land(settings, "overrides", lff.D1)
+    assert_repull_identical(langfuse, "langfuse", lff.D1, data_dir / "landing", {2: ("500", 0), 5: ("429", 0)})
+    assert_timeout_leaves_day_incomplete(langfuse, "langfuse", lff.D1, "overrides", {4: ("hang", 2)})
     _, settings = langfuse(secret="wrong-" + SECRET_KEY)
     with pytest.raises(PullError, match="HTTP 401") as err:
         pull_system(settings, "langfuse", lff.D2)
     out = capsys.readouterr()
-    for text in (caplog.text, out.out, out.err, str(err.value)):
-        assert SECRET_KEY not in text
-    for p in data_dir.rglob("*"):
-        if p.is_file():
-            raw = gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes()
-            assert SECRET_KEY.encode() not in raw
+    assert_kept_out((SECRET_KEY,), (caplog.text, out.out, out.err, str(err.value)), data_dir)

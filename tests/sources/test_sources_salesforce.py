@@ -4,16 +4,14 @@ quarantine, idempotence, an incomplete day, the session id kept out of logs."""
 
 from __future__ import annotations
 
-import gzip
 import logging
 import sys
 from pathlib import Path
 
 import duckdb
 import pytest
+from pulled import assert_kept_out, assert_repull_identical, assert_timeout_leaves_day_incomplete, serving
 from pulled import gz_lines as _lines
-from pulled import serve
-from pulled import tree_digest as _digest
 
 sys.path.insert(0, str(Path(__file__).parent))
 import salesforce_fixture as sff
@@ -22,18 +20,14 @@ from feedback_loop_sample.standins.salesforce import SESSION_ID, SalesforceStand
 
 @pytest.fixture
 def salesforce(data_dir, tmp_path, monkeypatch):
-    started = []
+    with serving(monkeypatch, "salesforce") as serve:
+        def start(faults=None, session_id=SESSION_ID, **kw):
+            return serve(SalesforceStandIn(sff.data(), str(tmp_path), page_size=2, faults=faults),
+                         lambda s: {"conn_type": "salesforce", "password": session_id,
+                                    "extra": {"instance_url": s.url, "direct_session": True, "ca_bundle": s.ca_path,
+                                              "survey_soql": sff.SURVEY_SOQL}}, **kw)
 
-    def start(faults=None, session_id=SESSION_ID, **kw):
-        return serve(monkeypatch, started, "salesforce",
-                     SalesforceStandIn(sff.data(), str(tmp_path), page_size=2, faults=faults),
-                     lambda s: {"conn_type": "salesforce", "password": session_id,
-                                "extra": {"instance_url": s.url, "direct_session": True, "ca_bundle": s.ca_path,
-                                          "survey_soql": sff.SURVEY_SOQL}}, **kw)
-
-    yield start
-    for s in started:
-        s.stop()
+        yield start
 
 
 def test_two_days_through_the_provider_hook(salesforce, data_dir):
@@ -74,29 +68,15 @@ def test_two_days_through_the_provider_hook(salesforce, data_dir):
 
 
 def test_repull_identical_timeout_incomplete_and_no_session_id_in_logs(salesforce, data_dir, caplog, capsys):
-    from feedback_loop.nightly import land
-    from feedback_loop.sources.pull import IncompleteDayError, PullError
+    from feedback_loop.sources.pull import PullError
     from feedback_loop.sources.systems import pull_system
 
     caplog.set_level(logging.DEBUG)
-    _, settings = salesforce()
-    pull_system(settings, "salesforce", sff.D1)
-    first = _digest(data_dir / "landing")
-    _, settings = salesforce(faults={1: ("500", 0), 3: ("429", 0)})
-    pull_system(settings, "salesforce", sff.D1)
-    assert _digest(data_dir / "landing") == first
-    _, settings = salesforce(faults={3: ("hang", 2)}, sources_timeout_seconds=0.3, sources_max_retries=0)
-    with pytest.raises(PullError, match="timed out|connection failed|retries"):
-        pull_system(settings, "salesforce", sff.D1)
-    with pytest.raises(IncompleteDayError):
-        land(settings, "crm_cases", sff.D1)
+    assert_repull_identical(salesforce, "salesforce", sff.D1, data_dir / "landing", {1: ("500", 0), 3: ("429", 0)})
+    assert_timeout_leaves_day_incomplete(salesforce, "salesforce", sff.D1, "crm_cases", {3: ("hang", 2)},
+                                         match="timed out|connection failed|retries")
     _, settings = salesforce(session_id="wrong-" + SESSION_ID)
     with pytest.raises(PullError, match="401") as err:
         pull_system(settings, "salesforce", sff.D2)
     out = capsys.readouterr()
-    for text in (caplog.text, out.out, out.err, str(err.value)):
-        assert SESSION_ID not in text
-    for p in data_dir.rglob("*"):
-        if p.is_file():
-            raw = gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes()
-            assert SESSION_ID.encode() not in raw
+    assert_kept_out((SESSION_ID,), (caplog.text, out.out, out.err, str(err.value)), data_dir)

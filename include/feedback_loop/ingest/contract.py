@@ -83,6 +83,12 @@ class Source:
         return next(f for f in self.fields if f.name == name)
 
 
+def _opened_by_a_customer_message(description: str) -> Reference:
+    """A `conversation_id` that must name a conversation a customer message opened (in agent_events)."""
+    return Reference("conversation_id", "agent_events", "conversation_id", where="event_type = 'customer_message'",
+                     description=description)
+
+
 AGENT_EVENTS = Source(
     name="agent_events",
     id_column="event_id",
@@ -119,13 +125,7 @@ AGENT_EVENTS = Source(
         Field("error_message", STR),
     ),
     references=(
-        Reference(
-            "conversation_id",
-            "agent_events",
-            "conversation_id",
-            where="event_type = 'customer_message'",
-            description="every event belongs to a conversation opened by a customer message",
-        ),
+        _opened_by_a_customer_message("every event belongs to a conversation opened by a customer message"),
     ),
 )
 
@@ -195,13 +195,7 @@ OVERRIDES = Source(
         Field("outcome", STR, True, values=("corrected", "escalated", "approved")),
     ),
     references=(
-        Reference(
-            "conversation_id",
-            "agent_events",
-            "conversation_id",
-            where="event_type = 'customer_message'",
-            description="overrides review conversations that a customer message opened",
-        ),
+        _opened_by_a_customer_message("overrides review conversations that a customer message opened"),
     ),
 )
 

@@ -232,7 +232,7 @@ def check_action_queue(settings: Settings, dt: str) -> list[dict]:
 
 
 def check_finetune_data(settings: Settings) -> dict:
-    from feedback_loop.retrain.finetune import jobs_for_version, same_backend
+    from feedback_loop.retrain.finetune_jobs import jobs_for_version, same_backend
 
     name = settings.finetune_dataset
     latest = Lake(settings.lake).read_json("datasets", name, "latest.json")

@@ -29,16 +29,20 @@ class FineTuneOperator(BaseOperator):
         return Settings.load()
 
     def _backend(self, settings):
-        from feedback_loop.retrain import finetune
+        from feedback_loop.retrain import finetune_backends
 
         if self.request["backend"] == "command" or self.request["dry_run"]:
-            return finetune.backend_for(settings, self.request) if self.request["backend"] == "command" else None
+            if self.request["backend"] == "command":
+                return finetune_backends.backend_for(settings, self.request)
+            return None
         from airflow.sdk import BaseHook
 
-        return finetune.openai_from_connection(BaseHook.get_connection(self.request["connection_id"]))
+        connection = BaseHook.get_connection(self.request["connection_id"])
+        return finetune_backends.openai_from_connection(connection)
 
     def execute(self, context):
         from feedback_loop.retrain import finetune
+        from feedback_loop.retrain.finetune_jobs import TERMINAL
         from feedback_loop.retrain.triggers import FineTuneJobTrigger
 
         settings = self._settings()
@@ -46,7 +50,7 @@ class FineTuneOperator(BaseOperator):
         if self.request["dry_run"]:
             return _summary(finetune.dry_run(settings, self.request, self.plan, run_id))
         record = finetune.start(settings, self.request, self.plan, self._backend(settings), run_id)
-        if record["status"] in finetune.TERMINAL:
+        if record["status"] in TERMINAL:
             return _summary(finetune.finish(settings, record["job_key"], {"status": record["status"]}))
         self.defer(
             trigger=FineTuneJobTrigger(job_key=record["job_key"], backend=self.request["backend"],
@@ -62,12 +66,13 @@ class FineTuneOperator(BaseOperator):
         from airflow.sdk.exceptions import AirflowFailException
 
         from feedback_loop.retrain import finetune
+        from feedback_loop.retrain.finetune_backends import FineTuneError
 
         settings = self._settings()
         backend = self._backend(settings) if event and event.get("status") == "timed_out" else None
         try:
             return _summary(finetune.finish(settings, self.plan["job_key"], event or {"status": "failed"}, backend))
-        except finetune.FineTuneError as exc:
+        except FineTuneError as exc:
             raise AirflowFailException(str(exc)) from exc  # a failed job is not retried: trigger again
 
 

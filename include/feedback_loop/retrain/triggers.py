@@ -29,7 +29,7 @@ class FineTuneJobTrigger(BaseTrigger):
                  "connection_id": self.connection_id, "poll_seconds": self.poll_seconds, "deadline": self.deadline})
 
     async def _client(self):
-        from feedback_loop.retrain.finetune import CommandBackend, openai_from_connection
+        from feedback_loop.retrain.finetune_backends import CommandBackend, openai_from_connection
         from feedback_loop.settings import Settings
 
         if self.backend == "command":

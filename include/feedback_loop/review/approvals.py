@@ -194,7 +194,7 @@ def draft_model_card(evaluation: dict, registered: dict) -> str | None:
     """The model card as it would read if promoted, marked as a draft, beside the run's other files: the
     link a reviewer opens before deciding (finalize writes the real card after the decision)."""
     from feedback_loop.lake.files import write_bytes_atomic
-    from feedback_loop.retrain.intent_retrain import model_card
+    from feedback_loop.retrain.intent_model_card import model_card
 
     assembly_path = evaluation.get("assembly")
     if not assembly_path or not os.path.exists(assembly_path):

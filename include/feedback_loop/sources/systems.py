@@ -12,7 +12,7 @@ import re
 
 from feedback_loop.lake.files import Lake
 from feedback_loop.settings import Settings
-from feedback_loop.sources import mapping, pull
+from feedback_loop.sources import mapping, mapping_file, pull
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def check_source_day(settings: Settings, source: str, dt: str) -> list[str]:
     feeding = []
     for system in configured(settings):
         module(system)
-        if source in mapping.sources_fed_by(system, settings):
+        if source in mapping_file.sources_fed_by(system, settings):
             pull.require_complete(settings, system, dt)
             feeding.append(system)
     return feeding

@@ -57,6 +57,17 @@ def _sql_str(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
+def _mart_day(lake: Lake, name: str, day: str) -> str:
+    """The relation of one day's partition of a mart, for a FROM clause."""
+    return f"read_parquet({_sql_str(lake.partition_file('marts', name, day))}, hive_partitioning=false)"
+
+
+def _dicts(cur) -> list[dict]:
+    """The rows of an executed query as dicts by column name."""
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
 def actions_section(lake: Lake, con_factory: Callable) -> dict:
     """What got worse: the latest action queue, new items first then by severity, each with its metric,
     scope, value against baseline, the component to act, example conversations and a trend of the metric
@@ -66,15 +77,14 @@ def actions_section(lake: Lake, con_factory: Callable) -> dict:
         return {"status": "missing"}
     con = con_factory()
     try:
-        rel = f"read_parquet({_sql_str(lake.partition_file('marts', 'action_queue', day))}, hive_partitioning=false)"
+        rel = _mart_day(lake, "action_queue", day)
         total = con.execute(f"SELECT count(*) FROM {rel}").fetchone()[0]
         cur = con.execute(f"""
             SELECT action_id, signal, scope_dimension, scope_value, trigger, value, baseline_value, threshold,
                    change_rel, target_component, improvement_action, example_conversation_ids, severity,
                    first_raised_date::VARCHAR AS first_raised_date, days_open, first_raised_date = DATE {_sql_str(day)} AS new
             FROM {rel} ORDER BY new DESC, severity DESC, action_id LIMIT {ACTIONS_SHOWN}""")
-        names = [d[0] for d in cur.description]
-        items = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        items = _dicts(cur)
         new_total = con.execute(f"SELECT count(*) FROM {rel} WHERE first_raised_date = DATE {_sql_str(day)}").fetchone()[0]
         trend_days = [d for d in lake.days("marts", "signal_metrics") if d <= day][-TREND_DAYS:]
         if items and trend_days:
@@ -108,14 +118,13 @@ def gaps_section(lake: Lake, con_factory: Callable) -> dict:
         return {"status": "missing"}
     con = con_factory()
     try:
-        rel = f"read_parquet({_sql_str(lake.partition_file('marts', 'kb_gaps', day))}, hive_partitioning=false)"
+        rel = _mart_day(lake, "kb_gaps", day)
         total = con.execute(f"SELECT count(*) FROM {rel} WHERE rank IS NOT NULL").fetchone()[0]
         cur = con.execute(f"""
             SELECT gap_id, rank, kind, label, reason, article_id, n_conversations, n_customers, impact,
                    failure_rate, trend, representative_messages[1] AS example_message, first_seen::VARCHAR AS first_seen
             FROM {rel} WHERE rank IS NOT NULL ORDER BY rank LIMIT {GAPS_SHOWN}""")
-        names = [d[0] for d in cur.description]
-        items = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        items = _dicts(cur)
     finally:
         con.close()
     for item in items:
