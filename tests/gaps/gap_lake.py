@@ -38,7 +38,7 @@ def write(con, lake: Lake, rows: list[dict], layer: str, name: str, day: date) -
 
 def build(settings, *, days: int = 7, gaps: tuple = (), routed: dict | None = None, confidence: float = 0.9,
           human: bool = False, revise: tuple = (), chit_chat: int = 0, per_day: int = 60, seed: int = 1,
-          extra_articles: tuple = (), reply: str = "Our team explains {t} step by step: open Cards > {t}.") -> dict:
+          extra_articles: tuple = (), reads_like: dict | None = None, reply: str = "Our team explains {t} step by step: open Cards > {t}.") -> dict:
     """Write `days` days from START; returns conversation id -> true intent ('chit_chat' for chit-chat).
 
     - `gaps`: intents without an article: their conversations find nothing in the KB, half escalate for
@@ -48,6 +48,7 @@ def build(settings, *, days: int = 7, gaps: tuple = (), routed: dict | None = No
       misrouted one (intent override): the true intent.
     - `revise`: intents whose article exists and is retrieved with a high score, but 70 % still fail.
     - `chit_chat`: conversations a day that only say hello (nothing retrieved).
+    - `reads_like`: intent -> the intent whose utterances its customers write (a look-alike pair).
     """
     rng = random.Random(seed)
     texts = utterances()
@@ -64,7 +65,7 @@ def build(settings, *, days: int = 7, gaps: tuple = (), routed: dict | None = No
                 intent, text = "chit_chat", CHIT_CHAT[n % len(CHIT_CHAT)]
             else:
                 intent = INTENTS[n % len(INTENTS)] if n < 2 * len(INTENTS) else rng.choice(INTENTS)
-                text = rng.choice(texts[intent])
+                text = rng.choice(texts[(reads_like or {}).get(intent, intent)])
             truth[cid] = intent
             missing = intent in gaps or intent == "chit_chat"
             failing_article = intent in revise and rng.random() < 0.7

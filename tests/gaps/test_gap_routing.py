@@ -138,3 +138,52 @@ def test_two_articles_answering_one_topic_differently_are_contradictory(settings
     assert len(rows) == 1
     assert {a["article_id"] for a in rows[0]["nearest_articles"]} == {"A-exchange_rate", "A-exchange_rate-2"}
     assert "a few minute" in rows[0]["reason"] and "5 day" in rows[0]["reason"]
+
+
+def test_a_look_alike_the_kb_lacks_is_missing_not_a_revise_of_its_neighbour(settings):
+    # "When will my card arrive?" has no article; the agent confidently sends it to its look-alike
+    # card_delivery_estimate, whose answered questions read just like it (here: word for word). The customers'
+    # own searches do not return that article, so it does not cover them: a missing article, misrouted to the
+    # neighbour, not an article to revise.
+    truth = build(settings, gaps=("card_arrival",), routed={"card_arrival": "card_delivery_estimate"},
+                  confidence=0.95, reads_like={"card_arrival": "card_delivery_estimate"})
+    detect_gaps(settings, DT, window_days=7)
+    rows = [r for r in gap_rows(settings, DT) if r["status"] == "open"]
+    assert "card_arrival" in _missing(rows, truth)
+    gap = next(r for r in rows if r["kind"] == "missing_article" and majority(r["conversation_ids"], truth) == "card_arrival")
+    assert gap["misrouted_to"] == "A-card_delivery_estimate"
+    assert not [r for r in rows if r["kind"] == "revise_article" and r["article_id"] == "A-card_delivery_estimate"]
+
+
+def _topic(t, centroid, profile, *, n_searched=10, routed=None, domain=1.0):
+    import numpy as np
+    from feedback_loop.gaps.classify import Topic
+
+    tp = Topic(t, np.arange(t * 10, t * 10 + 10), np.zeros(0), np.zeros(0), np.zeros(0), {}, {}, {},
+               routed or {}, np.zeros(0), None, np.asarray(centroid, dtype=np.float32), 1.0, domain)
+    tp.n_searched, tp.search_profile = n_searched, np.asarray(profile, dtype=np.float32)
+    return tp
+
+
+def test_uncovered_topics_whose_searches_return_the_same_near_misses_are_one_gap():
+    import numpy as np
+    from feedback_loop.gaps.classify import _merge_uncovered
+    from feedback_loop.gaps.params import GapParams
+
+    p = GapParams()
+    far = ([1, 0, 0], [0, 1, 0], [0, 0, 1])  # text centroids nothing would merge on
+    same, other = [0.3, 0.2, -0.1, -0.1], [-0.1, -0.1, 0.3, 0.2]
+
+    def merged(*topics):
+        sig_topic = np.repeat(np.arange(len(topics)), 10)
+        _merge_uncovered(p, list(topics), sig_topic)
+        return sorted(set(sig_topic.tolist()))
+
+    # "forgot my passcode" / "lost my password": no shared words, the same near-miss articles.
+    assert merged(_topic(0, far[0], same), _topic(1, far[1], same), _topic(2, far[2], other)) == [0, 2]
+    # Too few searches to tell.
+    assert merged(_topic(0, far[0], same), _topic(1, far[1], same, n_searched=3)) == [0, 1]
+    # The agent's classifier keeps them apart, each sent to its own intent: two questions.
+    assert merged(_topic(0, far[0], same, routed={"a": 0.9}), _topic(1, far[1], same, routed={"b": 0.8})) == [0, 1]
+    # Words foreign to the business: out of scope, not merged into a gap whatever the search returned.
+    assert merged(_topic(0, far[0], same), _topic(1, far[1], same, domain=0.1)) == [0, 1]

@@ -51,6 +51,8 @@ class Topic:
     domain: float  # share of the topic's TF-IDF mass on the business's words (KB and answered traffic)
     traffic: float = 0.0
     members: list = None  # the topic's signal rows
+    n_searched: int = 0  # members whose KB searches returned any article
+    search_profile: np.ndarray = None  # share of members that got each article back, over the signals' share
 
 
 def find_gaps(con, p: GapParams, settings: Settings | None = None) -> tuple[list[dict], dict]:
@@ -125,7 +127,7 @@ def find_gaps(con, p: GapParams, settings: Settings | None = None) -> tuple[list
         kb_vocab |= np.asarray(art_tfidf.sum(axis=0)).ravel() > 0
     sig_tfidf = space.tfidf[: len(sig)]
     describe = functools.partial(_describe, p, sig, sig_tfidf, art_tfidf, sem[: len(sig)], labels_of, art_cents,
-                                 published, kb_vocab)
+                                 published, kb_vocab, _searched(sig))
     topics = describe(sig_topic)
     if _merge_uncovered(p, topics, sig_topic) + _merge_same_cover(topics, sig_topic):
         topics = describe(sig_topic)
@@ -168,8 +170,20 @@ def _article_centroids(published: list, cents: dict, dim: int) -> list:
     return out
 
 
+def _searched(sig: list[dict]) -> np.ndarray:
+    """Per signal, which articles its KB searches returned (any score), minus how often each is returned
+    across all signals: the near misses that are typical of one question rather than of every failure."""
+    ids = sorted({a for r in sig for a in (r.get("kb_articles") or [])})
+    index = {a: i for i, a in enumerate(ids)}
+    out = np.zeros((len(sig), len(ids)), dtype=np.float32)
+    for i, r in enumerate(sig):
+        for a in r.get("kb_articles") or []:
+            out[i, index[a]] = 1.0
+    return out
+
+
 def _describe(p: GapParams, sig, sig_tfidf, art_tfidf, sem, labels_of, art_cents, published, kb_vocab,
-              assignment: np.ndarray) -> list[Topic]:
+              searched: np.ndarray, assignment: np.ndarray) -> list[Topic]:
     out = []
     for t in range(int(assignment.max()) + 1 if assignment.size else 0):
         idx = np.flatnonzero(assignment == t)
@@ -205,6 +219,9 @@ def _describe(p: GapParams, sig, sig_tfidf, art_tfidf, sem, labels_of, art_cents
         tp = Topic(t, idx, text_cos, answered_cos, answered_rel, label_share, anchors, human, routed, retrieved, None,
                    centroid, float(np.mean([bool(m["sig_kb_empty"] or m["sig_kb_low"]) for m in members])), domain)
         tp.members = members
+        found = searched[idx]
+        tp.n_searched = int((found.sum(axis=1) > 0).sum())
+        tp.search_profile = found.mean(axis=0) - searched.mean(axis=0) if searched.shape[1] else np.zeros(0)
         tp.covering = _covering(p, tp, published)
         top = [published.index(a) for a in published if next(iter(routed), None) in (a[3] or [])]
         log.debug("topic %s: n=%d domain %.2f routed %s rel_routed %s trusted %s answered %.2f text %.2f covering %s",
@@ -226,12 +243,16 @@ def _covering(p: GapParams, tp: Topic, published: list) -> int | None:
     trusted_share = np.array([sum(tp.label_share.get(i, 0.0) for i in (a[3] or [])) for a in published])
     # Routing alone is not use when retrieval, which searched with the customer's own words, mostly came back
     # empty or low: the KB then says nothing answers the question, whatever class the agent picked. Unless
-    # the agent's label is trusted (its messages read like what that label's answered conversations said).
+    # the agent's label is trusted (its messages read like what that label's answered conversations said)
+    # *and* those searches did return the article, if at a low score, for most of the topic: a look-alike
+    # intent the KB lacks ("verify my identity" sent to "why verify identity") reads like the article's
+    # questions too, but its own searches mostly return other articles.
     # (Nor when the article is newer than most of the topic's failures: they missed because it did not exist.)
     newer = np.array([a[5] is not None and np.mean([m["started_at"] is not None and m["started_at"] < a[5]
                                                     for m in tp.members]) > 0.5 for a in published])
-    routed_ok = (intents_share >= p.routed_share) & ((tp.miss < p.absorb_miss_share) | newer
-                                                     | (trusted_share >= p.trusted_cover_share))
+    returned = np.array([np.mean([a[0] in (m["kb_articles"] or []) for m in tp.members]) for a in published])
+    trusted = (trusted_share >= p.trusted_cover_share) & (returned >= p.routed_share)
+    routed_ok = (intents_share >= p.routed_share) & ((tp.miss < p.absorb_miss_share) | newer | trusted)
     used = routed_ok | (tp.retrieved >= p.retrieved_share)
     # A person's label is a person's reading of the text: it covers the topic by itself.
     ok = np.flatnonzero((close & used) | (human_share >= p.routed_share))
@@ -262,7 +283,10 @@ def _merge_uncovered(p: GapParams, topics: list[Topic], sig_topic: np.ndarray) -
             rb, sb = next(iter(b.routed.items()), (None, 0.0))
             cos = float(a.centroid @ b.centroid)
             same_route = ra is not None and ra == rb and min(sa, sb) >= p.routed_share
-            if cos >= p.merge_cos or (same_route and cos >= p.merge_routed_cos):
+            # The agent's classifier keeps them apart (each mostly sent to its own intent): not one question.
+            apart = ra is not None and rb is not None and ra != rb and min(sa, sb) >= p.routed_share
+            if (cos >= p.merge_cos or (same_route and cos >= p.merge_routed_cos)
+                    or (not apart and _same_near_misses(p, a, b))):
                 x, y = root(a.t), root(b.t)
                 if x != y:
                     parent[max(x, y)] = min(x, y)
@@ -270,6 +294,18 @@ def _merge_uncovered(p: GapParams, topics: list[Topic], sig_topic: np.ndarray) -
     for tp in open_topics:
         sig_topic[tp.idx] = root(tp.t)
     return merged
+
+
+def _same_near_misses(p: GapParams, a: Topic, b: Topic) -> bool:
+    """Two uncovered topics whose KB searches keep returning the same near-miss articles (beyond what every
+    failing search returns) are one question in different words: a search engine matches meaning that a bag
+    of words misses ("forgot my passcode" / "lost my password"). Needs enough searches on both sides."""
+    if min(a.n_searched, b.n_searched) < p.merge_search_min or a.search_profile is None or not a.search_profile.size:
+        return False
+    if min(a.domain, b.domain) < p.domain_min_share:
+        return False  # foreign words: out of scope, whatever the search returned for it
+    na, nb = float(np.linalg.norm(a.search_profile)), float(np.linalg.norm(b.search_profile))
+    return na > 0 and nb > 0 and float(a.search_profile @ b.search_profile) / (na * nb) >= p.merge_search_cos
 
 
 def _merge_same_cover(topics: list[Topic], sig_topic: np.ndarray) -> int:

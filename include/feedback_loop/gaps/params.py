@@ -60,8 +60,10 @@ class GapParams:
     answered_cover_rel: float = 0.9  # topic messages as typical of an article's answered questions as this
     text_cover_cos: float = 0.45  # ... or this close (TF-IDF) to the article's own title and body
     routed_share: float = 0.5  # the agent routed this share of the topic to the article's intents, or ...
-    trusted_cover_share: float = 0.7  # ... (when retrieval mostly failed) with a label trusted this much, or ...
+    trusted_cover_share: float = 0.7  # ... (when retrieval mostly failed) with a label trusted this much and
+    # the article returned, at any score, for `routed_share` of the topic, or ...
     retrieved_share: float = 0.3  # ... this share of its conversations retrieved the article
+    missing_rate_ratio: float = 1.5  # an uncovered topic failing less than this many times the base rate: no gap
     revise_rate_ratio: float = 2.0  # covered topic failing this many times the base rate: revise
     revise_keep_ratio: float = 1.5  # ... and an open one stays open until it falls below this ratio
     absorb_miss_share: float = 0.5  # a covered topic whose retrieval mostly failed, and ...
@@ -79,6 +81,10 @@ class GapParams:
     # close, or this close and routed by the agent mostly to the same intent.
     merge_cos: float = 0.7
     merge_routed_cos: float = 0.35
+    # ... or whose KB searches return the same near-miss articles (profile cosine, over the background of
+    # all failing searches), when both have at least `merge_search_min` conversations with search results.
+    merge_search_cos: float = 0.6
+    merge_search_min: int = 6
     # Contradictions: two published articles on the same topic whose facts (numbers with units) differ.
     contradiction_topic_cos: float = 0.6
     # Ranking and report.

@@ -57,11 +57,16 @@ def topic_row(p: GapParams, tp, members: list[dict], terms: list[str], published
             kind, status = "revise_article", "watch"
         else:
             return None
+    if covering is None and rate < p.missing_rate_ratio * base_rate:
+        return None  # answered most of the time all the same: its failures are the ordinary ones
     oos_reason = _out_of_scope(p, tp, terms, members) if covering is None else None
     if covering is None and len(published) and intent_share.max() >= p.routed_share:
+        # Routed there, yet that article does not cover it (the text is far from it, or the customers' own
+        # searches mostly did not return it): the classifier sends a question it has no class for.
         best = published[int(np.argmax(intent_share))]
-        if sum(tp.label_share.get(i, 0.0) for i in (best[3] or [])) < p.trusted_cover_share:
-            misrouted = best  # routed there, and the messages do not read like that intent's questions
+        if sum(tp.label_share.get(i, 0.0) for i in (best[3] or [])) < p.trusted_cover_share or \
+                np.mean([best[0] in (m["kb_articles"] or []) for m in members]) < p.routed_share:
+            misrouted = best
     if oos_reason:
         kind = "out_of_scope"
     n_customers = len({m["customer_id"] for m in members})
