@@ -100,8 +100,15 @@ class DemoProgress:
         self.out.flush()
 
     def _line(self, state: str) -> str:
+        """One line a person can read at a glance: the stages that took a second or more, failed or fanned
+        out (land×6), and how many others finished in under a second (the full timings are in the log)."""
+        shown = [(tid, n, sec, failed) for tid, (n, sec, failed) in self.stages.items()
+                 if round(sec) >= 1 or failed or len(n) > 1]
+        quick = len(self.stages) - len(shown)
         stages = " · ".join(f"{tid}{'×' + str(len(n)) if len(n) > 1 else ''} {sec:.0f}s{' FAILED' if failed else ''}"
-                            for tid, (n, sec, failed) in self.stages.items())
+                            for tid, n, sec, failed in shown)
+        if quick:
+            stages += f"{' · ' if shown else ''}{quick} more under 1s"
         return f"[demo] {self.label}  {state} in {time.monotonic() - self.t0:.0f}s  {stages}"
 
     # --- Airflow listener hooks (called in this process by dag.test()'s task runner) -----------------
