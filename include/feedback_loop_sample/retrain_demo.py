@@ -28,15 +28,17 @@ def run_retraining_dags(progress=None) -> dict[str, str]:
 
 def retraining_summary(settings: Settings, days: list[str]) -> str:
     lake = Lake(settings.lake)
-    lines = ["[demo] retraining decision per night (marts/retrain_decisions, `acsr decide --date D`)"]
-    for d in days:
-        doc = lake.read_json("runs", f"dt={d}", "retrain_decision.json")
-        if not doc:
-            lines.append(f"  {d}  (no decision)")
-            continue
-        ic, rm = doc["intent_classifier"], doc["reasoning_model"]
-        lines.append(f"  {d}  intent classifier: {'RETRAIN' if ic['retrain'] else 'keep'} - {'; '.join(ic['reasons'])}")
-        lines.append(f"              reasoning model: {'FINE-TUNE' if rm['finetune'] else 'keep'} - {'; '.join(rm['reasons'])}")
+    lines = ["[demo] retraining decisions (marts/retrain_decisions; each night's reasons: `acsr decide --date D`)"]
+    docs = {d: lake.read_json("runs", f"dt={d}", "retrain_decision.json") for d in days}
+    ic = " ".join("R" if doc and doc["intent_classifier"]["retrain"] else ("-" if doc else "?") for doc in docs.values())
+    rm = " ".join("F" if doc and doc["reasoning_model"]["finetune"] else ("-" if doc else "?") for doc in docs.values())
+    lines.append(f"  nights {days[0]}..{days[-1]}  intent classifier: {ic}   reasoning model: {rm}"
+                 "   (R retrain, F fine-tune, - keep, ? no decision)")
+    last = docs[days[-1]]
+    if last:
+        i, r = last["intent_classifier"], last["reasoning_model"]
+        lines.append(f"  {days[-1]}  intent classifier: {'RETRAIN' if i['retrain'] else 'keep'} - {'; '.join(i['reasons'])}")
+        lines.append(f"              reasoning model: {'FINE-TUNE' if r['finetune'] else 'keep'} - {'; '.join(r['reasons'])}")
     from feedback_loop.retrain.registry import champion
 
     ptr = champion(settings)

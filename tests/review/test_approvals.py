@@ -133,6 +133,12 @@ def test_decision_records_the_warehouse_view_and_the_flywheel_rows(settings):
                     ("promotion", "rejected", "alice", "<b>not now</b>", ["alice"])]
     fly = approvals.flywheel_rows(settings)
     assert [r["outcome"] for r in fly] and {r["gate"] for r in fly} == {"promotion", "finetune"}
+    assert {r["what"] for r in fly} == {"intent classifier v4", "sft v1 on m, est. $1.25"}
+    # A gate that was not needed carries no evidence: the row names what it is, never "None".
+    approvals.record(settings, {**base, "gate": "finetune", "decision_id": "bare", "run_id": "run-3",
+                                "outcome": "not_needed", "evidence": {}, "chosen_option": None,
+                                "decided_by": "rule", "decided_at": "2026-12-04T12:00:00+00:00", "reason": "dry run"})
+    assert "fine-tuning job" in {r["what"] for r in approvals.flywheel_rows(settings)}
     from feedback_loop.ui.flywheel import SECTIONS, render
 
     sections = {key: {"status": "missing"} for key, *_ in SECTIONS} | {"approvals": {"status": "ok", "rows": fly}}

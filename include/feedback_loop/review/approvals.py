@@ -305,9 +305,13 @@ def flywheel_rows(settings: Settings, limit: int = 10) -> list[dict]:
     rows = []
     for r in all_records(settings)[:limit]:
         ev = r.get("evidence") or {}
-        what = (f"intent classifier v{ev.get('model_version')}" if r["gate"] == "promotion" else
-                f"{ev.get('dataset')} {ev.get('dataset_version')} on {ev.get('base_model')}, "
-                f"est. ${ev.get('estimated_cost_usd')}")
+        # A gate that was not needed carries no evidence: name what is known, never "None".
+        if r["gate"] == "promotion":
+            what = "intent classifier" + (f" v{ev['model_version']}" if ev.get("model_version") is not None else "")
+        else:
+            what = " ".join(str(ev[k]) for k in ("dataset", "dataset_version") if ev.get(k)) or "fine-tuning job"
+            what += f" on {ev['base_model']}" if ev.get("base_model") else ""
+            what += f", est. ${ev['estimated_cost_usd']}" if ev.get("estimated_cost_usd") is not None else ""
         rows.append({"gate": r["gate"], "what": what, "outcome": r["outcome"] + (" (timeout)" if r.get("timed_out") else ""),
                      "decided_by": r.get("decided_by") or "", "decided_at": r.get("decided_at") or r.get("requested_at"),
                      "reason": r.get("reason") or "", "dag_id": r["dag_id"], "run_id": r["run_id"]})
