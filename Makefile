@@ -34,7 +34,7 @@ demo: venv
 
 TEST_WORKERS ?= 2
 test: venv  # everything, the real-scheduler suite included (on one pytest-xdist worker, the unit tests on the other)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --no-loadscope-reorder
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --no-loadscope-reorder --durations=25
 
 test-fast: venv  # everything but the suite that starts real Airflow services (tests/integration)
 	$(BIN)/python -m pytest -q -m "not integration" -n $(TEST_WORKERS)
