@@ -53,6 +53,7 @@ class Topic:
     members: list = None  # the topic's signal rows
     n_searched: int = 0  # members whose KB searches returned any article
     search_profile: np.ndarray = None  # share of members that got each article back, over the signals' share
+    trusted_routing: np.ndarray = None  # per published article: routing to it is trusted (see _describe)
 
 
 def find_gaps(con, p: GapParams, settings: Settings | None = None) -> tuple[list[dict], dict]:
@@ -170,20 +171,27 @@ def _article_centroids(published: list, cents: dict, dim: int) -> list:
     return out
 
 
-def _searched(sig: list[dict]) -> np.ndarray:
-    """Per signal, which articles its KB searches returned (any score), minus how often each is returned
-    across all signals: the near misses that are typical of one question rather than of every failure."""
+@dataclass
+class _Searches:
+    """Which articles each signal's KB searches returned, at any score (one column per article id)."""
+
+    index: dict  # article id -> column
+    returned: np.ndarray  # (n_signals, n_articles), 1 where the article came back
+    background: np.ndarray  # share of all signals that got each article back
+
+
+def _searched(sig: list[dict]) -> _Searches:
     ids = sorted({a for r in sig for a in (r.get("kb_articles") or [])})
     index = {a: i for i, a in enumerate(ids)}
     out = np.zeros((len(sig), len(ids)), dtype=np.float32)
     for i, r in enumerate(sig):
         for a in r.get("kb_articles") or []:
             out[i, index[a]] = 1.0
-    return out
+    return _Searches(index, out, out.mean(axis=0) if len(sig) else np.zeros(len(ids), dtype=np.float32))
 
 
 def _describe(p: GapParams, sig, sig_tfidf, art_tfidf, sem, labels_of, art_cents, published, kb_vocab,
-              searched: np.ndarray, assignment: np.ndarray) -> list[Topic]:
+              searched: _Searches, assignment: np.ndarray) -> list[Topic]:
     out = []
     for t in range(int(assignment.max()) + 1 if assignment.size else 0):
         idx = np.flatnonzero(assignment == t)
@@ -219,9 +227,18 @@ def _describe(p: GapParams, sig, sig_tfidf, art_tfidf, sem, labels_of, art_cents
         tp = Topic(t, idx, text_cos, answered_cos, answered_rel, label_share, anchors, human, routed, retrieved, None,
                    centroid, float(np.mean([bool(m["sig_kb_empty"] or m["sig_kb_low"]) for m in members])), domain)
         tp.members = members
-        found = searched[idx]
+        found = searched.returned[idx]
         tp.n_searched = int((found.sum(axis=1) > 0).sum())
-        tp.search_profile = found.mean(axis=0) - searched.mean(axis=0) if searched.shape[1] else np.zeros(0)
+        # The near misses typical of this topic rather than of every failing search.
+        tp.search_profile = found.mean(axis=0) - searched.background if found.shape[1] else np.zeros(0)
+        # Routing to an article is trusted when the label is (its messages read like what that label's
+        # answered conversations said) *and* the customers' own searches returned the article, if at a low
+        # score, for most of the topic: a look-alike intent the KB lacks ("verify my identity" sent to "why
+        # verify identity") reads like the article's questions too, but its searches mostly return others.
+        returned = np.array([found[:, searched.index[a[0]]].mean() if a[0] in searched.index and idx.size else 0.0
+                             for a in published])
+        trusted_share = np.array([sum(label_share.get(i, 0.0) for i in (a[3] or [])) for a in published])
+        tp.trusted_routing = (trusted_share >= p.trusted_cover_share) & (returned >= p.routed_share)
         tp.covering = _covering(p, tp, published)
         top = [published.index(a) for a in published if next(iter(routed), None) in (a[3] or [])]
         log.debug("topic %s: n=%d domain %.2f routed %s rel_routed %s trusted %s answered %.2f text %.2f covering %s",
@@ -240,19 +257,13 @@ def _covering(p: GapParams, tp: Topic, published: list) -> int | None:
     close = (rel >= p.answered_cover_rel) | (tp.text_cos >= p.text_cover_cos)
     intents_share = np.array([sum(tp.routed.get(i, 0.0) for i in (a[3] or [])) for a in published])
     human_share = np.array([sum(tp.human.get(i, 0.0) for i in (a[3] or [])) for a in published])
-    trusted_share = np.array([sum(tp.label_share.get(i, 0.0) for i in (a[3] or [])) for a in published])
     # Routing alone is not use when retrieval, which searched with the customer's own words, mostly came back
     # empty or low: the KB then says nothing answers the question, whatever class the agent picked. Unless
-    # the agent's label is trusted (its messages read like what that label's answered conversations said)
-    # *and* those searches did return the article, if at a low score, for most of the topic: a look-alike
-    # intent the KB lacks ("verify my identity" sent to "why verify identity") reads like the article's
-    # questions too, but its own searches mostly return other articles.
+    # the routing is trusted (tp.trusted_routing: a trusted label, and searches that returned the article).
     # (Nor when the article is newer than most of the topic's failures: they missed because it did not exist.)
     newer = np.array([a[5] is not None and np.mean([m["started_at"] is not None and m["started_at"] < a[5]
                                                     for m in tp.members]) > 0.5 for a in published])
-    returned = np.array([np.mean([a[0] in (m["kb_articles"] or []) for m in tp.members]) for a in published])
-    trusted = (trusted_share >= p.trusted_cover_share) & (returned >= p.routed_share)
-    routed_ok = (intents_share >= p.routed_share) & ((tp.miss < p.absorb_miss_share) | newer | trusted)
+    routed_ok = (intents_share >= p.routed_share) & ((tp.miss < p.absorb_miss_share) | newer | tp.trusted_routing)
     used = routed_ok | (tp.retrieved >= p.retrieved_share)
     # A person's label is a person's reading of the text: it covers the topic by itself.
     ok = np.flatnonzero((close & used) | (human_share >= p.routed_share))

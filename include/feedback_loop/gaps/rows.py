@@ -63,10 +63,9 @@ def topic_row(p: GapParams, tp, members: list[dict], terms: list[str], published
     if covering is None and len(published) and intent_share.max() >= p.routed_share:
         # Routed there, yet that article does not cover it (the text is far from it, or the customers' own
         # searches mostly did not return it): the classifier sends a question it has no class for.
-        best = published[int(np.argmax(intent_share))]
-        if sum(tp.label_share.get(i, 0.0) for i in (best[3] or [])) < p.trusted_cover_share or \
-                np.mean([best[0] in (m["kb_articles"] or []) for m in members]) < p.routed_share:
-            misrouted = best
+        best = int(np.argmax(intent_share))
+        if not tp.trusted_routing[best]:
+            misrouted = published[best]
     if oos_reason:
         kind = "out_of_scope"
     n_customers = len({m["customer_id"] for m in members})
