@@ -18,7 +18,6 @@ from feedback_loop.retrain import store
 from feedback_loop.retrain.finetune_jobs import JOBS, TERMINAL
 from feedback_loop.settings import Settings
 
-OPENAI_RUNNING = ("validating_files", "queued", "running", "pending")
 DEFAULT_COMMAND = ("{python} -m feedback_loop.retrain.train_command --train {train_file} "
                    "--validation {validation_file} --output {output_dir} --base-model {base_model}")
 
