@@ -9,14 +9,18 @@ measured in the same run, so ratios stay meaningful on a machine whose load chan
     python bench/run_bench.py --events 10000000            # ~10 M events
     python bench/run_bench.py --sweep                      # 0.25x, 0.5x, 1x, 2x of the scale
     python bench/run_bench.py --conversations-per-day 300  # the smoke test's size
+    python bench/run_bench.py --steady-state               # also the night after 28 days of history
 
-Generated days are cached under bench/.cache/ by (conversations, seed); figures go to
-bench/results/<timestamp>.json and bench/results/latest.json.
+Generated days are cached under bench/.cache/ by (conversations, seed); with --steady-state (or
+--history-days N) the N earlier days are generated and run through the whole nightly run once, and that
+lake is cached by (conversations, seed, N, the code's hash), so a second run measures straight away.
+Figures go to bench/results/<timestamp>.json and bench/results/latest.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -24,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -44,7 +48,18 @@ def _child(spec: dict) -> dict:
         from feedback_loop_sample.generator import generate
 
         d = date.fromisoformat(spec["dt"])
-        generate(spec["landing"], d, d, conversations_per_day=spec["conversations"], seed=spec["seed"])
+        first = d - timedelta(days=spec.get("history_days", 0))
+        generate(spec["landing"], first, d, conversations_per_day=spec["conversations"], seed=spec["seed"])
+        return out
+    if kind == "history":  # the whole nightly run of every earlier day, in order (not measured per stage)
+        from feedback_loop import nightly
+        from feedback_loop.settings import Settings
+
+        settings = Settings.load()
+        for day in spec["days"]:
+            t = time.perf_counter()
+            nightly.run_day(settings, day, data_docs=False)
+            print(f"history {day}: {time.perf_counter() - t:.1f} s", flush=True)
         return out
     if kind == "reference":
         import duckdb
@@ -122,71 +137,160 @@ def measure(spec: dict, env: dict | None = None, log: Path | None = None) -> dic
 
 
 # ----------------------------------------------------------------------------------------------- the day
-def cached_day(conversations: int, seed: int, log: Path) -> tuple[Path, dict | None]:
-    """The generated landing folder for this scale and seed, generating it once (under bench/.cache/)."""
-    base = HERE / ".cache" / f"c{conversations}-s{seed}"
+def cached_day(conversations: int, seed: int, log: Path, history_days: int = 0) -> tuple[Path, dict | None]:
+    """The generated landing folder for this scale and seed, generating it once (under bench/.cache/).
+
+    With `history_days` the folder also holds that many days before DAY (one generator run, so the
+    earlier days' cases, reopens and surveys carry over into DAY as they do in a real export)."""
+    suffix = f"-h{history_days}" if history_days else ""
+    base = HERE / ".cache" / f"c{conversations}-s{seed}{suffix}"
     landing = base / "landing"
     if (landing / ".complete").exists():
         return landing, None
     shutil.rmtree(landing, ignore_errors=True)
     landing.mkdir(parents=True)
-    print(f"generating {conversations:,} conversations (seed {seed}) into {landing} ...", flush=True)
+    print(f"generating {conversations:,} conversations/day x {history_days + 1} day(s) (seed {seed}) "
+          f"into {landing} ...", flush=True)
     gen = measure({"kind": "generate", "landing": str(landing), "dt": DAY, "conversations": conversations,
-                   "seed": seed}, log=log)
+                   "seed": seed, "history_days": history_days}, log=log)
     (landing / ".complete").write_text(json.dumps(gen))
     return landing, gen
+
+
+def code_hash() -> str:
+    """A hash of the pipeline's code: a cached history lake is rebuilt when the code that wrote it changed."""
+    h = hashlib.sha256()
+    for path in sorted((ROOT / "include").rglob("*")):
+        if path.is_file() and path.suffix in (".py", ".sql") and "__pycache__" not in path.parts:
+            h.update(str(path.relative_to(ROOT)).encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def stage_env(work: Path, landing: Path) -> dict:
+    """The environment of every measured child: the lake, warehouse and landing of this run only."""
+    env = os.environ.copy()
+    env.update({"ACSR_DATA_DIR": str(work), "ACSR_LANDING": str(landing), "ACSR_LAKE": str(work / "lake"),
+                "ACSR_WAREHOUSE": str(work / "warehouse.duckdb"), "PYTHONWARNINGS": "ignore"})
+    for var in ("ACSR_EXTRA", "ACSR_GAP_PARAMS", "ACSR_SOURCES"):
+        env.pop(var, None)
+    return env
+
+
+def cached_history(conversations: int, seed: int, history_days: int, log: Path) -> tuple[Path, Path, dict]:
+    """(landing, data folder with the lake after the `history_days` nights before DAY, how it was built).
+
+    Built once per (conversations, seed, history_days, code hash): every earlier day goes through
+    `nightly.run_day` in order (Data Docs off), so each window of DAY's night is full, with the partitions
+    the current code writes."""
+    landing, _ = cached_day(conversations, seed, log, history_days)
+    data = landing.parent / f"history-{code_hash()}"
+    done = data / ".complete"
+    if done.exists():
+        return landing, data, json.loads(done.read_text())
+    for stale in landing.parent.glob("history-*"):  # lakes written by older code
+        shutil.rmtree(stale, ignore_errors=True)
+    data.mkdir(parents=True)
+    day = date.fromisoformat(DAY)
+    days = [str(day - timedelta(days=i)) for i in range(history_days, 0, -1)]
+    print(f"building the history lake: {len(days)} nights of {conversations:,} conversations "
+          f"({days[0]} .. {days[-1]}) into {data} ...", flush=True)
+    built = measure({"kind": "history", "days": days}, stage_env(data, landing), log)
+    built["days"] = days
+    print(f"  history built in {built['wall_s']:.0f} s wall, peak {built['peak_rss_mib']:.0f} MiB", flush=True)
+    done.write_text(json.dumps(built))
+    return landing, data, built
 
 
 def _bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.exists() else 0
 
 
-def run_scale(conversations: int, seed: int, stages: list[str], log: Path, keep: bool = False,
-              progress=None) -> dict:
-    """The reference, then every stage of one day in order, each in a fresh process."""
-    landing, gen = cached_day(conversations, seed, log)
+def measure_night(landing: Path, work: Path, stages: list[str], log: Path, ref: dict | None = None,
+                  progress=None, label: str = "") -> dict:
+    """The reference (unless given), then every stage of DAY's night in order, each in a fresh process,
+    on the lake in `work` (empty, or a copy of a history lake)."""
     events_dir = landing / "agent_events" / f"dt={DAY}"
-    work = Path(tempfile.mkdtemp(prefix=f"run-c{conversations}-", dir=HERE / ".cache"))
-    env = os.environ.copy()
-    env.update({"ACSR_DATA_DIR": str(work), "ACSR_LANDING": str(landing), "ACSR_LAKE": str(work / "lake"),
-                "ACSR_WAREHOUSE": str(work / "warehouse.duckdb"), "PYTHONWARNINGS": "ignore"})
-    for var in ("ACSR_EXTRA", "ACSR_GAP_PARAMS"):
-        env.pop(var, None)
-    try:
+    work.mkdir(parents=True, exist_ok=True)
+    env = stage_env(work, landing)
+    if ref is None:
         ref = measure({"kind": "reference", "folder": str(events_dir), "target": str(work / "reference.parquet")},
                       env, log)
         events = ref.pop("rows")
+        ref["events"] = events
         print(f"  reference (DuckDB read_json -> Parquet, {events:,} events): {ref['wall_s']:.2f} s wall, "
               f"{ref['cpu_s']:.2f} s CPU, {ref['peak_rss_mib']:.0f} MiB", flush=True)
-        results = {}
-        counts_file = work / "model_counts.json"
-        for stage in stages:
-            spec = {"kind": stage, "dt": DAY}
-            if stage == "summarize" and counts_file.exists():
-                spec["model_counts"] = str(counts_file)
-            r = measure(spec, env, log)
-            if stage == "model" and "counts" in r:
-                counts_file.write_text(json.dumps(r["counts"]))
-            r["ratio"] = round(r["wall_s"] / ref["wall_s"], 2)
-            r["cpu_ratio"] = round(r["cpu_s"] / ref["cpu_s"], 2) if ref["cpu_s"] else None
-            results[stage] = r
-            print(f"  {stage:<10} {r['wall_s']:8.2f} s wall {r['cpu_s']:8.2f} s CPU {r['peak_rss_mib']:7.0f} MiB "
-                  f"  {r['ratio']:6.2f}x reference ({r['cpu_ratio']}x in CPU)", flush=True)
-            if progress:  # a long run leaves its figures so far even if it is stopped
-                progress({"conversations_per_day": conversations, "events": events, "reference": ref,
-                          "stages": results, "partial": True})
-        total_wall = sum(r["wall_s"] for r in results.values())
-        total_cpu = sum(r["cpu_s"] for r in results.values())
-        return {
-            "conversations_per_day": conversations, "seed": seed, "events": events,
-            "agent_events_bytes": _bytes(events_dir), "landing_bytes": _bytes(landing),
-            "generate": gen, "reference": ref, "stages": results,
-            "whole_run": {"wall_s": round(total_wall, 2), "cpu_s": round(total_cpu, 2),
-                          "ratio": round(total_wall / ref["wall_s"], 2),
-                          "cpu_ratio": round(total_cpu / ref["cpu_s"], 2) if ref["cpu_s"] else None,
-                          "events_per_s": round(events / total_wall) if total_wall else None,
-                          "peak_rss_mib": max((r["peak_rss_mib"] for r in results.values()), default=0)},
-        }
+    results = {}
+    counts_file = work / "model_counts.json"
+    for stage in stages:
+        spec = {"kind": stage, "dt": DAY}
+        if stage == "summarize" and counts_file.exists():
+            spec["model_counts"] = str(counts_file)
+        r = measure(spec, env, log)
+        if stage == "model" and "counts" in r:
+            counts_file.write_text(json.dumps(r["counts"]))
+        r["ratio"] = round(r["wall_s"] / ref["wall_s"], 2)
+        r["cpu_ratio"] = round(r["cpu_s"] / ref["cpu_s"], 2) if ref["cpu_s"] else None
+        results[stage] = r
+        print(f"  {label}{stage:<10} {r['wall_s']:8.2f} s wall {r['cpu_s']:8.2f} s CPU {r['peak_rss_mib']:7.0f} MiB "
+              f"  {r['ratio']:6.2f}x reference ({r['cpu_ratio']}x in CPU)", flush=True)
+        if progress:  # a long run leaves its figures so far even if it is stopped
+            progress({"reference": ref, "stages": results, "partial": True})
+    total_wall = sum(r["wall_s"] for r in results.values())
+    total_cpu = sum(r["cpu_s"] for r in results.values())
+    events = ref["events"]
+    return {
+        "reference": ref, "stages": results,
+        "whole_run": {"wall_s": round(total_wall, 2), "cpu_s": round(total_cpu, 2),
+                      "ratio": round(total_wall / ref["wall_s"], 2),
+                      "cpu_ratio": round(total_cpu / ref["cpu_s"], 2) if ref["cpu_s"] else None,
+                      "events_per_s": round(events / total_wall) if total_wall else None,
+                      "peak_rss_mib": max((r["peak_rss_mib"] for r in results.values()), default=0)},
+    }
+
+
+def run_scale(conversations: int, seed: int, stages: list[str], log: Path, keep: bool = False,
+              progress=None, history_days: int = 0) -> dict:
+    """DAY's night on an empty lake; with `history_days`, also the same night after that many earlier
+    nights (every window full), beside it, with the same reference."""
+    if history_days:
+        landing, history, built = cached_history(conversations, seed, history_days, log)
+        gen = None
+    else:
+        landing, gen = cached_day(conversations, seed, log)
+    events_dir = landing / "agent_events" / f"dt={DAY}"
+    work = Path(tempfile.mkdtemp(prefix=f"run-c{conversations}-", dir=HERE / ".cache"))
+    try:
+        def report(part: str):
+            return (lambda figures: progress({"conversations_per_day": conversations, part: figures})) \
+                if progress else None
+        if history_days:
+            print("  -- empty lake: only DAY's input --", flush=True)
+        night = measure_night(landing, work / "empty", stages, log, progress=report("empty_lake"))
+        ref = night["reference"]
+        run = {"conversations_per_day": conversations, "seed": seed, "events": ref["events"],
+               "agent_events_bytes": _bytes(events_dir), "landing_bytes": _bytes(landing), "generate": gen,
+               **night}
+        if history_days:
+            print(f"  -- steady state: after {history_days} nights of history --", flush=True)
+            steady_work = work / "steady"
+            shutil.copytree(history, steady_work, ignore=shutil.ignore_patterns(".complete"))
+            steady = measure_night(landing, steady_work, stages, log, ref=ref, progress=report("steady_state"),
+                                   label="steady ")
+            steady["history_days"] = history_days
+            steady["history_build"] = built
+            steady["vs_empty_lake"] = {
+                **{s: round(steady["stages"][s]["wall_s"] / night["stages"][s]["wall_s"], 2)
+                   for s in stages if night["stages"][s]["wall_s"]},
+                "whole_run": round(steady["whole_run"]["wall_s"] / night["whole_run"]["wall_s"], 2),
+                "whole_run_cpu": round(steady["whole_run"]["cpu_s"] / night["whole_run"]["cpu_s"], 2)}
+            run["steady_state"] = steady
+            w = steady["whole_run"]
+            print(f"  steady-state whole run: {w['wall_s']:.1f} s wall = {w['ratio']:.2f}x reference "
+                  f"({w['cpu_ratio']}x in CPU), {steady['vs_empty_lake']['whole_run']:.2f}x the empty-lake night "
+                  f"({steady['vs_empty_lake']['whole_run_cpu']:.2f}x in CPU); peak {w['peak_rss_mib']:.0f} MiB",
+                  flush=True)
+        return run
     finally:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
@@ -299,6 +403,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-airflow", action="store_true", help="skip DAG parse times and per-task overhead")
     ap.add_argument("--out", type=Path, default=HERE / "results", help="folder for the JSON figures")
     ap.add_argument("--keep", action="store_true", help="keep each run's lake (under bench/.cache/run-*)")
+    h = ap.add_mutually_exclusive_group()
+    h.add_argument("--steady-state", action="store_true",
+                   help="also measure the night after 28 earlier nights (every window full): --history-days 28")
+    h.add_argument("--history-days", type=int, default=0, help="earlier nights run before the measured night")
     args = ap.parse_args(argv)
 
     if args.child:
@@ -313,6 +421,9 @@ def main(argv: list[str] | None = None) -> int:
         base = args.conversations_per_day or 200_000
     base = max(1, round(base * args.scale))
     stages = [s for s in args.stages.split(",") if s]
+    history_days = 28 if args.steady_state else args.history_days
+    if history_days < 0:
+        ap.error("--history-days must be 0 or more")
     unknown = set(stages) - set(STAGES)
     if unknown:
         ap.error(f"unknown stage(s): {', '.join(sorted(unknown))}")
@@ -321,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     log = HERE / ".cache" / f"bench-{stamp}.log"
     doc = {"started": stamp, "machine": {"cpus": os.cpu_count(), "load_avg_at_start": os.getloadavg()},
-           "day": DAY, "runs": []}
+           "day": DAY, "history_days": history_days, "runs": []}
     scales = [0.25, 0.5, 1.0, 2.0] if args.sweep else [1.0]
     partial_file = args.out / f"{stamp}.partial.json"
 
@@ -330,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     for factor in scales:
         n = max(1, round(base * factor))
         print(f"== {n:,} conversations/day ({factor}x) ==", flush=True)
-        run = run_scale(n, args.seed, stages, log, keep=args.keep, progress=progress)
+        run = run_scale(n, args.seed, stages, log, keep=args.keep, progress=progress, history_days=history_days)
         run["factor"] = factor
         run["load_avg_after"] = os.getloadavg()
         doc["runs"].append(run)
