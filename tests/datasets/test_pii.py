@@ -60,6 +60,10 @@ LOOKALIKES = [
     "IBAN DE00 3704 0044 0532 0130 00 has a wrong check",  # mod-97 fails
     "version 3.11.4 of the app, build 20261120",
     "I need 2 cards and 3 top ups",
+    # an amount beside an id: the text has 7 digits, the number itself 5 (found by the steady-state bench,
+    # where a tool call's arguments passed the per-value redaction and failed the dataset's PII scan)
+    "amount 168.25 case CASE-20261023-007122",
+    '{"amount": 168.25, "case_id": "CASE-20261023-007122", "currency": "EUR", "customer_id": "CUST-0079416"}',
 ]
 
 
@@ -73,6 +77,12 @@ def test_a_card_is_not_also_reported_as_phone_numbers():
     text = "card 4539 5787 6362 1486, phone +44 20 7946 0321"
     assert [k for k, _ in pii.find(text)] == ["CARD", "PHONE"]
     assert pii.redact(text) == "card [CARD], phone [PHONE]"
+
+
+def test_a_phone_beside_short_numbers_is_still_found():
+    text = "refund 168.25 on CASE-20261023-007122, call me on +44 20 7946 0321"
+    assert [k for k, _ in pii.find(text)] == ["PHONE"]
+    assert pii.redact(text).endswith("call me on [PHONE]")
 
 
 def test_none_and_empty_pass_through():

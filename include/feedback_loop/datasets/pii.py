@@ -93,7 +93,11 @@ class Redactor:
             take("CARD", start, end)
         if _digits(masked) >= 7:  # no phone number has fewer digits: skip the matcher
             for start, end in _phones(masked, self.phone_regions, self.phone_leniency):
-                take("PHONE", start, end)
+                # ... nor accept a shorter match: libphonenumber takes "168.25" for a short number once the
+                # text has 7 digits elsewhere, so an amount was a phone beside a case id but not alone
+                # (a tool call's argument passed the per-value redaction, then failed the file's PII scan).
+                if _digits(masked[start:end]) >= 7:
+                    take("PHONE", start, end)
         return sorted(found, key=lambda f: f[1])
 
     def redact_counted(self, text: str | None) -> tuple[str | None, Counter]:
