@@ -4,30 +4,18 @@ facts must be exactly those of the one-pass aggregate, in the same order."""
 from __future__ import annotations
 
 import shutil
-from datetime import date
 
 import duckdb
 
-DAY = "2026-11-20"
 
-
-def test_bucketed_facts_equal_the_one_pass_facts(tmp_path, monkeypatch):
-    from feedback_loop import nightly
-    from feedback_loop.ingest.contract import SOURCE_NAMES
+def test_bucketed_facts_equal_the_one_pass_facts(tmp_path, landed_day):
     from feedback_loop.model.conversations import build_model
     from feedback_loop.settings import Settings
-    from feedback_loop_sample.generator import generate
 
-    monkeypatch.setenv("ACSR_DATA_DIR", str(tmp_path / "one"))
-    settings = Settings.load()
-    generate(settings.landing, date.fromisoformat(DAY), date.fromisoformat(DAY), conversations_per_day=80, seed=3)
-    for source in SOURCE_NAMES:
-        nightly.land(settings, source, DAY)
-        nightly.validate(settings, source, DAY)
-    shutil.copytree(tmp_path / "one", tmp_path / "buckets")
-    build_model(settings, date.fromisoformat(DAY))
+    shutil.copytree(landed_day.root, tmp_path / "buckets")
+    build_model(landed_day.settings, landed_day.day)
     bucketed = Settings.load(lake=str(tmp_path / "buckets" / "lake"), model_bucket_events=97)
-    build_model(bucketed, date.fromisoformat(DAY))
+    build_model(bucketed, landed_day.day)
 
     facts = "lake/marts/conversation_facts/dt=2026-11-20/part.parquet"
     con = duckdb.connect()
