@@ -52,6 +52,34 @@ class Lake:
     def partition_file(self, layer: str, name: str, dt: date | str) -> str:
         return join(self.partition_dir(layer, name, dt), PART)
 
+    def shard_file(self, name: str, dt: date | str, shard: int, shards: int) -> str:
+        """Shard `shard` of `shards` of a day partition of `name`, before they are combined into it:
+        `<lake>/shards/<name>/dt=D/shard-<k>-of-<n>.parquet`. Outside every layer and not named part.parquet,
+        so no reader of the lake ever sees a shard."""
+        return join(self.root, "shards", name, f"dt={dt}", f"shard-{shard}-of-{shards}.parquet")
+
+    def exists(self, path: str) -> bool:
+        fs, p = filesystem_for(path)
+        return fs.exists(p)
+
+    def remove(self, path: str) -> None:
+        """Remove one file of the lake (already gone is fine); locally also its folder once it is empty."""
+        if is_remote(path):
+            fs, p = filesystem_for(path)
+            try:
+                fs.rm(p)
+            except FileNotFoundError:
+                pass
+            return
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
+        try:
+            os.rmdir(os.path.dirname(path))
+        except OSError:  # not empty (another shard, a writer's temp file) or already removed
+            pass
+
     def glob(self, layer: str, name: str) -> str:
         """The glob DuckDB reads for every day of one dataset (hive-style `dt` column)."""
         return join(self.root, layer, name, "dt=*", PART)
