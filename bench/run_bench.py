@@ -91,6 +91,14 @@ def _child(spec: dict) -> dict:
                                   "quarantined": r["rows_quarantined"]}
     elif kind == "model":
         out["counts"] = nightly.model(settings, dt)
+    elif kind == "model_shard":  # bench/sharded_model.py: one shard of the model stage (issue 18)
+        from feedback_loop.model.shards import build_facts_shard
+
+        out.update(build_facts_shard(settings, dt, spec["shard"], spec["shards"]))
+    elif kind == "model_combine":
+        from feedback_loop.model.shards import combine_facts_shards
+
+        out["counts"] = combine_facts_shards(settings, dt, spec["shards"])
     elif kind == "summarize":
         counts = json.loads(Path(spec["model_counts"]).read_text()) if spec.get("model_counts") else {}
         nightly.summarize(settings, dt, {"model": counts})
