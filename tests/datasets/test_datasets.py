@@ -14,12 +14,14 @@ import os
 import shutil
 from datetime import datetime, timedelta
 
+import duckdb
 import pyarrow.parquet as pq
 import pytest
 from feedback_loop import nightly
-from feedback_loop.datasets import curation, formats, tokens
+from feedback_loop.datasets import curation, formats, pii, tokens
 from feedback_loop.datasets.build import ACTION_DATASETS, DATASETS, build_datasets
 from feedback_loop.datasets.curation import Example
+from feedback_loop.lake.files import Lake
 from feedback_loop.settings import Settings
 
 D1, D2 = "2026-11-20", "2026-11-21"
@@ -571,6 +573,59 @@ def test_versions_idempotent_split_stable_and_threshold(staged_lake, tmp_path):
         assert all(len(s) == 1 for s in new.values())  # nothing of one conversation crosses splits
         assert {c: old[c] for c in old if c in new} == {c: new[c] for c in old if c in new}
     assert _json(root / "lake" / "datasets" / "sft" / "latest.json")["version"] == r2["version"]
+
+
+def _dataset_files(root) -> dict[str, bytes]:
+    base = root / "lake" / "datasets"
+    return {str(p.relative_to(base)): p.read_bytes().replace(str(root).encode(), b"<root>")
+            for p in sorted(base.rglob("*")) if p.is_file() and not p.name.endswith(".lock")}
+
+
+def test_redactions_are_computed_once_per_day_and_replayed_byte_identically(staged_lake, tmp_path, monkeypatch):
+    """Issue 18: a day's redactions are stored when the day first enters a window (partials/) and a later
+    night replays them instead of redacting the window again; the versions are byte for byte those of a
+    night that redacted everything, and a re-staged day or another PII setting recomputes its partial."""
+    from feedback_loop.datasets import read, redactions
+
+    fresh = _copy(staged_lake, tmp_path / "fresh")  # every text redacted now (no partial exists yet)
+    first = build_datasets(_settings(fresh), start=D1, end=D2)
+    partials = fresh / "lake" / "partials" / "dataset_redactions"
+    assert sorted(p.name for p in partials.iterdir()) == [f"dt={D1}", f"dt={D2}"]
+
+    # The next night: the stored partials are there; no agent-event text may reach the redactor.
+    replayed = _copy(staged_lake, tmp_path / "replayed")
+    shutil.copytree(partials, replayed / "lake" / "partials" / "dataset_redactions")
+    redacted_now: list[str] = []
+    call = read.Redaction.__call__
+
+    def spy(self, text, where, maybe_pii=True):
+        if maybe_pii and text is not None and where.startswith("agent_events"):
+            redacted_now.append(where)
+        return call(self, text, where, maybe_pii)
+
+    monkeypatch.setattr(read.Redaction, "__call__", spy)
+    monkeypatch.setattr(redactions, "_compute", lambda *a, **k: pytest.fail("a valid partial was recomputed"))
+    second = build_datasets(_settings(replayed), start=D1, end=D2)
+    monkeypatch.undo()
+    assert redacted_now == []
+    assert _dataset_files(replayed) == _dataset_files(fresh)
+    assert (json.dumps(second["datasets"], sort_keys=True).replace(str(replayed), "<root>")
+            == json.dumps(first["datasets"], sort_keys=True).replace(str(fresh), "<root>"))
+    summary = _manifest(second, "sft")["curation"]["redaction"]
+    assert summary == _manifest(first, "sft")["curation"]["redaction"] and summary["texts_changed"] > 0
+
+    # A day staged again (validate re-ran) and another redactor both invalidate the stored partial.
+    staged = replayed / "lake" / "staged" / "agent_events" / f"dt={D2}" / "part.parquet"
+    os.utime(staged, ns=(staged.stat().st_atime_ns, staged.stat().st_mtime_ns + 10**9))
+    s = _settings(replayed)
+    con = duckdb.connect()
+    lake = Lake(s.lake)
+    may = lambda col: read._may_hold_pii(pii.redactor(s), col)
+    assert redactions.ensure(con, lake, pii.redactor(s), [D1, D2], may) == {"reused": 1, "computed": [D2]}
+    other = _settings(replayed, pii_patterns={"TICKET": r"TKT-[0-9]{6}"})
+    assert redactions.ensure(con, lake, pii.redactor(other), [D1, D2],
+                             lambda col: read._may_hold_pii(pii.redactor(other), col)) == {"reused": 0,
+                                                                                          "computed": [D1, D2]}
 
 
 def test_hugging_face_datasets_loads_the_files_offline(built, tmp_path, monkeypatch):

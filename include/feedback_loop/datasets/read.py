@@ -4,9 +4,10 @@ Part of the dataset stage (`feedback_loop.datasets.build`, docs/datasets.md)."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
-from feedback_loop.datasets import actions, pii
+from feedback_loop.datasets import actions, pii, redactions
 from feedback_loop.datasets.candidates import Conversation, Turn, _Candidates
 from feedback_loop.datasets.config import Config
 from feedback_loop.datasets.curation import Example
@@ -205,38 +206,57 @@ def _read(con, lake: Lake, sources: dict, red: Redaction, cfg: Config) -> tuple[
                (SELECT count(e.text) FROM ev e JOIN outcomes o ON o.conversation_id = e.conversation_id
                 WHERE e.event_type IN {TEXT_EVENTS})""").fetchone()
 
+    # What each day's texts and tool-call arguments redact to was computed once, when the day first
+    # entered a window (datasets/redactions.py): joined here instead of redacting 28 days again.
+    event_days = sources[("staged", "agent_events")]
+    redactions.ensure(con, lake, red.redactor, event_days, lambda col: _may_hold_pii(red.redactor, col))
+    redactions.view(con, lake, event_days)
     may = _may_hold_pii(red.redactor, "e.text")
     outcome = "{" + ", ".join(f"'{c}': {c}" for c in OUTCOME_COLUMNS) + "}"
     stream_sql = f"""
     SELECT e.conversation_id, 1 AS part, e.ts, e.turn, e.dt, e._row_id, e.event_type, e.text, e.intent, e.confidence,
            e.kb_results, e.policy_id, e.policy_outcome, e.rating, o.keep, coalesce(e.text IS NOT NULL AND {may}, false)
-           AS maybe_pii, NULL AS outcome, e.action, e.action_args::VARCHAR AS action_args, e.action_status
+           AS maybe_pii, NULL AS outcome, e.action, e.action_args::VARCHAR AS action_args, e.action_status,
+           r._row_id IS NOT NULL AS stored, r.clean, r.kinds, r.n_texts, r.n_changed
     FROM ev e JOIN outcomes o ON o.conversation_id = e.conversation_id
+    LEFT JOIN redactions r ON r.dt = e.dt AND r._row_id = e._row_id
     WHERE e.event_type IN ('customer_message', 'agent_response', 'intent_classified', 'kb_query', 'policy_check', 'thumbs',
                            'action_proposed', 'action_executed')
       AND (o.keep OR (e.event_type IN {TEXT_EVENTS} AND e.text IS NOT NULL AND {may}))
     UNION ALL
     SELECT conversation_id, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, true, false,
-           {outcome}, NULL, NULL, NULL
+           {outcome}, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL
     FROM outcomes WHERE keep
     ORDER BY conversation_id, part, ts, turn, dt, _row_id"""
+
+    def text_of(text, where: str, maybe_pii: bool, stored: bool, clean, kinds, n_texts, n_changed):
+        if stored and maybe_pii:
+            redactions.replay(red, where, kinds, n_texts, n_changed)
+            return clean
+        return red(text, where, maybe_pii)
+
+    def args_of(action_args, stored: bool, clean, kinds, n_texts, n_changed):
+        if stored:
+            redactions.replay(red, "agent_events.action_args", kinds, n_texts, n_changed)
+            return None if clean is None else json.loads(clean)
+        return actions.redact_args(red, action_args)
     builder = _Candidates(cfg, corrections, kb, tools)
     texts_before = red.texts
     conv, last_user = None, None
     cur = con.execute(stream_sql)
     while rows := cur.fetchmany(STREAM_ROWS):
         for (cid, part, ts, _turn, _dt, _row_id, etype, text, intent, conf, kb_results, policy_id, policy_outcome,
-             rating, keep, maybe_pii, oc, action, action_args, action_status) in rows:
+             rating, keep, maybe_pii, oc, action, action_args, action_status, *stored) in rows:
             if part == 0:  # a conversation that can yield candidates starts: its outcome, then its events
                 if conv is not None:
                     builder.add(conv)
                 conv, last_user = Conversation(cid, oc), None
                 continue
             if not keep:  # a text that may hold personal data, of a conversation that yields nothing
-                red(text, f"agent_events.text ({etype})")
+                text_of(text, f"agent_events.text ({etype})", True, *stored)
                 continue
             if etype in TEXT_EVENTS:
-                clean = red(text, f"agent_events.text ({etype})", maybe_pii)
+                clean = text_of(text, f"agent_events.text ({etype})", maybe_pii, *stored)
                 if clean and clean.strip():
                     conv.turns.append(Turn("user" if etype == "customer_message" else "assistant", clean.strip(), ts))
                     if etype == "customer_message":
@@ -252,7 +272,7 @@ def _read(con, lake: Lake, sources: dict, red: Redaction, cfg: Config) -> tuple[
             elif etype == "thumbs" and rating is not None:
                 conv.thumbs.append((ts, rating))
             elif etype in ("action_proposed", "action_executed") and action:
-                conv.actions.append((ts, etype, action, actions.redact_args(red, action_args), action_status))
+                conv.actions.append((ts, etype, action, args_of(action_args, *stored), action_status))
     if conv is not None:
         builder.add(conv)
     red.texts = texts_before + n_texts  # the texts ruled out in SQL were scanned too, with nothing found

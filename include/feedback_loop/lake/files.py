@@ -118,11 +118,28 @@ class Lake:
         return fs.exists(path)
 
     def write_query(self, con, query: str, layer: str, name: str, dt: date | str, check=None,
-                    params: dict | None = None) -> str:
+                    params: dict | None = None, metadata: dict[str, str] | None = None) -> str:
         """Run `query` on DuckDB connection `con` and publish its result as one partition, atomically
-        (`check`: see copy_atomic; `params`: the query's bound parameters)."""
+        (`check`: see copy_atomic; `params`: the query's bound parameters; `metadata`: Parquet key-value
+        metadata written into the file, read back with `parquet_kv_metadata`)."""
         target = self.partition_file(layer, name, dt)
-        return copy_atomic(con, query, target, check=check, params=params)
+        return copy_atomic(con, query, target, check=check, params=params, metadata=metadata)
+
+    def signature(self, path: str) -> str | None:
+        """Size and modification time (an object store's ETag) of one file: a partial computed from it is
+        valid while this is unchanged. None when the file does not exist."""
+        if not is_remote(path):
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                return None
+            return f"{st.st_size}:{st.st_mtime_ns}"
+        fs, p = filesystem_for(path)
+        try:
+            info = fs.info(p)
+        except FileNotFoundError:
+            return None
+        return f"{info.get('size')}:{info.get('ETag') or info.get('LastModified') or info.get('mtime')}"
 
     def write_json(self, doc: dict, *parts: str) -> str:
         target = join(self.root, *parts)
@@ -138,14 +155,21 @@ class Lake:
             return json.loads(fh.read())
 
 
-def copy_atomic(con, query: str, target: str, check=None, params: dict | None = None) -> str:
+def copy_atomic(con, query: str, target: str, check=None, params: dict | None = None,
+                metadata: dict[str, str] | None = None) -> str:
     """COPY a query (with its bound `params`) to Parquet at `target`: temp file + rename locally, a single
     PUT remotely.
 
     `check(path)`, if given, is called on the written file before it is published; if it raises, nothing
     is published and the exception propagates (a remote target is then written locally first)."""
+    options = "FORMAT parquet, COMPRESSION zstd"
+    if metadata:
+        if not all(k.isidentifier() for k in metadata):
+            raise ValueError(f"Parquet metadata keys must be identifiers: {sorted(metadata)}")
+        pairs = ", ".join(f"{k}: '{str(v).replace(chr(39), chr(39) * 2)}'" for k, v in metadata.items())
+        options += f", KV_METADATA {{{pairs}}}"
     if is_remote(target) and check is None:
-        con.execute(f"COPY ({query}) TO '{target}' (FORMAT parquet, COMPRESSION zstd)", params)
+        con.execute(f"COPY ({query}) TO '{target}' ({options})", params)
         return target
     if is_remote(target):
         import tempfile
@@ -153,7 +177,7 @@ def copy_atomic(con, query: str, target: str, check=None, params: dict | None = 
         fd, tmp = tempfile.mkstemp(suffix=".parquet", prefix=".acsr-")
         os.close(fd)
         try:
-            con.execute(f"COPY ({query}) TO '{tmp}' (FORMAT parquet, COMPRESSION zstd)", params)
+            con.execute(f"COPY ({query}) TO '{tmp}' ({options})", params)
             check(tmp)
             fs, path = filesystem_for(target)
             fs.put_file(tmp, path)
@@ -165,7 +189,7 @@ def copy_atomic(con, query: str, target: str, check=None, params: dict | None = 
     remove_stale_tmp(folder)
     tmp = os.path.join(folder, f"{tmp_name()}.parquet")
     try:
-        con.execute(f"COPY ({query}) TO '{tmp}' (FORMAT parquet, COMPRESSION zstd)", params)
+        con.execute(f"COPY ({query}) TO '{tmp}' ({options})", params)
         _fsync(tmp)
         if check is not None:
             check(tmp)

@@ -1,0 +1,154 @@
+"""Per-day partials of the redaction: every text and tool-call argument of a day's agent events that may
+hold personal data, redacted once, when the day first enters a dataset window.
+
+Why: a dataset version reads its whole trailing window (28 days) every night, and redacting every text
+again was most of that night's cost, growing with the window (issue 18: the steady-state benchmark). A
+redaction is a pure function of the text and the redactor's configuration, so it is stored per day in
+`<lake>/partials/dataset_redactions/dt=D/part.parquet` (one row per event, keyed by its `_row_id`) and the
+night reads it back instead of calling the redactor. The counts the dataset's manifest reports
+(texts scanned and changed, replacements by kind and field) are stored with each row and replayed in the
+reading order, so versions are byte-identical to redacting everything again.
+
+A day's partial is valid while (a) the staged partition it was computed from is unchanged (its size and
+modification time, an object store's ETag) and (b) the redactor is the same (the PII settings, the
+phonenumbers release and the source of the redactor's modules). Both are written into the Parquet file's
+metadata; a re-landed day or a changed setting recomputes the partial, and a row without a matching partial
+row is redacted on the spot as before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from collections import Counter
+
+from feedback_loop.datasets import actions, pii
+from feedback_loop.lake.files import Lake
+from feedback_loop.lake.sql import literal
+
+LAYER, NAME = "partials", "dataset_redactions"
+TEXT_EVENTS = ("customer_message", "agent_response")
+ACTION_EVENTS = ("action_proposed", "action_executed")
+STREAM_ROWS = 5_000
+
+
+def redactor_key(redactor: pii.Redactor) -> str:
+    """What a redaction depends on besides the text: the configuration, libphonenumber's metadata and the code."""
+    import phonenumbers
+
+    from feedback_loop.patches import phonenumbers_matcher
+
+    h = hashlib.sha256()
+    for part in (repr(redactor.phone_regions), repr(sorted(redactor.extra_patterns.items())), redactor.phone_leniency,
+                 phonenumbers.__version__, inspect.getsource(pii), inspect.getsource(phonenumbers_matcher),
+                 inspect.getsource(actions.redact_args)):
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:20]
+
+
+class _Counted:
+    """A stand-in for `read.Redaction` that records what one value's redaction counted."""
+
+    def __init__(self, redactor: pii.Redactor):
+        self.redactor = redactor
+        self.texts = self.changed = 0
+        self.kinds: list[str] = []
+
+    def __call__(self, text, where: str, maybe_pii: bool = True):
+        if text is None:
+            return None
+        self.texts += 1
+        clean, counts = self.redactor.redact_counted(text)
+        if counts:
+            self.changed += 1
+            self.kinds.extend(counts.elements())  # Counter order: first found first, as update() sees it
+        return clean
+
+
+def _valid(con, lake: Lake, day: str, key: str, staged_sig: str | None) -> bool:
+    if not lake.has_partition(LAYER, NAME, day):
+        return False
+    meta = dict(con.execute("SELECT decode(key), decode(value) FROM parquet_kv_metadata($f)",
+                            {"f": lake.partition_file(LAYER, NAME, day)}).fetchall())
+    return meta.get("redactor") == key and meta.get("staged") == staged_sig
+
+
+def ensure(con, lake: Lake, redactor: pii.Redactor, days: list[str], may_hold_pii) -> dict:
+    """Compute the partial of every day in `days` that has none valid; return {'reused': n, 'computed': [...]}.
+
+    `may_hold_pii(col)` is the SQL prefilter of `read._may_hold_pii`: texts it rules out are never redacted,
+    so they get no partial row either."""
+    key = redactor_key(redactor)
+    computed, reused = [], 0
+    for day in days:
+        staged = lake.partition_file("staged", "agent_events", day)
+        sig = lake.signature(staged)
+        if sig is None:
+            continue
+        if _valid(con, lake, day, key, sig):
+            reused += 1
+            continue
+        _compute(con, lake, redactor, day, staged, key, sig, may_hold_pii)
+        computed.append(day)
+    return {"reused": reused, "computed": computed}
+
+
+def _compute(con, lake: Lake, redactor: pii.Redactor, day: str, staged: str, key: str, sig: str,
+             may_hold_pii) -> None:
+    import pyarrow as pa
+
+    cur = con.execute(f"""
+        SELECT _row_id, event_type IN {TEXT_EVENTS} AS is_text, text, action_args::VARCHAR AS action_args
+        FROM read_parquet({literal(staged)}, hive_partitioning=false)
+        WHERE (event_type IN {TEXT_EVENTS} AND text IS NOT NULL AND {may_hold_pii('text')})
+           OR (event_type IN {ACTION_EVENTS} AND action IS NOT NULL AND action_args IS NOT NULL)
+        ORDER BY _row_id""")
+    cols: dict[str, list] = {"_row_id": [], "clean": [], "kinds": [], "n_texts": [], "n_changed": []}
+    while rows := cur.fetchmany(STREAM_ROWS):
+        for row_id, is_text, text, args in rows:
+            counted = _Counted(redactor)
+            if is_text:
+                clean = counted(text, "")
+            else:
+                cleaned = actions.redact_args(counted, args)
+                clean = None if cleaned is None else json.dumps(cleaned)
+            cols["_row_id"].append(row_id)
+            cols["clean"].append(clean)
+            cols["kinds"].append(counted.kinds)
+            cols["n_texts"].append(counted.texts)
+            cols["n_changed"].append(counted.changed)
+    table = pa.table({"_row_id": pa.array(cols["_row_id"], pa.int64()), "clean": pa.array(cols["clean"], pa.string()),
+                      "kinds": pa.array(cols["kinds"], pa.list_(pa.string())),
+                      "n_texts": pa.array(cols["n_texts"], pa.int32()),
+                      "n_changed": pa.array(cols["n_changed"], pa.int32())})
+    con.register("redactions_new", table)
+    try:
+        lake.write_query(con, "SELECT * FROM redactions_new ORDER BY _row_id", LAYER, NAME, day,
+                         metadata={"redactor": key, "staged": sig})
+    finally:
+        con.unregister("redactions_new")
+
+
+def view(con, lake: Lake, days: list[str]) -> None:
+    """Temp view `redactions` (dt, _row_id, clean, kinds, n_texts, n_changed) over the days' partials."""
+    have = [d for d in days if lake.has_partition(LAYER, NAME, d)]
+    if have:
+        files = ", ".join(literal(lake.partition_file(LAYER, NAME, d)) for d in have)
+        con.execute(f"""CREATE OR REPLACE TEMP VIEW redactions AS
+            SELECT dt::DATE AS dt, _row_id, clean, kinds, n_texts, n_changed
+            FROM read_parquet([{files}], hive_partitioning=true)""")
+    else:
+        con.execute("""CREATE OR REPLACE TEMP VIEW redactions AS SELECT NULL::DATE AS dt, NULL::BIGINT AS _row_id,
+            NULL::VARCHAR AS clean, NULL::VARCHAR[] AS kinds, NULL::INTEGER AS n_texts, NULL::INTEGER AS n_changed
+            WHERE false""")
+
+
+def replay(red, where: str, kinds: list[str] | None, n_texts: int, n_changed: int) -> None:
+    """Count a stored redaction into `red` (a read.Redaction) as if it had been redacted now."""
+    red.texts += n_texts
+    red.changed += n_changed
+    if kinds:
+        red.by_kind.update(Counter(kinds))
+        red.by_field[where] += len(kinds)
