@@ -49,10 +49,13 @@ def redactor_key(redactor: pii.Redactor) -> str:
 
 
 class _Counted:
-    """A stand-in for `read.Redaction` that records what one value's redaction counted."""
+    """A stand-in for `read.Redaction` that records what one value's redaction counted. `memo` is shared by
+    a day's values: a tool call's arguments repeat (proposed, then executed; one customer's, one case's ids)."""
 
-    def __init__(self, redactor: pii.Redactor):
-        self.redactor = redactor
+    MEMO_LIMIT = 200_000
+
+    def __init__(self, redactor: pii.Redactor, memo: dict):
+        self.redactor, self.memo = redactor, memo
         self.texts = self.changed = 0
         self.kinds: list[str] = []
 
@@ -60,7 +63,12 @@ class _Counted:
         if text is None:
             return None
         self.texts += 1
-        clean, counts = self.redactor.redact_counted(text)
+        found = self.memo.get(text)
+        if found is None:
+            if len(self.memo) >= self.MEMO_LIMIT:
+                self.memo.clear()
+            found = self.memo[text] = self.redactor.redact_counted(text)
+        clean, counts = found
         if counts:
             self.changed += 1
             self.kinds.extend(counts.elements())  # Counter order: first found first, as update() sees it
@@ -106,9 +114,10 @@ def _compute(con, lake: Lake, redactor: pii.Redactor, day: str, staged: str, key
            OR (event_type IN {ACTION_EVENTS} AND action IS NOT NULL AND action_args IS NOT NULL)
         ORDER BY _row_id""")
     cols: dict[str, list] = {"_row_id": [], "clean": [], "kinds": [], "n_texts": [], "n_changed": []}
+    memo: dict = {}
     while rows := cur.fetchmany(STREAM_ROWS):
         for row_id, is_text, text, args in rows:
-            counted = _Counted(redactor)
+            counted = _Counted(redactor, memo)
             if is_text:
                 clean = counted(text, "")
             else:
