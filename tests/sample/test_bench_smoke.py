@@ -25,3 +25,26 @@ def test_bench_runs_and_writes_its_figures(tmp_path):
         assert figures["wall_s"] > 0 and figures["peak_rss_mib"] > 0
     assert run["whole_run"]["ratio"] > 0
     assert len(list(out.glob("2*.json"))) == 1
+
+
+def test_bench_steady_state_measures_the_night_after_its_history(tmp_path):
+    """--history-days: the earlier nights are run once (cached by size, seed, days and code), then the same
+    night is measured on the empty lake and on the lake with history, with one reference."""
+    out = tmp_path / "results"
+    p = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run_bench.py"), "--conversations-per-day", "40", "--history-days", "1",
+         "--stages", "land,validate,model,summarize,datasets", "--no-airflow", "--out", str(out)],
+        check=False, capture_output=True, text=True, timeout=900,
+    )
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    assert "the empty-lake night" in p.stdout
+    doc = json.loads((out / "latest.json").read_text())
+    assert doc["history_days"] == 1
+    run = doc["runs"][0]
+    steady = run["steady_state"]
+    assert steady["history_build"]["days"] == ["2026-11-19"]
+    assert set(steady["stages"]) == set(run["stages"]) == {"land", "validate", "model", "summarize", "datasets"}
+    assert steady["reference"] == run["reference"]
+    for figures in steady["stages"].values():
+        assert figures["wall_s"] > 0 and figures["peak_rss_mib"] > 0
+    assert steady["vs_empty_lake"]["whole_run"] > 0
