@@ -581,10 +581,12 @@ def _dataset_files(root) -> dict[str, bytes]:
             for p in sorted(base.rglob("*")) if p.is_file() and not p.name.endswith(".lock")}
 
 
-def test_redactions_are_computed_once_per_day_and_replayed_byte_identically(staged_lake, tmp_path, monkeypatch):
-    """Issue 18: a day's redactions are stored when the day first enters a window (partials/) and a later
-    night replays them instead of redacting the window again; the versions are byte for byte those of a
-    night that redacted everything, and a re-staged day or another PII setting recomputes its partial."""
+def test_redactions_and_token_counts_are_computed_once_and_replayed_byte_identically(staged_lake, tmp_path,
+                                                                                      monkeypatch):
+    """Issue 18: a day's redactions are stored when the day first enters a window, a night's token counts
+    when it first encodes a text (partials/); a later night replays them instead of redacting and
+    tokenizing the window again; the versions are byte for byte those of a night that computed everything,
+    and a re-staged day or another PII setting recomputes its redaction partial."""
     from feedback_loop.datasets import read, redactions
 
     fresh = _copy(staged_lake, tmp_path / "fresh")  # every text redacted now (no partial exists yet)
@@ -594,7 +596,8 @@ def test_redactions_are_computed_once_per_day_and_replayed_byte_identically(stag
 
     # The next night: the stored partials are there; no agent-event text may reach the redactor.
     replayed = _copy(staged_lake, tmp_path / "replayed")
-    shutil.copytree(partials, replayed / "lake" / "partials" / "dataset_redactions")
+    shutil.copytree(fresh / "lake" / "partials", replayed / "lake" / "partials")
+    assert (fresh / "lake" / "partials" / "dataset_token_counts" / f"dt={D2}" / "part.parquet").exists()
     redacted_now: list[str] = []
     call = read.Redaction.__call__
 
@@ -605,6 +608,7 @@ def test_redactions_are_computed_once_per_day_and_replayed_byte_identically(stag
 
     monkeypatch.setattr(read.Redaction, "__call__", spy)
     monkeypatch.setattr(redactions, "_compute", lambda *a, **k: pytest.fail("a valid partial was recomputed"))
+    monkeypatch.setattr(tokens, "encoding", lambda: pytest.fail("a stored token count was encoded again"))
     second = build_datasets(_settings(replayed), start=D1, end=D2)
     monkeypatch.undo()
     assert redacted_now == []

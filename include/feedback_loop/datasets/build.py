@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 from datetime import date, timedelta
 
-from feedback_loop.datasets import pii, tokens
+from feedback_loop.datasets import pii, token_store, tokens
 from feedback_loop.datasets.config import (
     ACTION_DATASETS,
     ALL_DATASETS,
@@ -104,6 +104,7 @@ def build_datasets(settings: Settings, dt: str | date | None = None, window_days
         n_conversations, cands, unusable = _read(con, lake, sources, red, cfg)
         triads = (_incomplete_triads(con, lake, sources[("quarantine", "overrides")]) if n_conversations
                   else {"incomplete_total": 0})
+        token_store.load(con, lake, start, end)  # the counts earlier nights encoded (partials/)
     finally:
         con.close()
     context = {"window": {"start": start, "end": end, "days": _days(start, end),
@@ -119,6 +120,11 @@ def build_datasets(settings: Settings, dt: str | date | None = None, window_days
         r = result["datasets"][name]
         log.info("dataset %s %s..%s: %s (%s examples, %s new)%s", name, start, end, r["status"], r["examples"],
                  r.get("new_examples"), f" version {r['version']}" if r.get("version") else "")
+    con = connect()
+    try:
+        token_store.save(con, lake, end)
+    finally:
+        con.close()
     lake.write_json(result, "runs", f"dt={end}", "datasets.json")
     return result
 

@@ -50,10 +50,44 @@ def count(text: str) -> int:
     return _count(text or "")
 
 
+# Counts of earlier nights, by text hash (datasets/token_store.py loads them): a window's examples are
+# mostly last night's, and encoding them again was the largest part of a steady-state dataset night.
+_stored: dict[bytes, int] = {}
+_new: dict[bytes, int] = {}
+
+
+def text_key(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def remember(counts: dict[bytes, int]) -> None:
+    """Use these stored counts (text hash -> tokens) instead of encoding those texts again."""
+    _stored.clear()
+    _stored.update(counts)
+    _new.clear()
+    _count.cache_clear()
+
+
+def new_counts() -> dict[bytes, int]:
+    """The texts encoded since `remember`: what a night adds to the store."""
+    return dict(_new)
+
+
 @lru_cache(maxsize=1 << 15)
 def _count(text: str) -> int:
     # Remembered: a dataset build counts the same system message and prompt in many examples and files.
-    return len(encoding().encode(text, disallowed_special=()))
+    key = text_key(text)
+    n = _stored.get(key)
+    if n is None:
+        n = _new[key] = len(encoding().encode(text, disallowed_special=()))
+    return n
+
+
+def store_key() -> str:
+    """What a stored count depends on: the encoding, its rank file and tiktoken's release."""
+    import tiktoken
+
+    return f"{ENCODING}:{RANKS_SHA256[:16]}:{tiktoken.__version__}"
 
 
 def count_messages(messages: list[dict]) -> int:

@@ -1,0 +1,59 @@
+"""Per-night partials of the token counts: `<lake>/partials/dataset_token_counts/dt=D/part.parquet` holds
+(hash of a text, its tokens) for every text a dataset build first encoded on night D.
+
+Why: every night re-curates the whole trailing window, and a window's examples are mostly the previous
+night's; tokenizing them again was the largest share of a steady-state dataset night (issue 18). A count
+is a pure function of the text and the tokenizer, so the stored value is the one encoding would give: the
+versions are byte-identical. Files written by another tokenizer (the key in their Parquet metadata) are
+ignored.
+"""
+
+from __future__ import annotations
+
+from feedback_loop.datasets import tokens
+from feedback_loop.lake.files import Lake
+from feedback_loop.lake.sql import literal
+
+LAYER, NAME = "partials", "dataset_token_counts"
+
+
+def _current(con, path: str) -> bool:
+    meta = dict(con.execute("SELECT decode(key), decode(value) FROM parquet_kv_metadata($f)", {"f": path}).fetchall())
+    return meta.get("tokenizer") == tokens.store_key()
+
+
+def load(con, lake: Lake, start: str, end: str) -> int:
+    """Hand the counts stored by the nights of [start, end] to `tokens`; return how many there are."""
+    counts: dict[bytes, int] = {}
+    for day in lake.days(LAYER, NAME):
+        if not start <= day <= end:
+            continue
+        f = lake.partition_file(LAYER, NAME, day)
+        if not _current(con, f):
+            continue
+        for k, n in con.execute(f"SELECT text_key, tokens FROM read_parquet({literal(f)})").fetchall():
+            counts[bytes(k)] = n
+    tokens.remember(counts)
+    return len(counts)
+
+
+def save(con, lake: Lake, day: str) -> int:
+    """Store the counts encoded tonight under `day` (with what that night had stored already, on a rerun)."""
+    import pyarrow as pa
+
+    new = tokens.new_counts()
+    if not new:
+        return 0
+    table = pa.table({"text_key": pa.array(list(new), pa.binary()), "tokens": pa.array(list(new.values()), pa.int64())})
+    con.register("token_counts_new", table)
+    try:
+        query = "SELECT text_key, tokens FROM token_counts_new"
+        stored = lake.partition_file(LAYER, NAME, day)
+        if lake.has_partition(LAYER, NAME, day) and _current(con, stored):
+            query += (f" UNION SELECT text_key, tokens FROM read_parquet({literal(stored)})"
+                      " WHERE text_key NOT IN (SELECT text_key FROM token_counts_new)")
+        lake.write_query(con, f"SELECT * FROM ({query}) ORDER BY text_key", LAYER, NAME, day,
+                         metadata={"tokenizer": tokens.store_key()})
+    finally:
+        con.unregister("token_counts_new")
+    return len(new)
