@@ -38,18 +38,22 @@ def load(con, lake: Lake, start: str, end: str) -> int:
 
 
 def save(con, lake: Lake, day: str) -> int:
-    """Store the counts encoded tonight under `day` (with what that night had stored already, on a rerun)."""
+    """Store the counts encoded tonight under `day` (with what that night had stored already, on a rerun).
+
+    A rerun of the night rewrites its partition even when it encoded nothing new (same rows): reprocessing
+    a day rewrites every partition of that day."""
     import pyarrow as pa
 
     new = tokens.new_counts()
-    if not new:
+    stored = lake.partition_file(LAYER, NAME, day)
+    keep_stored = lake.has_partition(LAYER, NAME, day) and _current(con, stored)
+    if not new and not keep_stored:
         return 0
     table = pa.table({"text_key": pa.array(list(new), pa.binary()), "tokens": pa.array(list(new.values()), pa.int64())})
     con.register("token_counts_new", table)
     try:
         query = "SELECT text_key, tokens FROM token_counts_new"
-        stored = lake.partition_file(LAYER, NAME, day)
-        if lake.has_partition(LAYER, NAME, day) and _current(con, stored):
+        if keep_stored:
             query += (f" UNION SELECT text_key, tokens FROM read_parquet({literal(stored)})"
                       " WHERE text_key NOT IN (SELECT text_key FROM token_counts_new)")
         lake.write_query(con, f"SELECT * FROM ({query}) ORDER BY text_key", LAYER, NAME, day,
