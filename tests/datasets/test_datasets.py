@@ -624,12 +624,9 @@ def test_redactions_and_token_counts_are_computed_once_and_replayed_byte_identic
     s = _settings(replayed)
     con = duckdb.connect()
     lake = Lake(s.lake)
-    may = lambda col: read._may_hold_pii(pii.redactor(s), col)
-    assert redactions.ensure(con, lake, pii.redactor(s), [D1, D2], may) == {"reused": 1, "computed": [D2]}
+    assert redactions.ensure(con, lake, pii.redactor(s), [D1, D2]) == {"reused": 1, "computed": [D2]}
     other = _settings(replayed, pii_patterns={"TICKET": r"TKT-[0-9]{6}"})
-    assert redactions.ensure(con, lake, pii.redactor(other), [D1, D2],
-                             lambda col: read._may_hold_pii(pii.redactor(other), col)) == {"reused": 0,
-                                                                                          "computed": [D1, D2]}
+    assert redactions.ensure(con, lake, pii.redactor(other), [D1, D2]) == {"reused": 0, "computed": [D1, D2]}
 
 
 def test_hugging_face_datasets_loads_the_files_offline(built, tmp_path, monkeypatch):

@@ -11,6 +11,7 @@ from feedback_loop.datasets import actions, pii, redactions
 from feedback_loop.datasets.candidates import Conversation, Turn, _Candidates
 from feedback_loop.datasets.config import Config
 from feedback_loop.datasets.curation import Example
+from feedback_loop.datasets.redactions import STREAM_ROWS, TEXT_EVENTS, may_hold_pii
 from feedback_loop.ingest import contract
 from feedback_loop.lake.files import Lake
 from feedback_loop.settings import Settings
@@ -40,7 +41,7 @@ class Redaction:
         self.by_field.update(other.by_field)
 
     def __call__(self, text, where: str, maybe_pii: bool = True):
-        """`maybe_pii=False`: SQL has shown the detectors cannot find anything in it (`_may_hold_pii`)."""
+        """`maybe_pii=False`: SQL has shown the detectors cannot find anything in it (`redactions.may_hold_pii`)."""
         if text is None:
             return None
         self.texts += 1
@@ -92,25 +93,6 @@ def _sources(lake: Lake, start: str, end: str) -> dict[tuple[str, str], list[str
     return out
 
 
-# Rows fetched from DuckDB at a time: the stream's memory is this many rows, not the window's events.
-STREAM_ROWS = 5_000
-TEXT_EVENTS = ("customer_message", "agent_response")
-
-
-def _may_hold_pii(redactor: pii.Redactor, col: str = "text") -> str:
-    """SQL that is true for every text in which `redactor.find` can find anything (a superset of them).
-
-    The detectors need an '@' (e-mail), two ASCII letters and two digits in a row (IBAN), or 7 digits
-    (phone; a card has 13); a text with any non-ASCII character is always sent (Python's digit classes are
-    wider than ASCII), and so is every text when extra patterns are configured. Texts it rules out are
-    counted as scanned without running the detectors: the counts and outputs are those of a full scan."""
-    if redactor.extra_patterns:
-        return "true"
-    return (f"(contains({col}, '@') OR strlen({col}) <> length({col}) "
-            f"OR regexp_matches({col}, '[A-Za-z]{{2}}[0-9]{{2}}') "
-            f"OR length(regexp_replace({col}, '[^0-9]+', '', 'g')) >= 7)")
-
-
 def _can_yield_sql(cfg: Config) -> str:
     """SQL over an outcome row: true for every conversation `_Candidates.add` can get anything from (a
     superset: the Python rules decide). A correction, an escalation category to relabel from, a confirmed
@@ -141,7 +123,7 @@ def _read(con, lake: Lake, sources: dict, red: Redaction, cfg: Config) -> tuple[
     The outcome of every conversation is computed in SQL; only the conversations that can yield a candidate
     (`_can_yield_sql`) have their events read into Python, in conversation order, `STREAM_ROWS` at a time,
     each turned into candidates as soon as its last event is read: memory holds the candidates, not the
-    window's events. Every text is still redacted and counted as before (`_may_hold_pii`)."""
+    window's events. Every text is still redacted and counted as before (`redactions.may_hold_pii`)."""
     facts_days = sources[("marts", "conversation_facts")]
     if not facts_days:
         return 0, *_Candidates(cfg, [], {}).result()
@@ -209,9 +191,9 @@ def _read(con, lake: Lake, sources: dict, red: Redaction, cfg: Config) -> tuple[
     # What each day's texts and tool-call arguments redact to was computed once, when the day first
     # entered a window (datasets/redactions.py): joined here instead of redacting 28 days again.
     event_days = sources[("staged", "agent_events")]
-    redactions.ensure(con, lake, red.redactor, event_days, lambda col: _may_hold_pii(red.redactor, col))
+    redactions.ensure(con, lake, red.redactor, event_days)
     redactions.view(con, lake, event_days)
-    may = _may_hold_pii(red.redactor, "e.text")
+    may = may_hold_pii(red.redactor, "e.text")
     outcome = "{" + ", ".join(f"'{c}': {c}" for c in OUTCOME_COLUMNS) + "}"
     stream_sql = f"""
     SELECT e.conversation_id, 1 AS part, e.ts, e.turn, e.dt, e._row_id, e.event_type, e.text, e.intent, e.confidence,
@@ -246,17 +228,17 @@ def _read(con, lake: Lake, sources: dict, red: Redaction, cfg: Config) -> tuple[
     cur = con.execute(stream_sql)
     while rows := cur.fetchmany(STREAM_ROWS):
         for (cid, part, ts, _turn, _dt, _row_id, etype, text, intent, conf, kb_results, policy_id, policy_outcome,
-             rating, keep, maybe_pii, oc, action, action_args, action_status, *stored) in rows:
+             rating, keep, maybe_pii, oc, action, action_args, action_status, *redaction) in rows:
             if part == 0:  # a conversation that can yield candidates starts: its outcome, then its events
                 if conv is not None:
                     builder.add(conv)
                 conv, last_user = Conversation(cid, oc), None
                 continue
             if not keep:  # a text that may hold personal data, of a conversation that yields nothing
-                text_of(text, f"agent_events.text ({etype})", True, *stored)
+                text_of(text, f"agent_events.text ({etype})", True, *redaction)
                 continue
             if etype in TEXT_EVENTS:
-                clean = text_of(text, f"agent_events.text ({etype})", maybe_pii, *stored)
+                clean = text_of(text, f"agent_events.text ({etype})", maybe_pii, *redaction)
                 if clean and clean.strip():
                     conv.turns.append(Turn("user" if etype == "customer_message" else "assistant", clean.strip(), ts))
                     if etype == "customer_message":
@@ -272,7 +254,7 @@ def _read(con, lake: Lake, sources: dict, red: Redaction, cfg: Config) -> tuple[
             elif etype == "thumbs" and rating is not None:
                 conv.thumbs.append((ts, rating))
             elif etype in ("action_proposed", "action_executed") and action:
-                conv.actions.append((ts, etype, action, args_of(action_args, *stored), action_status))
+                conv.actions.append((ts, etype, action, args_of(action_args, *redaction), action_status))
     if conv is not None:
         builder.add(conv)
     red.texts = texts_before + n_texts  # the texts ruled out in SQL were scanned too, with nothing found

@@ -24,13 +24,28 @@ import json
 from collections import Counter
 
 from feedback_loop.datasets import actions, pii
-from feedback_loop.lake.files import Lake
+from feedback_loop.lake.files import Lake, parquet_metadata
 from feedback_loop.lake.sql import literal
 
 LAYER, NAME = "partials", "dataset_redactions"
 TEXT_EVENTS = ("customer_message", "agent_response")
 ACTION_EVENTS = ("action_proposed", "action_executed")
+# Rows fetched from DuckDB at a time (here and in read.py's stream): memory holds this many rows.
 STREAM_ROWS = 5_000
+
+
+def may_hold_pii(redactor: pii.Redactor, col: str = "text") -> str:
+    """SQL that is true for every text in which `redactor.find` can find anything (a superset of them).
+
+    The detectors need an '@' (e-mail), two ASCII letters and two digits in a row (IBAN), or 7 digits
+    (phone; a card has 13); a text with any non-ASCII character is always sent (Python's digit classes are
+    wider than ASCII), and so is every text when extra patterns are configured. Texts it rules out are
+    counted as scanned without running the detectors: the counts and outputs are those of a full scan."""
+    if redactor.extra_patterns:
+        return "true"
+    return (f"(contains({col}, '@') OR strlen({col}) <> length({col}) "
+            f"OR regexp_matches({col}, '[A-Za-z]{{2}}[0-9]{{2}}') "
+            f"OR length(regexp_replace({col}, '[^0-9]+', '', 'g')) >= 7)")
 
 
 def redactor_key(redactor: pii.Redactor) -> str:
@@ -78,16 +93,14 @@ class _Counted:
 def _valid(con, lake: Lake, day: str, key: str, staged_sig: str | None) -> bool:
     if not lake.has_partition(LAYER, NAME, day):
         return False
-    meta = dict(con.execute("SELECT decode(key), decode(value) FROM parquet_kv_metadata($f)",
-                            {"f": lake.partition_file(LAYER, NAME, day)}).fetchall())
+    meta = parquet_metadata(con, lake.partition_file(LAYER, NAME, day))
     return meta.get("redactor") == key and meta.get("staged") == staged_sig
 
 
-def ensure(con, lake: Lake, redactor: pii.Redactor, days: list[str], may_hold_pii) -> dict:
+def ensure(con, lake: Lake, redactor: pii.Redactor, days: list[str]) -> dict:
     """Compute the partial of every day in `days` that has none valid; return {'reused': n, 'computed': [...]}.
 
-    `may_hold_pii(col)` is the SQL prefilter of `read._may_hold_pii`: texts it rules out are never redacted,
-    so they get no partial row either."""
+    Texts `may_hold_pii` rules out are never redacted (read.py counts them as scanned), so they get no row."""
     key = redactor_key(redactor)
     computed, reused = [], 0
     for day in days:
@@ -98,19 +111,18 @@ def ensure(con, lake: Lake, redactor: pii.Redactor, days: list[str], may_hold_pi
         if _valid(con, lake, day, key, sig):
             reused += 1
             continue
-        _compute(con, lake, redactor, day, staged, key, sig, may_hold_pii)
+        _compute(con, lake, redactor, day, staged, key, sig)
         computed.append(day)
     return {"reused": reused, "computed": computed}
 
 
-def _compute(con, lake: Lake, redactor: pii.Redactor, day: str, staged: str, key: str, sig: str,
-             may_hold_pii) -> None:
+def _compute(con, lake: Lake, redactor: pii.Redactor, day: str, staged: str, key: str, sig: str) -> None:
     import pyarrow as pa
 
     cur = con.execute(f"""
         SELECT _row_id, event_type IN {TEXT_EVENTS} AS is_text, text, action_args::VARCHAR AS action_args
         FROM read_parquet({literal(staged)}, hive_partitioning=false)
-        WHERE (event_type IN {TEXT_EVENTS} AND text IS NOT NULL AND {may_hold_pii('text')})
+        WHERE (event_type IN {TEXT_EVENTS} AND text IS NOT NULL AND {may_hold_pii(redactor, 'text')})
            OR (event_type IN {ACTION_EVENTS} AND action IS NOT NULL AND action_args IS NOT NULL)
         ORDER BY _row_id""")
     cols: dict[str, list] = {"_row_id": [], "clean": [], "kinds": [], "n_texts": [], "n_changed": []}

@@ -11,15 +11,14 @@ ignored.
 from __future__ import annotations
 
 from feedback_loop.datasets import tokens
-from feedback_loop.lake.files import Lake
+from feedback_loop.lake.files import Lake, parquet_metadata
 from feedback_loop.lake.sql import literal
 
 LAYER, NAME = "partials", "dataset_token_counts"
 
 
 def _current(con, path: str) -> bool:
-    meta = dict(con.execute("SELECT decode(key), decode(value) FROM parquet_kv_metadata($f)", {"f": path}).fetchall())
-    return meta.get("tokenizer") == tokens.store_key()
+    return parquet_metadata(con, path).get("tokenizer") == tokens.store_key()
 
 
 def load(con, lake: Lake, start: str, end: str) -> int:

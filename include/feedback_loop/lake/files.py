@@ -205,6 +205,11 @@ def copy_atomic(con, query: str, target: str, check=None, params: dict | None = 
     return target
 
 
+def parquet_metadata(con, path: str) -> dict[str, str]:
+    """The key-value metadata `copy_atomic(metadata=...)` wrote into a Parquet file."""
+    return dict(con.execute("SELECT decode(key), decode(value) FROM parquet_kv_metadata($f)", {"f": path}).fetchall())
+
+
 def write_bytes_atomic(target: str, data: bytes) -> None:
     if is_remote(target):
         fs, path = filesystem_for(target)

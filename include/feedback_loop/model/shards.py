@@ -19,13 +19,10 @@ from datetime import date
 from feedback_loop.lake.files import Lake, copy_atomic
 from feedback_loop.lake.sql import literal, literal_list
 from feedback_loop.model.conversations import _conversations, _count, _day_views, _sql, _write_case_history
+from feedback_loop.nightly import as_day
 from feedback_loop.settings import Settings
 
 FACTS = "conversation_facts"
-
-
-def _as_day(day: date | str) -> date:
-    return day if isinstance(day, date) else date.fromisoformat(day)
 
 
 def _check_shard(shard: int, shards: int) -> None:
@@ -40,7 +37,7 @@ def build_facts_shard(settings: Settings, day: date | str, shard: int, shards: i
     Reads the day's events (keeping only the shard's conversations: the staged file is not split by
     conversation, so every shard scans it) and the reference tables of the lookback window."""
     _check_shard(shard, shards)
-    day = _as_day(day)
+    day = as_day(day)
     dt = day.isoformat()
     con, lake = _day_views(settings, day)
     try:
@@ -61,7 +58,7 @@ def combine_facts_shards(settings: Settings, day: date | str, shards: int) -> di
     Fails before publishing anything when a shard file is missing (naming them) or holds conversations of
     another shard."""
     _check_shard(0, shards)
-    day = _as_day(day)
+    day = as_day(day)
     dt = day.isoformat()
     lake = Lake(settings.lake)
     files = [lake.shard_file(FACTS, dt, k, shards) for k in range(shards)]
