@@ -22,8 +22,9 @@ $(BIN)/activate: requirements.txt requirements-dev.txt pyproject.toml instrument
 	$(BIN)/pip install -q -r requirements-dev.txt 2> >(grep -v '^WARNING: Location' >&2)
 	$(BIN)/pip install -q --no-deps -e . 2> >(grep -v '^WARNING: Location' >&2)
 	$(BIN)/pip install -q --no-deps -e ./instrumentation 2> >(grep -v '^WARNING: Location' >&2)  # the agent-side package (docs/instrumentation.md)
-	@# the import check: quiet (Great Expectations logs a page at import), its output shown only if it fails
-	@$(BIN)/python -c "import airflow, great_expectations, duckdb, feedback_loop, acsr_instrumentation" \
+	@# the import check: quiet (Great Expectations logs a page at import), its output shown only if it fails;
+	@# its own AIRFLOW_HOME, since importing Airflow creates <home>/logs and .data/ is the user's demo
+	@AIRFLOW_HOME=$(CURDIR)/$(VENV)/import-check-airflow $(BIN)/python -c "import airflow, great_expectations, duckdb, feedback_loop, acsr_instrumentation" \
 	  > $(VENV)/import-check.log 2>&1 || { cat $(VENV)/import-check.log; exit 1; }
 	touch $(BIN)/activate
 
