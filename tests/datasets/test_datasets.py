@@ -584,8 +584,8 @@ def _dataset_files(root) -> dict[str, bytes]:
 def test_redactions_and_token_counts_are_computed_once_and_replayed_byte_identically(staged_lake, tmp_path,
                                                                                       monkeypatch):
     """Issue 18: a day's redactions are stored when the day first enters a window, a night's token counts
-    when it first encodes a text (partials/); a later night replays them instead of redacting and
-    tokenizing the window again; the versions are byte for byte those of a night that computed everything,
+    and near-duplicate signatures when it first computes them (partials/); a later night replays them
+    instead of redacting, tokenizing and signing the window again; the versions are byte for byte those of a night that computed everything,
     and a re-staged day or another PII setting recomputes its redaction partial."""
     from feedback_loop.datasets import read, redactions
 
@@ -598,6 +598,7 @@ def test_redactions_and_token_counts_are_computed_once_and_replayed_byte_identic
     replayed = _copy(staged_lake, tmp_path / "replayed")
     shutil.copytree(fresh / "lake" / "partials", replayed / "lake" / "partials")
     assert (fresh / "lake" / "partials" / "dataset_token_counts" / f"dt={D2}" / "part.parquet").exists()
+    assert (fresh / "lake" / "partials" / "dataset_minhash" / f"dt={D2}" / "part.parquet").exists()
     redacted_now: list[str] = []
     call = read.Redaction.__call__
 
@@ -609,6 +610,8 @@ def test_redactions_and_token_counts_are_computed_once_and_replayed_byte_identic
     monkeypatch.setattr(read.Redaction, "__call__", spy)
     monkeypatch.setattr(redactions, "_compute", lambda *a, **k: pytest.fail("a valid partial was recomputed"))
     monkeypatch.setattr(tokens, "encoding", lambda: pytest.fail("a stored token count was encoded again"))
+    monkeypatch.setattr(curation, "signatures_of_normalised",
+                        lambda *a, **k: pytest.fail("a stored near-duplicate signature was computed again"))
     second = build_datasets(_settings(replayed), start=D1, end=D2)
     monkeypatch.undo()
     assert redacted_now == []

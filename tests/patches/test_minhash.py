@@ -27,7 +27,7 @@ def _fresh_guard():
 
 def _stock(key: str, num_perm: int = NUM_PERM) -> np.ndarray:
     m = MinHash(num_perm=num_perm, seed=1)
-    m.update_batch([g.encode("utf-8") for g in curation._grams(key)])
+    m.update_batch([g.encode("utf-8") for g in curation._grams(curation.normalise(key))])
     return m.hashvalues
 
 
@@ -53,14 +53,14 @@ def test_the_batched_path_is_in_use_with_the_pinned_library():
 @pytest.mark.parametrize("num_perm", [NUM_PERM, 128])
 def test_batched_signatures_equal_update_batch(num_perm):
     keys = _keys()
-    _assert_equal(curation._signatures(keys, num_perm), keys, num_perm)  # the stage's own entry point
-    _assert_equal(curation._signatures(keys, num_perm), keys, num_perm)  # again: 5-gram hashes remembered
+    _assert_equal(curation.signatures(keys, num_perm), keys, num_perm)  # the stage's own entry point
+    _assert_equal(curation.signatures(keys, num_perm), keys, num_perm)  # again: 5-gram hashes remembered
 
 
 @hsettings(max_examples=60, deadline=None)
 @given(st.lists(st.text(max_size=80), min_size=1, max_size=12))
 def test_batched_signatures_equal_update_batch_on_generated_keys(keys):
-    _assert_equal(curation._signatures(keys, NUM_PERM), keys)
+    _assert_equal(curation.signatures(keys, NUM_PERM), keys)
 
 
 @pytest.mark.parametrize("change", ["hash", "fmix_gone"])
@@ -74,8 +74,8 @@ def test_changed_or_missing_private_code_falls_back_to_datasketch(monkeypatch, c
     monkeypatch.setattr("feedback_loop.patches._warned", set())
     keys = _keys()[:40]
     with caplog.at_level(logging.WARNING, logger="feedback_loop.patches"):
-        _assert_equal(curation._signatures(keys, NUM_PERM), keys)
-        _assert_equal(curation._signatures(keys, NUM_PERM), keys)
+        _assert_equal(curation.signatures(keys, NUM_PERM), keys)
+        _assert_equal(curation.signatures(keys, NUM_PERM), keys)
     assert not mh.batched_path_usable()
     warnings = [r for r in caplog.records if "fall back to MinHash.update_batch" in r.getMessage()]
     named = "MinHash.update_batch: expected" if change == "hash" else "_fmix_gone: expected sha256"

@@ -41,6 +41,7 @@ from feedback_loop.datasets.config import (
 )
 from feedback_loop.datasets.publish import _publish, _ScanMemo, curate, dataset_card
 from feedback_loop.datasets.read import Redaction, _incomplete_triads, _read, _sources
+from feedback_loop.datasets.signature_store import SignatureStore
 from feedback_loop.lake.files import Lake, file_sha256, is_remote
 from feedback_loop.settings import Settings
 
@@ -114,16 +115,21 @@ def build_datasets(settings: Settings, dt: str | date | None = None, window_days
                "tokenizer": tokens.describe(), "conversations_read": n_conversations}
     result = {"window": {"start": start, "end": end}, "conversations": n_conversations, "datasets": {}}
     scan = _ScanMemo(pii.redactor(settings))  # shared by the datasets: they repeat each other's strings
-    for name in only or ALL_DATASETS:
-        examples, conflicts, steps = curate(name, cfg, cands[name], unusable[name])
-        result["datasets"][name] = _publish(lake, name, cfg, examples, conflicts, steps, context, scan)
-        r = result["datasets"][name]
-        log.info("dataset %s %s..%s: %s (%s examples, %s new)%s", name, start, end, r["status"], r["examples"],
-                 r.get("new_examples"), f" version {r['version']}" if r.get("version") else "")
     con = connect()
+    signatures = SignatureStore(con, lake, start, end)  # near-duplicate signatures of earlier nights (partials/)
     try:
+        for name in only or ALL_DATASETS:
+            examples, conflicts, steps = curate(name, cfg, cands[name], unusable[name], signatures.signatures)
+            result["datasets"][name] = _publish(lake, name, cfg, examples, conflicts, steps, context, scan)
+            r = result["datasets"][name]
+            log.info("dataset %s %s..%s: %s (%s examples, %s new)%s", name, start, end, r["status"], r["examples"],
+                     r.get("new_examples"), f" version {r['version']}" if r.get("version") else "")
         token_store.save(con, lake, end)
+        signatures.save(end)
+        log.info("near-duplicate signatures %s..%s: %s stored by earlier nights, %s computed", start, end,
+                 signatures.reused, signatures.computed)
     finally:
+        signatures.close()
         con.close()
     lake.write_json(result, "runs", f"dt={end}", "datasets.json")
     return result

@@ -122,10 +122,9 @@ def exact_duplicates(examples: list[Example]) -> tuple[list[Example], Step]:
     return kept, Step("exact_duplicates", len(examples), len(kept))
 
 
-def _grams(text: str, k: int = 5) -> list[str]:
-    """The normalised key's character 5-grams (the whole key when shorter), repeats included: they do not
+def _grams(t: str, k: int = 5) -> list[str]:
+    """A normalised key's character 5-grams (the whole key when shorter), repeats included: they do not
     change a minimum."""
-    t = normalise(text)
     if len(t) <= k:
         return [t]
     return [t[i:i + k] for i in range(len(t) - k + 1)]
@@ -134,7 +133,15 @@ def _grams(text: str, k: int = 5) -> list[str]:
 _SIGNATURE_BATCH = 2048  # 5-grams whose keys' signatures are computed together (a few MiB of temporaries)
 
 
-def _signatures(keys, num_perm: int):
+NUM_PERM = 256  # MinHash permutations of the near-duplicate search
+
+
+def signatures(keys, num_perm: int):
+    """The MinHash signature (uint32 array) of each key, in order (`signatures_of_normalised`)."""
+    return signatures_of_normalised((normalise(k) for k in keys), num_perm)
+
+
+def signatures_of_normalised(texts, num_perm: int):
     """datasketch's MinHash signature of each key's 5-gram set (seed 1, its SHA-1 hash, its default
     `affine32` scheme: MurmurHash3 finaliser, then `a * h + b` modulo 2**32 per permutation, minimum over
     the 5-grams), in the keys' order, computed for a batch of keys at once: each distinct 5-gram of the
@@ -145,9 +152,9 @@ def _signatures(keys, num_perm: int):
     hashes: list[int] = []
     starts: list[int] = []
     known = _shingle_hashes.get
-    for key in keys:
+    for text in texts:
         starts.append(len(hashes))
-        grams = _grams(key)
+        grams = _grams(text)
         found = list(map(known, grams))
         if None in found:
             found = [h if h is not None else _shingle_hash_of(g) for g, h in zip(grams, found)]
@@ -176,20 +183,22 @@ def _shingle_hash_of(gram: str) -> int:
     return h
 
 
-def near_duplicates(examples: list[Example], threshold: float, num_perm: int = 256) -> tuple[list[Example], Step]:
+def near_duplicates(examples: list[Example], threshold: float, num_perm: int = NUM_PERM,
+                    signatures_of=None) -> tuple[list[Example], Step]:
     """Drop examples whose key is a near-copy (MinHash Jaccard >= threshold over character 5-grams) of a
     better-evidenced kept example of the same group; LSH finds candidates, the MinHash estimate confirms.
 
     The LSH bands are tuned to miss few pairs (false negatives weighted 0.9): a missed duplicate leaks into
     the data, a false candidate only costs one comparison. Signatures are datasketch's MinHash values,
-    computed for batches of examples at once (`_signatures`), and only those of kept examples are kept, as
+    computed for batches of examples at once (`signatures`; `signatures_of` may give them instead, as
+    `signature_store.SignatureStore` does from earlier nights' partials), and only those of kept examples are kept, as
     rows of a uint32 array (`_BandIndex`): ~1.3 KB per kept example instead of a MinHash object, its
     5-gram list and datasketch's byte-string band keys."""
     ordered = _best_first(examples)
     bands, rows = _lsh_params(threshold, num_perm)
     index: dict[str, _BandIndex] = {}
     kept: list[Example] = []
-    for e, sig in zip(ordered, _signatures((e.key for e in ordered), num_perm)):
+    for e, sig in zip(ordered, (signatures_of or signatures)([e.key for e in ordered], num_perm)):
         group = index.get(e.group)
         if group is None:
             group = index[e.group] = _BandIndex(bands, rows, num_perm)

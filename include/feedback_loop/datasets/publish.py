@@ -42,8 +42,10 @@ def _count_tokens(name: str, e: Example) -> int:
     return tokens.count_messages(r["prompt"] + r["completion"])
 
 
-def curate(name: str, cfg: Config, candidates: list[Example], unusable: Counter) -> tuple[list[Example], list[dict], list[Step]]:
-    """The curation steps of one dataset, in order; every step's out is the next step's in."""
+def curate(name: str, cfg: Config, candidates: list[Example], unusable: Counter,
+           signatures_of=None) -> tuple[list[Example], list[dict], list[Step]]:
+    """The curation steps of one dataset, in order; every step's out is the next step's in
+    (`signatures_of`: where near-duplicate signatures come from, see `curation.near_duplicates`)."""
     n_unusable = sum(unusable.values())
     steps = [Step("candidates", len(candidates) + n_unusable, len(candidates),
                   {"by_source": dict(sorted(Counter(e.source for e in candidates).items())),
@@ -57,7 +59,7 @@ def curate(name: str, cfg: Config, candidates: list[Example], unusable: Counter)
         steps.append(step)
     examples, step = curation.exact_duplicates(examples)
     steps.append(step)
-    examples, step = curation.near_duplicates(examples, cfg.near_duplicate_threshold)
+    examples, step = curation.near_duplicates(examples, cfg.near_duplicate_threshold, signatures_of=signatures_of)
     steps.append(step)
     within = []
     for e in examples:

@@ -21,15 +21,22 @@ def _current(con, path: str) -> bool:
     return parquet_metadata(con, path).get("tokenizer") == tokens.store_key()
 
 
+def window_files(con, lake: Lake, name: str, field: str, key: str, start: str, end: str) -> list[str]:
+    """The files of `partials/<name>` for the nights of [start, end] whose Parquet metadata `field` is `key`
+    (what their values depend on); the others were computed differently and are not used."""
+    out = []
+    for day in lake.days(LAYER, name):
+        if start <= day <= end:
+            f = lake.partition_file(LAYER, name, day)
+            if parquet_metadata(con, f).get(field) == key:
+                out.append(f)
+    return out
+
+
 def load(con, lake: Lake, start: str, end: str) -> int:
     """Hand the counts stored by the nights of [start, end] to `tokens`; return how many there are."""
     counts: dict[bytes, int] = {}
-    for day in lake.days(LAYER, NAME):
-        if not start <= day <= end:
-            continue
-        f = lake.partition_file(LAYER, NAME, day)
-        if not _current(con, f):
-            continue
+    for f in window_files(con, lake, NAME, "tokenizer", tokens.store_key(), start, end):
         for k, n in con.execute(f"SELECT text_key, tokens FROM read_parquet({literal(f)})").fetchall():
             counts[bytes(k)] = n
     tokens.remember(counts)
