@@ -191,7 +191,7 @@ def _read(con, lake: Lake, sources: dict, red: Redaction, cfg: Config) -> tuple[
     # What each day's texts and tool-call arguments redact to was computed once, when the day first
     # entered a window (datasets/redactions.py): joined here instead of redacting 28 days again.
     event_days = sources[("staged", "agent_events")]
-    redactions.ensure(con, lake, red.redactor, event_days)
+    redactions.ensure(con, lake, red.redactor, event_days, args_of="SELECT conversation_id FROM outcomes WHERE keep")
     redactions.view(con, lake, event_days)
     may = may_hold_pii(red.redactor, "e.text")
     outcome = "{" + ", ".join(f"'{c}': {c}" for c in OUTCOME_COLUMNS) + "}"

@@ -1,5 +1,6 @@
-"""Per-day partials of the redaction: every text and tool-call argument of a day's agent events that may
-hold personal data, redacted once, when the day first enters a dataset window.
+"""Per-day partials of the redaction: every text of a day's agent events that may hold personal data, and
+the tool-call arguments of the conversations that can yield an example, redacted once, when the day first
+enters a dataset window.
 
 Why: a dataset version reads its whole trailing window (28 days) every night, and redacting every text
 again was most of that night's cost, growing with the window (issue 18: the steady-state benchmark). A
@@ -21,6 +22,8 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import os
+import tempfile
 from collections import Counter
 
 from feedback_loop.datasets import actions, pii
@@ -97,10 +100,15 @@ def _valid(con, lake: Lake, day: str, key: str, staged_sig: str | None) -> bool:
     return meta.get("redactor") == key and meta.get("staged") == staged_sig
 
 
-def ensure(con, lake: Lake, redactor: pii.Redactor, days: list[str]) -> dict:
+def ensure(con, lake: Lake, redactor: pii.Redactor, days: list[str], args_of: str | None = None) -> dict:
     """Compute the partial of every day in `days` that has none valid; return {'reused': n, 'computed': [...]}.
 
-    Texts `may_hold_pii` rules out are never redacted (read.py counts them as scanned), so they get no row."""
+    Texts `may_hold_pii` rules out are never redacted (read.py counts them as scanned), so they get no row.
+    `args_of`: SQL selecting the conversation ids whose tool-call arguments are redacted (the conversations
+    that can yield an example tonight; default all). Arguments are read only for those, and a day holds tens
+    of thousands of tool calls whose ids and amounts the phone matcher examines one by one: computing all of
+    them made a 2 M-event night's dataset stage a third slower than reading the kept ones only. An argument
+    left out (a conversation kept on a later night, when its survey arrived) is redacted on the spot then."""
     key = redactor_key(redactor)
     computed, reused = [], 0
     for day in days:
@@ -111,45 +119,47 @@ def ensure(con, lake: Lake, redactor: pii.Redactor, days: list[str]) -> dict:
         if _valid(con, lake, day, key, sig):
             reused += 1
             continue
-        _compute(con, lake, redactor, day, staged, key, sig)
+        _compute(con, lake, redactor, day, staged, key, sig, args_of)
         computed.append(day)
     return {"reused": reused, "computed": computed}
 
 
-def _compute(con, lake: Lake, redactor: pii.Redactor, day: str, staged: str, key: str, sig: str) -> None:
+def _compute(con, lake: Lake, redactor: pii.Redactor, day: str, staged: str, key: str, sig: str,
+             args_of: str | None = None) -> None:
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
+    of_conversations = f"AND conversation_id IN ({args_of})" if args_of else ""
     cur = con.execute(f"""
         SELECT _row_id, event_type IN {TEXT_EVENTS} AS is_text, text, action_args::VARCHAR AS action_args
         FROM read_parquet({literal(staged)}, hive_partitioning=false)
         WHERE (event_type IN {TEXT_EVENTS} AND text IS NOT NULL AND {may_hold_pii(redactor, 'text')})
-           OR (event_type IN {ACTION_EVENTS} AND action IS NOT NULL AND action_args IS NOT NULL)
+           OR (event_type IN {ACTION_EVENTS} AND action IS NOT NULL AND action_args IS NOT NULL {of_conversations})
         ORDER BY _row_id""")
-    cols: dict[str, list] = {"_row_id": [], "clean": [], "kinds": [], "n_texts": [], "n_changed": []}
+    schema = pa.schema([("_row_id", pa.int64()), ("clean", pa.string()), ("kinds", pa.list_(pa.string())),
+                        ("n_texts", pa.int32()), ("n_changed", pa.int32())])
     memo: dict = {}
-    while rows := cur.fetchmany(STREAM_ROWS):
-        for row_id, is_text, text, args in rows:
-            counted = _Counted(redactor, memo)
-            if is_text:
-                clean = counted(text, "")
-            else:
-                cleaned = actions.redact_args(counted, args)
-                clean = None if cleaned is None else json.dumps(cleaned)
-            cols["_row_id"].append(row_id)
-            cols["clean"].append(clean)
-            cols["kinds"].append(counted.kinds)
-            cols["n_texts"].append(counted.texts)
-            cols["n_changed"].append(counted.changed)
-    table = pa.table({"_row_id": pa.array(cols["_row_id"], pa.int64()), "clean": pa.array(cols["clean"], pa.string()),
-                      "kinds": pa.array(cols["kinds"], pa.list_(pa.string())),
-                      "n_texts": pa.array(cols["n_texts"], pa.int32()),
-                      "n_changed": pa.array(cols["n_changed"], pa.int32())})
-    con.register("redactions_new", table)
-    try:
-        lake.write_query(con, "SELECT * FROM redactions_new ORDER BY _row_id", LAYER, NAME, day,
+    # Written a batch at a time to a local file, then published: a day's redactions are never all in memory.
+    with tempfile.TemporaryDirectory(prefix="acsr-redactions-") as tmp:
+        spill = os.path.join(tmp, "part.parquet")
+        with pq.ParquetWriter(spill, schema) as writer:
+            while rows := cur.fetchmany(STREAM_ROWS):
+                cols: dict[str, list] = {name: [] for name in schema.names}
+                for row_id, is_text, text, args in rows:
+                    counted = _Counted(redactor, memo)
+                    if is_text:
+                        clean = counted(text, "")
+                    else:
+                        cleaned = actions.redact_args(counted, args)
+                        clean = None if cleaned is None else json.dumps(cleaned)
+                    cols["_row_id"].append(row_id)
+                    cols["clean"].append(clean)
+                    cols["kinds"].append(counted.kinds)
+                    cols["n_texts"].append(counted.texts)
+                    cols["n_changed"].append(counted.changed)
+                writer.write_table(pa.table(cols, schema=schema))
+        lake.write_query(con, f"SELECT * FROM read_parquet({literal(spill)}) ORDER BY _row_id", LAYER, NAME, day,
                          metadata={"redactor": key, "staged": sig})
-    finally:
-        con.unregister("redactions_new")
 
 
 def view(con, lake: Lake, days: list[str]) -> None:
