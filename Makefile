@@ -14,7 +14,7 @@ CONVERSATIONS ?= 300
 # SOURCE=zendesk+otlp: the demo's night pulls from vendor stand-ins instead of sample files (docs/sources.md)
 SOURCE ?=
 
-.PHONY: venv demo test test-fast test-integration airflow bench lint clean
+.PHONY: venv demo test test-fast test-integration airflow bench bench-steady lint clean
 
 $(BIN)/activate: requirements.txt requirements-dev.txt pyproject.toml instrumentation/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,10 @@ airflow: venv  # standalone on localhost:$(PORT); Ctrl-C stops it all
 
 bench: venv
 	$(BIN)/python bench/run_bench.py
+
+STEADY_CONVERSATIONS ?= 5000
+bench-steady: venv  # the night after 28 nights (every window full) beside the same night on an empty lake (docs/benchmark.md)
+	$(BIN)/python bench/run_bench.py --conversations-per-day $(STEADY_CONVERSATIONS) --steady-state --no-airflow
 
 lint: venv
 	$(BIN)/ruff check dags include tests instrumentation
