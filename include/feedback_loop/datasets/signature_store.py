@@ -58,6 +58,7 @@ class SignatureStore:
         self._spill_dir = tempfile.mkdtemp(prefix="acsr-minhash-")
         self._spilled = os.path.join(self._spill_dir, "new.parquet")
         self._writer = None  # pyarrow ParquetWriter of this night's new rows
+        self._files: list[str] | None = None  # the window's stored files (their metadata read once)
 
     def signatures(self, keys: list[str], num_perm: int):
         import numpy as np
@@ -67,7 +68,10 @@ class SignatureStore:
             yield from curation.signatures(keys, num_perm)
             return
         normalised = [curation.normalise(k) for k in keys]
-        files = window_files(self.con, self.lake, NAME, "signature_key", signature_key(num_perm), self.start, self.end)
+        if self._files is None:  # the window's files are the same for every dataset of the night: listed once
+            self._files = window_files(self.con, self.lake, NAME, "signature_key", signature_key(num_perm),
+                                       self.start, self.end)
+        files = self._files
         # A cursor of its own: the result streams while the caller consumes it, and closing the cursor ends
         # it (and the registered keys) even when the caller stops early.
         cur = self.con.cursor()
