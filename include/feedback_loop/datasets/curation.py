@@ -20,7 +20,7 @@ from feedback_loop.patches.minhash import batch_signatures as _batch_signatures 
 SPLITS = ("train", "validation", "test")
 
 
-@dataclass
+@dataclass(slots=True)
 class Example:
     """One candidate training example and what is known about it.
 

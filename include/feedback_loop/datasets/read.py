@@ -5,6 +5,8 @@ Part of the dataset stage (`feedback_loop.datasets.build`, docs/datasets.md)."""
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from collections import Counter
 
 from feedback_loop.datasets import actions, pii, redactions
@@ -13,7 +15,9 @@ from feedback_loop.datasets.config import Config
 from feedback_loop.datasets.curation import Example
 from feedback_loop.datasets.redactions import STREAM_ROWS, TEXT_EVENTS, may_hold_pii
 from feedback_loop.ingest import contract
+from feedback_loop.lake.duck import lowered_memory_limit
 from feedback_loop.lake.files import Lake
+from feedback_loop.lake.sql import literal
 from feedback_loop.settings import Settings
 
 
@@ -225,8 +229,7 @@ def _read(con, lake: Lake, sources: dict, red: Redaction, cfg: Config) -> tuple[
     builder = _Candidates(cfg, corrections, kb, tools)
     texts_before = red.texts
     conv, last_user = None, None
-    cur = con.execute(stream_sql)
-    while rows := cur.fetchmany(STREAM_ROWS):
+    for rows in _sorted_batches(con, stream_sql):
         for (cid, part, ts, _turn, _dt, _row_id, etype, text, intent, conf, kb_results, policy_id, policy_outcome,
              rating, keep, maybe_pii, oc, action, action_args, action_status, *redaction) in rows:
             if part == 0:  # a conversation that can yield candidates starts: its outcome, then its events
@@ -261,6 +264,23 @@ def _read(con, lake: Lake, sources: dict, red: Redaction, cfg: Config) -> tuple[
     red.absorb(red_corr)
     red.absorb(red_kb)
     return n_conversations, *builder.result()
+
+
+def _sorted_batches(con, sql: str):
+    """The rows of `sql` (which ends with ORDER BY), `STREAM_ROWS` at a time, sorted into a local file first.
+
+    Why: streaming an ORDER BY keeps the whole sorted result in DuckDB's memory until its last row is
+    read, and the caller builds its candidates beside it: the two together were the dataset stage's peak.
+    Sorted under a third of the memory limit (the rest spills) and written to a file, the sort's memory is
+    released before the first row reaches Python. Reading the file back keeps its order."""
+    with tempfile.TemporaryDirectory(prefix="acsr-dataset-stream-") as tmp:
+        sorted_file = os.path.join(tmp, "stream.parquet")
+        with lowered_memory_limit(con, 1 / 3):
+            con.execute(f"COPY ({sql}) TO {literal(sorted_file)} (FORMAT parquet, COMPRESSION lz4_raw, "
+                        "ROW_GROUP_SIZE 10000)")
+        cur = con.execute(f"SELECT * FROM read_parquet({literal(sorted_file)})")
+        while rows := cur.fetchmany(STREAM_ROWS):
+            yield rows
 
 
 def _incomplete_triads(con, lake: Lake, days: list[str]) -> dict:

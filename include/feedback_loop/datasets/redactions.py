@@ -138,11 +138,13 @@ def _compute(con, lake: Lake, redactor: pii.Redactor, day: str, staged: str, key
         ORDER BY _row_id""")
     schema = pa.schema([("_row_id", pa.int64()), ("clean", pa.string()), ("kinds", pa.list_(pa.string())),
                         ("n_texts", pa.int32()), ("n_changed", pa.int32())])
+    schema = schema.with_metadata({"redactor": key, "staged": sig})
     memo: dict = {}
-    # Written a batch at a time to a local file, then published: a day's redactions are never all in memory.
+    # Written a batch at a time to a local file, already in `_row_id` order, then published as it is: a
+    # day's redactions are never all in memory (a DuckDB COPY of it would buffer whole row groups again).
     with tempfile.TemporaryDirectory(prefix="acsr-redactions-") as tmp:
         spill = os.path.join(tmp, "part.parquet")
-        with pq.ParquetWriter(spill, schema) as writer:
+        with pq.ParquetWriter(spill, schema, compression="zstd") as writer:
             while rows := cur.fetchmany(STREAM_ROWS):
                 cols: dict[str, list] = {name: [] for name in schema.names}
                 for row_id, is_text, text, args in rows:
@@ -158,8 +160,7 @@ def _compute(con, lake: Lake, redactor: pii.Redactor, day: str, staged: str, key
                     cols["n_texts"].append(counted.texts)
                     cols["n_changed"].append(counted.changed)
                 writer.write_table(pa.table(cols, schema=schema))
-        lake.write_query(con, f"SELECT * FROM read_parquet({literal(spill)}) ORDER BY _row_id", LAYER, NAME, day,
-                         metadata={"redactor": key, "staged": sig})
+        lake.publish_file(spill, LAYER, NAME, day)
 
 
 def view(con, lake: Lake, days: list[str]) -> None:

@@ -3,7 +3,9 @@ folder, and the object store registered when the lake or the landing area is on 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import tempfile
 from typing import TYPE_CHECKING
 
@@ -39,3 +41,25 @@ def connect(settings: Settings | None = None):
 def spill_dir(settings: Settings) -> str:
     """This process's DuckDB spill folder: `<duckdb_temp_dir or the system temp>/acsr-duckdb-<pid>`."""
     return os.path.join(settings.duckdb_temp_dir or tempfile.gettempdir(), f"acsr-duckdb-{os.getpid()}")
+
+
+_UNITS = {"bytes": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
+
+
+@contextlib.contextmanager
+def lowered_memory_limit(con, fraction: float):
+    """Run a block under `fraction` of the connection's memory limit, then restore it.
+
+    For a large sort written straight to a file: under a smaller limit DuckDB spills more of it, so what
+    the process holds beside it (Python objects built from an earlier result) keeps its headroom."""
+    (current,) = con.execute("SELECT current_setting('memory_limit')").fetchone()
+    m = re.fullmatch(r"([0-9.]+) ?(bytes|KiB|MiB|GiB|TiB)", current.strip())
+    if m is None:  # no limit, or a form this does not read: left as it is
+        yield
+        return
+    lowered = int(float(m.group(1)) * _UNITS[m.group(2)] * fraction)
+    con.execute("SET memory_limit = ?", [f"{max(lowered, 64 * 2**20) // 2**20}MiB"])
+    try:
+        yield
+    finally:
+        con.execute("SET memory_limit = ?", [current])

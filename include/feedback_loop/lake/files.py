@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import time
 import uuid
@@ -125,6 +126,10 @@ class Lake:
         target = self.partition_file(layer, name, dt)
         return copy_atomic(con, query, target, check=check, params=params, metadata=metadata)
 
+    def publish_file(self, local: str, layer: str, name: str, dt: date | str) -> str:
+        """Publish a finished local Parquet file as one partition, atomically (see `publish_file`)."""
+        return publish_file(local, self.partition_file(layer, name, dt))
+
     def signature(self, path: str) -> str | None:
         """Size and modification time (an object store's ETag) of one file: a partial computed from it is
         valid while this is unchanged. None when the file does not exist."""
@@ -199,6 +204,31 @@ def copy_atomic(con, query: str, target: str, check=None, params: dict | None = 
             raise LakeWriteError(f"{target}: could not write the partition ({exc}); nothing was published, "
                                  "the previous version (if any) is unchanged") from exc
         raise
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return target
+
+
+def publish_file(local: str, target: str) -> str:
+    """Publish a finished local file at `target`: copied beside it under a temporary name and renamed
+    locally, a single PUT remotely. For files written a batch at a time (pyarrow's ParquetWriter), which a
+    DuckDB COPY would buffer again by row group."""
+    if is_remote(target):
+        fs, path = filesystem_for(target)
+        fs.put_file(local, path)
+        return target
+    folder = os.path.dirname(target)
+    os.makedirs(folder, exist_ok=True)
+    remove_stale_tmp(folder)
+    tmp = os.path.join(folder, f"{tmp_name()}{os.path.splitext(target)[1]}")
+    try:
+        shutil.copyfile(local, tmp)
+        _fsync(tmp)
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise LakeWriteError(f"{target}: could not write the partition ({exc}); nothing was published, "
+                             "the previous version (if any) is unchanged") from exc
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
