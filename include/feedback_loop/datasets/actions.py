@@ -24,6 +24,9 @@ import re
 
 from feedback_loop.datasets.curation import Example
 
+# The records' key of a tool-calling example's provenance (override or check, reviewer, policy clause, the
+# calls): kept with the records, which wait on disk (candidates._Spill), not in memory with the candidate.
+PROVENANCE = "provenance"
 ESCALATE = "escalate_to_human"
 POLICY = "policy_decision"
 BUILTIN_TOOLS = {
@@ -208,13 +211,14 @@ class ActionExamples:
         from feedback_loop.datasets.candidates import _fact_date
 
         cid, tools = conv.conversation_id, tools_openai(offered(self.tools, chosen, rejected))
-        meta = {"fact_date": _fact_date(conv), "provenance": provenance}
+        meta = {"fact_date": _fact_date(conv)}
         if chosen is not None:
             self.cands["tool_sft"].append(Example(
                 "tool_sft", cid, provenance["source"], key=_prompt_key(prompt) + "\n" + call_key(chosen),
                 evidence=evidence, meta=meta,
                 records={"trl_tool_messages": {"messages": [*prompt, trl_message(chosen)], "tools": tools},
-                         "openai_chat": {"messages": [*prompt, openai_message(chosen, "call_0")], "tools": tools}}))
+                         "openai_chat": {"messages": [*prompt, openai_message(chosen, "call_0")], "tools": tools},
+                         PROVENANCE: provenance}))
             self._tool_kto(conv, prompt, chosen, True, provenance, evidence, meta)
         if rejected is not None:
             self._tool_kto(conv, prompt, rejected, False, provenance, evidence, meta)
@@ -226,7 +230,8 @@ class ActionExamples:
                     "tool_preference", cid, provenance["source"], evidence=evidence, meta=meta,
                     key=_prompt_key(prompt) + "\n" + call_key(chosen) + "\n" + call_key(rejected),
                     records={"trl_tool_preference": {"prompt": prompt, "chosen": [trl_message(chosen)],
-                                                     "rejected": [trl_message(rejected)], "tools": tools}}))
+                                                     "rejected": [trl_message(rejected)], "tools": tools},
+                             PROVENANCE: provenance}))
 
     def _tool_kto(self, conv, prompt, call, label: bool, provenance, evidence, meta) -> None:
         user = next((m["content"] for m in reversed(prompt) if m["role"] == "user"), "")
@@ -234,9 +239,10 @@ class ActionExamples:
         self.cands["tool_kto"].append(Example(
             "tool_kto", conv.conversation_id, source, key=user + "\n" + call_key(call), evidence=evidence,
             group=str(label).lower(), label=str(label).lower(), reviewer=conv.conversation_id,
-            meta={**meta, "provenance": {**provenance, "label": label}},
+            meta=meta,
             records={"trl_tool_unpaired": {"prompt": prompt, "completion": [trl_message(call)], "label": label,
-                                           "tools": tools_openai(offered(self.tools, call))}}))
+                                           "tools": tools_openai(offered(self.tools, call))},
+                     PROVENANCE: {**provenance, "label": label}}))
 
     def _action_correction(self, conv, o: dict) -> None:
         """An action- or policy-stage correction: the reviewer's call chosen, the agent's rejected."""
@@ -289,8 +295,7 @@ class ActionExamples:
             provenance = {"source": "failed_outcome_check", "stage": "action", "check_id": chk["check_id"],
                           "expected_state": chk["expected_state"], "observed_state": chk["observed_state"],
                           "policy_clause_id": clause, "agent_call": call}
-            self._tool_kto(conv, prompt, call, False, provenance, (2, 0.0),
-                           {"fact_date": _fact_date(conv), "provenance": provenance})
+            self._tool_kto(conv, prompt, call, False, provenance, (2, 0.0), {"fact_date": _fact_date(conv)})
 
 
 def _prompt_key(prompt: list[dict]) -> str:

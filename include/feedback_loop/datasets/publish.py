@@ -12,7 +12,7 @@ import shutil
 import uuid
 from collections import Counter
 
-from feedback_loop.datasets import curation, formats, pii, tokens
+from feedback_loop.datasets import actions, curation, formats, pii, tokens
 from feedback_loop.datasets.config import (
     ACTION_DATASETS,
     HUMAN_LABEL_SOURCES,
@@ -133,8 +133,8 @@ def _write_files(folder: str, name: str, examples: list[Example], conflicts: lis
         ("source", pa.string()), ("weight", pa.float64()), ("tokens", pa.int64()), ("copies_merged", pa.int64()),
         ("fact_date", pa.string())])), os.path.join(folder, "examples.parquet"), compression="zstd")
     files.append({"path": "examples.parquet", "format": "index", "split": None, "rows": len(index)})
-    provenance = [{"example_id": e.example_id, "conversation_id": e.conversation_id, "split": e.split,
-                   **e.meta["provenance"]} for e in examples if e.meta.get("provenance")]
+    provenance = ([{"example_id": e.example_id, "conversation_id": e.conversation_id, "split": e.split, **p}
+                   for e in examples if (p := e.records.get(actions.PROVENANCE))] if name in ACTION_DATASETS else [])
     if provenance:  # where each tool-calling example came from: override or check, reviewer, policy clause
         with open(os.path.join(folder, "provenance.jsonl"), "wb") as fh:
             fh.write(_jsonl(provenance))

@@ -136,8 +136,9 @@ class SignatureStore:
             return
         table = pa.table({"key_hash": pa.array([hashes[i] for i in keep], pa.binary()),
                           "signature": pa.array([sigs[i].tobytes() for i in keep], pa.binary())})
-        if self._writer is None:
-            self._writer = pq.ParquetWriter(self._spilled, table.schema, compression="zstd")
+        if self._writer is None:  # with the store's key: on a night's first run the spill is the partition
+            schema = table.schema.with_metadata({"signature_key": signature_key(self.num_perm)})
+            self._writer = pq.ParquetWriter(self._spilled, schema, compression="zstd")
         self._writer.write_table(table)
 
     def save(self, day: str) -> int:
@@ -146,8 +147,9 @@ class SignatureStore:
         keys were new.
 
         The two parts hold no key in common (a key stored by that night is in the window, so it was read
-        back, not signed), and both are copied a batch at a time: sorting or grouping a night's signatures
-        in DuckDB held ~8 times their size (the peak of a 2 M-event night's dataset stage)."""
+        back, not signed), and on a rerun both are copied a batch at a time; a night's first run publishes
+        the spill as it is. Sorting or grouping a night's signatures in DuckDB held ~8 times their size
+        (the peak of a 2 M-event night's dataset stage)."""
         import pyarrow.parquet as pq
 
         try:
@@ -162,6 +164,9 @@ class SignatureStore:
                 parts.append(self._spilled)
             if not parts:
                 return 0
+            if parts == [self._spilled]:  # the night's first run: the spill is the partition as it is
+                self.lake.publish_file(self._spilled, LAYER, NAME, day)
+                return len(self._spilled_keys)
             out = os.path.join(self._spill_dir, "part.parquet")
             schema = None
             with contextlib.ExitStack() as stack:
