@@ -119,8 +119,11 @@ def build_datasets(settings: Settings, dt: str | date | None = None, window_days
     signatures = SignatureStore(con, lake, start, end)  # near-duplicate signatures of earlier nights (partials/)
     try:
         for name in only or ALL_DATASETS:
-            examples, conflicts, steps = curate(name, cfg, cands[name], unusable[name], signatures.signatures)
+            # Each dataset's candidates are let go once curated, and its examples once published: memory
+            # holds the datasets still to come, not every one built so far.
+            examples, conflicts, steps = curate(name, cfg, cands.pop(name), unusable[name], signatures.signatures)
             result["datasets"][name] = _publish(lake, name, cfg, examples, conflicts, steps, context, scan)
+            del examples, conflicts
             r = result["datasets"][name]
             log.info("dataset %s %s..%s: %s (%s examples, %s new)%s", name, start, end, r["status"], r["examples"],
                      r.get("new_examples"), f" version {r['version']}" if r.get("version") else "")

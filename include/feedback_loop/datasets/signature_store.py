@@ -24,7 +24,7 @@ from functools import lru_cache
 
 from feedback_loop.datasets import curation
 from feedback_loop.datasets.token_store import window_files
-from feedback_loop.lake.files import Lake, parquet_metadata
+from feedback_loop.lake.files import Lake, parquet_file, parquet_metadata
 from feedback_loop.lake.sql import literal, literal_list
 
 LAYER, NAME = "partials", "dataset_minhash"
@@ -43,22 +43,6 @@ def signature_key(num_perm: int) -> str:
 
 def key_hash(normalised: str) -> bytes:
     return hashlib.blake2b(normalised.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-
-
-@contextlib.contextmanager
-def _open(path: str):
-    """A pyarrow ParquetFile of a local or object-store path, closed after use."""
-    import pyarrow.parquet as pq
-
-    from feedback_loop.lake.files import filesystem_for, is_remote
-
-    if is_remote(path):
-        fs, p = filesystem_for(path)
-        with fs.open(p, "rb") as fh:
-            yield pq.ParquetFile(fh)
-    else:
-        with pq.ParquetFile(path) as f:
-            yield f
 
 
 class SignatureStore:
@@ -172,7 +156,7 @@ class SignatureStore:
             with contextlib.ExitStack() as stack:
                 writer = None
                 for part in parts:
-                    src = stack.enter_context(_open(part))
+                    src = stack.enter_context(parquet_file(part))
                     for batch in src.iter_batches(batch_size=_BATCH, columns=["key_hash", "signature"]):
                         if writer is None:
                             schema = batch.schema.with_metadata({"signature_key": key})

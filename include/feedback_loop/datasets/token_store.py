@@ -11,7 +11,7 @@ ignored.
 from __future__ import annotations
 
 from feedback_loop.datasets import tokens
-from feedback_loop.lake.files import Lake, parquet_metadata
+from feedback_loop.lake.files import Lake, parquet_file, parquet_metadata
 from feedback_loop.lake.sql import literal
 
 LAYER, NAME = "partials", "dataset_token_counts"
@@ -47,23 +47,32 @@ def save(con, lake: Lake, day: str) -> int:
     """Store the counts encoded tonight under `day` (with what that night had stored already, on a rerun).
 
     A rerun of the night rewrites its partition even when it encoded nothing new (same rows): reprocessing
-    a day rewrites every partition of that day."""
+    a day rewrites every partition of that day. Rows in `text_key` order, written with pyarrow: a DuckDB
+    UNION, sort and COPY of a 10 M-event night's ~1 M new counts was the stage's peak after the candidates."""
+    import tempfile
+
     import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
 
     new = tokens.new_counts()
     stored = lake.partition_file(LAYER, NAME, day)
     keep_stored = lake.has_partition(LAYER, NAME, day) and _current(con, stored)
     if not new and not keep_stored:
         return 0
-    table = pa.table({"text_key": pa.array(list(new), pa.binary()), "tokens": pa.array(list(new.values()), pa.int64())})
-    con.register("token_counts_new", table)
-    try:
-        query = "SELECT text_key, tokens FROM token_counts_new"
-        if keep_stored:
-            query += (f" UNION SELECT text_key, tokens FROM read_parquet({literal(stored)})"
-                      " WHERE text_key NOT IN (SELECT text_key FROM token_counts_new)")
-        lake.write_query(con, f"SELECT * FROM ({query}) ORDER BY text_key", LAYER, NAME, day,
-                         metadata={"tokenizer": tokens.store_key()})
-    finally:
-        con.unregister("token_counts_new")
-    return len(new)
+    schema = pa.schema([("text_key", pa.binary()), ("tokens", pa.int64())], metadata={"tokenizer": tokens.store_key()})
+    table = pa.table({"text_key": pa.array(list(new), pa.binary()), "tokens": pa.array(list(new.values()), pa.int64())},
+                     schema=schema)
+    n_new = len(new)
+    del new
+    if keep_stored:
+        with parquet_file(stored) as f:
+            old = f.read(columns=["text_key", "tokens"]).cast(schema)
+        old = old.filter(pc.invert(pc.is_in(old["text_key"], value_set=table["text_key"])))
+        table = pa.concat_tables([table, old])
+    table = table.sort_by("text_key")
+    with tempfile.TemporaryDirectory(prefix="acsr-token-counts-") as tmp:
+        local = f"{tmp}/part.parquet"
+        pq.write_table(table, local, compression="zstd")
+        lake.publish_file(local, LAYER, NAME, day)
+    return n_new

@@ -13,6 +13,7 @@ Temporary files are named `.tmp-<pid>@<host>@<random>`: readers never glob them 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -233,6 +234,20 @@ def publish_file(local: str, target: str) -> str:
         if os.path.exists(tmp):
             os.remove(tmp)
     return target
+
+
+@contextlib.contextmanager
+def parquet_file(path: str):
+    """A pyarrow ParquetFile of a local or object-store path, closed after use."""
+    import pyarrow.parquet as pq
+
+    if is_remote(path):
+        fs, p = filesystem_for(path)
+        with fs.open(p, "rb") as fh:
+            yield pq.ParquetFile(fh)
+    else:
+        with pq.ParquetFile(path) as f:
+            yield f
 
 
 def parquet_metadata(con, path: str) -> dict[str, str]:
