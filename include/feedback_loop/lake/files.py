@@ -190,10 +190,7 @@ def copy_atomic(con, query: str, target: str, check=None, params: dict | None = 
         finally:
             os.remove(tmp)
         return target
-    folder = os.path.dirname(target)
-    os.makedirs(folder, exist_ok=True)
-    remove_stale_tmp(folder)
-    tmp = os.path.join(folder, f"{tmp_name()}.parquet")
+    tmp = _tmp_beside(target)
     try:
         con.execute(f"COPY ({query}) TO '{tmp}' ({options})", params)
         _fsync(tmp)
@@ -211,6 +208,15 @@ def copy_atomic(con, query: str, target: str, check=None, params: dict | None = 
     return target
 
 
+def _tmp_beside(target: str) -> str:
+    """A temporary name in `target`'s folder (created; stale temporaries of dead writers removed), with
+    its extension: renamed onto `target` once complete."""
+    folder = os.path.dirname(target)
+    os.makedirs(folder, exist_ok=True)
+    remove_stale_tmp(folder)
+    return os.path.join(folder, f"{tmp_name()}{os.path.splitext(target)[1]}")
+
+
 def publish_file(local: str, target: str) -> str:
     """Publish a finished local file at `target`: copied beside it under a temporary name and renamed
     locally, a single PUT remotely. For files written a batch at a time (pyarrow's ParquetWriter), which a
@@ -219,10 +225,7 @@ def publish_file(local: str, target: str) -> str:
         fs, path = filesystem_for(target)
         fs.put_file(local, path)
         return target
-    folder = os.path.dirname(target)
-    os.makedirs(folder, exist_ok=True)
-    remove_stale_tmp(folder)
-    tmp = os.path.join(folder, f"{tmp_name()}{os.path.splitext(target)[1]}")
+    tmp = _tmp_beside(target)
     try:
         shutil.copyfile(local, tmp)
         _fsync(tmp)
