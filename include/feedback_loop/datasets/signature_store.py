@@ -25,7 +25,7 @@ from functools import lru_cache
 from feedback_loop.datasets import curation
 from feedback_loop.datasets.token_store import window_files
 from feedback_loop.lake.files import Lake, parquet_file, parquet_metadata
-from feedback_loop.lake.sql import literal, literal_list
+from feedback_loop.lake.sql import literal_list
 
 LAYER, NAME = "partials", "dataset_minhash"
 _BATCH = 4096  # keys per batch streamed back from DuckDB (and signed together when not stored)

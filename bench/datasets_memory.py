@@ -1,0 +1,106 @@
+"""Peak memory and CPU of the datasets stage, step by step, on a copy of a kept bench lake (issue 18).
+
+`run_bench.py` gives one peak per stage; this says which step of `build_datasets` holds it. It copies a
+lake kept by `run_bench.py --keep` (the day's `partials/` removed, so the night is the day's first, as in
+the bench), then runs `build_datasets` in this process with a thread sampling RSS every 20 ms, each
+sample labelled with the step running (the functions wrapped below); CPU is summed per step.
+
+    python bench/run_bench.py --events 2000000 --keep --no-airflow    # once: keeps bench/.cache/run-*/empty
+    python bench/datasets_memory.py bench/.cache/run-c215054-*/empty bench/.cache/c215054-s7/landing
+
+Prints the peak RSS of each step in the order first seen, the CPU of each step, and each dataset's status,
+example count and version id (the same ids from two versions of the code are an identity check).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+DAY = "2026-11-20"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("lake_dir", type=Path, help="a kept run folder holding lake/ (bench/.cache/run-*/empty)")
+    ap.add_argument("landing", type=Path, help="the day's landing folder (bench/.cache/c<N>-s<seed>/landing)")
+    ap.add_argument("--day", default=DAY)
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="acsr-datasets-memory-"))
+    try:
+        shutil.copytree(args.lake_dir, work, dirs_exist_ok=True)
+        for p in (work / "lake" / "partials").glob(f"*/dt={args.day}"):
+            shutil.rmtree(p)
+        os.environ.update(ACSR_DATA_DIR=str(work), ACSR_LANDING=str(args.landing), ACSR_LAKE=str(work / "lake"),
+                          ACSR_WAREHOUSE=str(work / "warehouse.duckdb"), PYTHONWARNINGS="ignore")
+        return _measure(args.day)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _measure(day: str) -> int:
+    from feedback_loop.datasets import build, curation, publish, redactions, token_store
+    from feedback_loop.settings import Settings
+
+    page = os.sysconf("SC_PAGE_SIZE")
+    step, peaks, cpu = ["outside the steps below"], {}, {}
+
+    def sample() -> None:
+        while True:
+            with open("/proc/self/statm") as f:
+                rss = int(f.read().split()[1]) * page / 2**20
+            peaks[step[0]] = max(peaks.get(step[0], 0.0), rss)
+            time.sleep(0.02)
+
+    def wrap(owner, name: str, label: str, labelled: bool = True) -> None:
+        f = getattr(owner, name)
+
+        def timed(*a, **k):
+            before, t0 = step[0], time.process_time()
+            if labelled:
+                step[0] = label
+            try:
+                return f(*a, **k)
+            finally:
+                step[0] = before
+                cpu[label] = cpu.get(label, 0.0) + time.process_time() - t0
+
+        setattr(owner, name, timed)
+
+    wrap(build, "_read", "_read: outcomes, stream, candidates")
+    wrap(redactions, "ensure", "the day's redaction partial")
+    wrap(build, "curate", "curate")
+    wrap(curation, "exact_duplicates", "curate: exact duplicates")
+    wrap(curation, "near_duplicates", "curate: near duplicates")
+    wrap(build, "_publish", "publish")
+    wrap(publish, "_write_files", "publish: writing files")
+    wrap(token_store, "save", "saving token counts")
+    wrap(build.SignatureStore, "save", "saving signatures")
+    wrap(publish, "_count_tokens", "token counts (CPU only)", labelled=False)
+    wrap(publish, "_example_id", "content ids (CPU only)", labelled=False)
+
+    threading.Thread(target=sample, daemon=True).start()
+    t0 = time.process_time()
+    result = build.build_datasets(Settings.load(), day)
+    time.sleep(0.1)
+    print(f"datasets stage: {time.process_time() - t0:.1f} s CPU, peak "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    for label, mib in peaks.items():
+        print(f"  {label:55s} {mib:8.0f} MiB")
+    for label, s in cpu.items():
+        print(f"  {label:55s} {s:8.1f} s CPU")
+    for name, r in result["datasets"].items():
+        print(f"  {name:20s} {r['status']:22s} {r['examples']:>8} examples  {r.get('version')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
