@@ -15,7 +15,6 @@ the night ends (`save`).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import inspect
 import os
@@ -134,6 +133,7 @@ class SignatureStore:
         back, not signed), and on a rerun both are copied a batch at a time; a night's first run publishes
         the spill as it is. Sorting or grouping a night's signatures in DuckDB held ~8 times their size
         (the peak of a 2 M-event night's dataset stage)."""
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         try:
@@ -152,22 +152,12 @@ class SignatureStore:
                 self.lake.publish_file(self._spilled, LAYER, NAME, day)
                 return len(self._spilled_keys)
             out = os.path.join(self._spill_dir, "part.parquet")
-            schema = None
-            with contextlib.ExitStack() as stack:
-                writer = None
+            schema = pa.schema([("key_hash", pa.binary()), ("signature", pa.binary())], metadata={"signature_key": key})
+            with pq.ParquetWriter(out, schema, compression="zstd") as writer:
                 for part in parts:
-                    src = stack.enter_context(parquet_file(part))
-                    for batch in src.iter_batches(batch_size=_BATCH, columns=["key_hash", "signature"]):
-                        if writer is None:
-                            schema = batch.schema.with_metadata({"signature_key": key})
-                            writer = stack.enter_context(pq.ParquetWriter(out, schema, compression="zstd"))
-                        writer.write_batch(batch)
-                if writer is None:  # both parts empty: an empty partition, as before
-                    import pyarrow as pa
-
-                    schema = pa.schema([("key_hash", pa.binary()), ("signature", pa.binary())],
-                                       metadata={"signature_key": key})
-                    stack.enter_context(pq.ParquetWriter(out, schema, compression="zstd"))
+                    with parquet_file(part) as src:
+                        for batch in src.iter_batches(batch_size=_BATCH, columns=["key_hash", "signature"]):
+                            writer.write_batch(batch)
             self.lake.publish_file(out, LAYER, NAME, day)
             return len(self._spilled_keys)
         finally:
