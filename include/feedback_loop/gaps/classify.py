@@ -64,19 +64,17 @@ def find_gaps(con, p: GapParams, settings: Settings | None = None) -> tuple[list
     # Redaction is a pure function of the text, and first messages repeat a lot: each distinct text once.
     redact = functools.lru_cache(maxsize=None)(redactor(settings).redact)
     select = f"""SELECT {", ".join(COLUMNS)} FROM conv WHERE in_window AND text IS NOT NULL AND trim(text) <> ''"""
-    sig = [dict(zip(COLUMNS, r)) for r in con.execute(
-        f"{select} AND weight >= $w ORDER BY weight DESC, conversation_id", {"w": p.min_weight}).fetchall()]
+    fetch = functools.partial(_fetch_rows, con, redact, {})
+    sig = fetch(f"{select} AND weight >= $w ORDER BY weight DESC, conversation_id", {"w": p.min_weight})
     # The rest of the traffic gives each topic its size and each label what it answers: a sample at scale.
     n_other = con.execute(f"SELECT count(*) FROM ({select} AND weight < $w)", {"w": p.min_weight}).fetchall()[0][0]
     budget = max(1, p.max_texts - len(sig))
-    other = [dict(zip(COLUMNS, r)) for r in con.execute(
-        f"{select} AND weight < $w ORDER BY hash(conversation_id), conversation_id LIMIT $n",
-        {"w": p.min_weight, "n": budget}).fetchall()]
+    other = fetch(f"{select} AND weight < $w ORDER BY hash(conversation_id), conversation_id LIMIT $n",
+                  {"w": p.min_weight, "n": budget})
     other.sort(key=lambda r: r["conversation_id"])
     scale = n_other / len(other) if other else 1.0
-    prev_rows = [dict(zip(COLUMNS, r)) for r in con.execute(
-        f"SELECT {', '.join(COLUMNS)} FROM conv WHERE NOT in_window AND weight >= $w AND text IS NOT NULL "
-        "AND trim(text) <> '' ORDER BY conversation_id", {"w": p.min_weight}).fetchall()]
+    prev_rows = fetch(f"SELECT {', '.join(COLUMNS)} FROM conv WHERE NOT in_window AND weight >= $w AND text IS NOT NULL "
+                      "AND trim(text) <> '' ORDER BY conversation_id", {"w": p.min_weight})
     n_total = con.execute("SELECT count(*) FROM conv WHERE in_window").fetchall()[0][0]
     has_prev_window = bool(con.execute("SELECT count(*) > 0 FROM conv WHERE NOT in_window").fetchall()[0][0])
     kb = con.execute("SELECT article_id, title, body, intents, status, updated_at FROM kb ORDER BY article_id").fetchall()
@@ -84,8 +82,6 @@ def find_gaps(con, p: GapParams, settings: Settings | None = None) -> tuple[list
     stats = {"n_conversations": n_total, "n_signals": len(sig), "n_topics": 0, "n_noise": 0,
              "kb_published": len(published)}
     rows: list[dict] = stale_articles(con, p, published)
-    for r in (*sig, *other, *prev_rows):  # before anything else sees them: no term or example carries PII
-        r["text"] = redact(r["text"])
     all_rows = sig + other + prev_rows
     n_conv = len(all_rows)
     space = gt.fit_text_space([r["text"] for r in all_rows] + [article_text(a) for a in published] or [""],
@@ -155,6 +151,41 @@ def find_gaps(con, p: GapParams, settings: Settings | None = None) -> tuple[list
         if row:
             rows.append(row)
     return rows, stats
+
+
+_POSITION = {c: i for i, c in enumerate(COLUMNS)}
+SHARED_COLUMNS = ("final_intent", "human_intent", "human_category", "kb_articles")
+
+
+class WindowRow(tuple):
+    """One conversation of the window, read like a dict (`row["text"]`, `row.get(...)`) but held as a tuple:
+    at 10 M events a day the window's signals are 260k rows, ~830 bytes each as 24-key dicts, ~250 as this."""
+
+    __slots__ = ()
+
+    def __getitem__(self, key):
+        return tuple.__getitem__(self, _POSITION[key] if isinstance(key, str) else key)
+
+    def get(self, key, default=None):
+        return tuple.__getitem__(self, _POSITION[key]) if key in _POSITION else default
+
+
+def _fetch_rows(con, redact, shared: dict, sql: str, params: dict) -> list[WindowRow]:
+    """The rows of `sql` over `COLUMNS`, their text redacted (before anything else sees it: no term or example
+    carries PII), a value that repeats from row to row (an intent, a list of article ids) held once in
+    `shared`. Lists are shared between rows, so nothing may change one in place."""
+    text = _POSITION["text"]
+    shared_at = [_POSITION[c] for c in SHARED_COLUMNS]
+    out = []
+    for values in con.execute(sql, params).fetchall():
+        values = list(values)
+        values[text] = redact(values[text])
+        for i in shared_at:
+            v = values[i]
+            if v is not None:
+                values[i] = shared.setdefault(tuple(v) if isinstance(v, list) else v, v)
+        out.append(WindowRow(values))
+    return out
 
 
 def _article_centroids(published: list, cents: dict, dim: int) -> list:
