@@ -32,6 +32,7 @@ def main() -> int:
     ap.add_argument("lake_dir", type=Path, help="a kept run folder holding lake/ (bench/.cache/run-*/empty)")
     ap.add_argument("landing", type=Path, help="the day's landing folder (bench/.cache/c<N>-s<seed>/landing)")
     ap.add_argument("--day", default=DAY)
+    ap.add_argument("--by-dataset", action="store_true", help="label each step with the dataset it builds")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="acsr-datasets-memory-"))
@@ -41,17 +42,19 @@ def main() -> int:
             shutil.rmtree(p)
         os.environ.update(ACSR_DATA_DIR=str(work), ACSR_LANDING=str(args.landing), ACSR_LAKE=str(work / "lake"),
                           ACSR_WAREHOUSE=str(work / "warehouse.duckdb"), PYTHONWARNINGS="ignore")
-        return _measure(args.day)
+        return _measure(args.day, args.by_dataset)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _measure(day: str) -> int:
+def _measure(day: str, by_dataset: bool = False) -> int:
     from feedback_loop.datasets import build, curation, publish, redactions, token_store
     from feedback_loop.settings import Settings
 
     page = os.sysconf("SC_PAGE_SIZE")
-    step, peaks, cpu = ["outside the steps below"], {}, {}
+    outside = "outside the steps below"
+    step, peaks, cpu = [outside], {}, {}
+    dataset = [""]  # the dataset being curated and published (with --by-dataset)
 
     def sample() -> None:
         while True:
@@ -65,12 +68,14 @@ def _measure(day: str) -> int:
 
         def timed(*a, **k):
             before, t0 = step[0], time.process_time()
+            if name == "curate" and by_dataset:
+                dataset[0] = f" [{a[0]}]"
             if labelled:
-                step[0] = label
+                step[0] = label + dataset[0]
             try:
                 return f(*a, **k)
             finally:
-                step[0] = before
+                step[0] = outside + dataset[0] if before.startswith(outside) else before
                 cpu[label] = cpu.get(label, 0.0) + time.process_time() - t0
 
         setattr(owner, name, timed)
