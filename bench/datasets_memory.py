@@ -9,12 +9,17 @@ sample labelled with the step running (the functions wrapped below); CPU is summ
     python bench/datasets_memory.py bench/.cache/run-c215054-*/empty bench/.cache/c215054-s7/landing
 
 Prints the peak RSS of each step in the order first seen, the CPU of each step, and each dataset's status,
-example count and version id (the same ids from two versions of the code are an identity check).
+example count and version id (the same ids from two versions of the code are an identity check of the
+JSON Lines files). `--by-dataset` labels each step with the dataset it builds; `--files` removes the copy's
+published versions first, so that every version is written again, and prints the sha256 of each of its
+files from its manifest (Parquet included): the same lines from two versions of the code are an identity
+check of every file.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import shutil
@@ -33,6 +38,7 @@ def main() -> int:
     ap.add_argument("landing", type=Path, help="the day's landing folder (bench/.cache/c<N>-s<seed>/landing)")
     ap.add_argument("--day", default=DAY)
     ap.add_argument("--by-dataset", action="store_true", help="label each step with the dataset it builds")
+    ap.add_argument("--files", action="store_true", help="publish every version again; print each file's sha256")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="acsr-datasets-memory-"))
@@ -40,14 +46,16 @@ def main() -> int:
         shutil.copytree(args.lake_dir, work, dirs_exist_ok=True)
         for p in (work / "lake" / "partials").glob(f"*/dt={args.day}"):
             shutil.rmtree(p)
+        if args.files:
+            shutil.rmtree(work / "lake" / "datasets", ignore_errors=True)
         os.environ.update(ACSR_DATA_DIR=str(work), ACSR_LANDING=str(args.landing), ACSR_LAKE=str(work / "lake"),
                           ACSR_WAREHOUSE=str(work / "warehouse.duckdb"), PYTHONWARNINGS="ignore")
-        return _measure(args.day, args.by_dataset)
+        return _measure(args.day, args.by_dataset, args.files)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _measure(day: str, by_dataset: bool = False) -> int:
+def _measure(day: str, by_dataset: bool = False, files: bool = False) -> int:
     from feedback_loop.datasets import build, curation, publish, redactions, token_store
     from feedback_loop.settings import Settings
 
@@ -104,6 +112,12 @@ def _measure(day: str, by_dataset: bool = False) -> int:
         print(f"  {label:55s} {s:8.1f} s CPU")
     for name, r in result["datasets"].items():
         print(f"  {name:20s} {r['status']:22s} {r['examples']:>8} examples  {r.get('version')}")
+    if files:
+        for name, r in result["datasets"].items():
+            if r.get("manifest"):
+                with open(r["manifest"]) as fh:
+                    for f in json.load(fh)["files"]:
+                        print(f"  {name}/{f['path']} {f['sha256']}")
     return 0
 
 
