@@ -109,24 +109,16 @@ def _write_files(folder: str, name: str, examples: list[Example], conflicts: lis
                 continue
             rel = pattern.format(split=split)
             os.makedirs(os.path.dirname(os.path.join(folder, rel)), exist_ok=True)
-            # JSON Lines one record at a time (records are read back from the spill as written); Parquet
-            # still takes the split's records at once (its schema is inferred from all of them), with each
-            # distinct string held once: the system message and its KB passages repeat in most records
-            # (a 10 M-event night's SFT split held ~250 MiB more than its Arrow table without this).
-            records = [] if parquet else None
-            strings: dict[str, str] = {}
+            # JSON Lines one record at a time (records are read back from the spill as written).
             with open(os.path.join(folder, rel + ".jsonl"), "wb") as fh:
                 for e in examples:
                     if e.split == split:
-                        rec = e.records[fmt]
-                        fh.write(_jsonl([rec]))
-                        if records is not None:
-                            records.append(_share_strings(rec, strings))
+                        fh.write(_jsonl([e.records[fmt]]))
             files.append({"path": rel + ".jsonl", "format": fmt, "split": split, "rows": n_rows})
             if parquet:
-                pq.write_table(pa.Table.from_pylist(records), os.path.join(folder, rel + ".parquet"),
-                               compression="zstd")
-                files.append({"path": rel + ".parquet", "format": fmt, "split": split, "rows": len(records)})
+                _write_parquet(os.path.join(folder, rel + ".parquet"),
+                               lambda fmt=fmt, split=split: (e.records[fmt] for e in examples if e.split == split))
+                files.append({"path": rel + ".parquet", "format": fmt, "split": split, "rows": n_rows})
     index = [{"example_id": e.example_id, "conversation_id": e.conversation_id, "split": e.split, "source": e.source,
               "weight": e.weight, "tokens": e.tokens, "copies_merged": e.merged,
               "fact_date": str(e.meta.get("fact_date") or e.records.get("intent_relabel", {}).get("fact_date") or "")}
@@ -152,16 +144,43 @@ def _write_files(folder: str, name: str, examples: list[Example], conflicts: lis
     return files
 
 
-def _share_strings(obj, strings: dict[str, str]):
-    """`obj` with every string replaced by the equal one already in `strings` (added when new): the same
-    values, each distinct text in memory once."""
-    if isinstance(obj, str):
-        return strings.setdefault(obj, obj)
-    if isinstance(obj, dict):
-        return {strings.setdefault(k, k): _share_strings(v, strings) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_share_strings(v, strings) for v in obj]
-    return obj
+PARQUET_ROWS = 10_000  # rows per row group of a split's Parquet file: what is turned into Arrow at once
+
+
+class _SchemaChanged(Exception):
+    pass
+
+
+def _write_parquet(path: str, records) -> None:
+    """The records that `records()` yields as one Parquet file, `PARQUET_ROWS` at a time.
+
+    Each block's schema is inferred as `Table.from_pylist` infers it; when every block infers the same one,
+    it is the schema of the whole split, and only one block is in memory (a 10 M-event night's SFT split
+    as one Arrow table beside its records was the stage's peak). When a block infers another (a field
+    empty in one block, a key missing from a block's first record), the file is written again from the
+    whole split at once, whose inference is the reference."""
+    import itertools
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows, writer = iter(records()), None
+    try:
+        while block := list(itertools.islice(rows, PARQUET_ROWS)):
+            table = pa.Table.from_pylist(block)
+            if writer is None:
+                writer = pq.ParquetWriter(path, table.schema, compression="zstd")
+            elif not table.schema.equals(writer.schema):
+                raise _SchemaChanged
+            writer.write_table(table)
+    except _SchemaChanged:
+        writer.close()
+        writer = None
+    else:
+        if writer is not None:
+            writer.close()
+            return
+    pq.write_table(pa.Table.from_pylist(list(records())), path, compression="zstd")
 
 
 class _ScanMemo:
