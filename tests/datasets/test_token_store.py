@@ -97,3 +97,22 @@ def test_counts_of_another_tokenizer_are_not_used(tmp_path, monkeypatch):
     monkeypatch.setattr(tokens, "store_key", lambda: "another tokenizer")
     _, loaded, saved = _night(lake, "2026-11-01", "2026-11-02", TEXTS[:10])
     assert (loaded, saved) == (0, 10)
+
+
+def test_a_text_counted_once_is_found_by_its_hash_not_kept_in_the_memo(monkeypatch):
+    """`count_unique` (a tool example's whole JSON): the same count as `count`, stored among tonight's
+    counts, not held in `count`'s memo of texts, and not encoded again when it comes back."""
+    text = '{"messages": [{"role": "user", "content": "card 4111 1111 1111 1111 stolen"}], "tools": []}'
+    tokens.remember({})
+    n = tokens.count_unique(text)
+    assert n == _encoded(text) > 0
+    assert tokens._count.cache_info().currsize == 0
+    assert tokens.new_counts() == {tokens.text_key(text): n}
+
+    def no_encoding():
+        raise AssertionError("encoded again")
+
+    monkeypatch.setattr(tokens, "encoding", no_encoding)
+    assert tokens.count_unique(text) == n
+    assert tokens.count(text) == n  # `count` finds tonight's count too
+    tokens.remember({})
