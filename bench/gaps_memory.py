@@ -1,0 +1,102 @@
+"""Peak memory and CPU of the gaps stage, step by step, on a copy of a kept bench lake (issue 18).
+
+The gaps stage's counterpart of `datasets_memory.py`: copies a lake kept by `run_bench.py --keep`, runs
+`detect_gaps` for the day in this process with a thread sampling RSS every 20 ms, each sample labelled
+with the step running (the functions wrapped below), and prints the peak and CPU of each step, then a
+digest of the mart's rows (the same digest from two versions of the code is an identity check).
+
+    python bench/run_bench.py --events 10000000 --keep --no-airflow   # once: keeps bench/.cache/run-*/empty
+    python bench/gaps_memory.py bench/.cache/run-c1075269-*/empty
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+DAY = "2026-11-20"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("lake_dir", type=Path, help="a kept run folder holding lake/ (bench/.cache/run-*/empty)")
+    ap.add_argument("--day", default=DAY)
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="acsr-gaps-memory-"))
+    try:
+        shutil.copytree(args.lake_dir, work, dirs_exist_ok=True)
+        os.environ.update(ACSR_DATA_DIR=str(work), ACSR_LAKE=str(work / "lake"),
+                          ACSR_WAREHOUSE=str(work / "warehouse.duckdb"), PYTHONWARNINGS="ignore")
+        return _measure(args.day)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _measure(day: str) -> int:
+    import duckdb
+    from feedback_loop.gaps import classify, detect, drafts, topics, trust
+    from feedback_loop.settings import Settings
+
+    page = os.sysconf("SC_PAGE_SIZE")
+    step, peaks, cpu = ["outside the steps below"], {}, {}
+
+    def sample() -> None:
+        while True:
+            with open("/proc/self/statm") as f:
+                rss = int(f.read().split()[1]) * page / 2**20
+            peaks[step[0]] = max(peaks.get(step[0], 0.0), rss)
+            time.sleep(0.02)
+
+    def wrap(owner, name: str, label: str) -> None:
+        f = getattr(owner, name)
+
+        def timed(*a, **k):
+            before, t0 = step[0], time.process_time()
+            step[0] = label
+            try:
+                return f(*a, **k)
+            finally:
+                step[0] = before
+                cpu[label] = cpu.get(label, 0.0) + time.process_time() - t0
+
+        setattr(owner, name, timed)
+
+    wrap(detect, "load_window", "the window's conversation table (DuckDB)")
+    wrap(detect, "find_gaps", "find_gaps: rows, vectors, topics")
+    wrap(topics, "fit_text_space", "find_gaps: TF-IDF and LSA")
+    wrap(topics, "label_features", "find_gaps: label features")
+    wrap(topics, "combine", "find_gaps: text + label vectors")
+    wrap(topics, "cluster", "find_gaps: clustering")
+    wrap(topics, "assign", "find_gaps: assigning the rest")
+    wrap(classify, "_describe", "find_gaps: describing topics")
+    wrap(trust, "weighted_labels", "find_gaps: label trust")
+    wrap(drafts, "attach_drafts", "draft replies")
+    wrap(detect, "write_gaps", "writing the mart")
+
+    threading.Thread(target=sample, daemon=True).start()
+    t0 = time.process_time()
+    result = detect.detect_gaps(Settings.load(), day)
+    time.sleep(0.1)
+    print(f"gaps stage: {time.process_time() - t0:.1f} s CPU, peak "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    for label, mib in peaks.items():
+        print(f"  {label:50s} {mib:8.0f} MiB")
+    for label, s in cpu.items():
+        print(f"  {label:50s} {s:8.1f} s CPU")
+    rows = duckdb.sql(f"SELECT * FROM read_parquet('{result['mart']}') ORDER BY ALL").fetchall()
+    print(f"  {result['n_signals']} signals, {result['n_topics']} topics, {len(rows)} mart rows, digest "
+          f"{hashlib.md5(str(rows).encode()).hexdigest()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
