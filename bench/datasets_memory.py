@@ -21,13 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+
+from step_memory import StepMemory
 
 DAY = "2026-11-20"
 
@@ -59,38 +59,11 @@ def _measure(day: str, by_dataset: bool = False, files: bool = False) -> int:
     from feedback_loop.datasets import build, curation, publish, redactions, token_store
     from feedback_loop.settings import Settings
 
-    page = os.sysconf("SC_PAGE_SIZE")
-    outside = "outside the steps below"
-    step, peaks, cpu = [outside], {}, {}
-    dataset = [""]  # the dataset being curated and published (with --by-dataset)
-
-    def sample() -> None:
-        while True:
-            with open("/proc/self/statm") as f:
-                rss = int(f.read().split()[1]) * page / 2**20
-            peaks[step[0]] = max(peaks.get(step[0], 0.0), rss)
-            time.sleep(0.02)
-
-    def wrap(owner, name: str, label: str, labelled: bool = True) -> None:
-        f = getattr(owner, name)
-
-        def timed(*a, **k):
-            before, t0 = step[0], time.process_time()
-            if name == "curate" and by_dataset:
-                dataset[0] = f" [{a[0]}]"
-            if labelled:
-                step[0] = label + dataset[0]
-            try:
-                return f(*a, **k)
-            finally:
-                step[0] = outside + dataset[0] if before.startswith(outside) else before
-                cpu[label] = cpu.get(label, 0.0) + time.process_time() - t0
-
-        setattr(owner, name, timed)
-
+    mem = StepMemory()
+    wrap = mem.wrap
+    wrap(build, "curate", "curate", on_call=(lambda a: setattr(mem, "suffix", f" [{a[0]}]")) if by_dataset else None)
     wrap(build, "_read", "_read: outcomes, stream, candidates")
     wrap(redactions, "ensure", "the day's redaction partial")
-    wrap(build, "curate", "curate")
     wrap(curation, "exact_duplicates", "curate: exact duplicates")
     wrap(curation, "near_duplicates", "curate: near duplicates")
     wrap(build, "_publish", "publish")
@@ -100,16 +73,10 @@ def _measure(day: str, by_dataset: bool = False, files: bool = False) -> int:
     wrap(publish, "_count_tokens", "token counts (CPU only)", labelled=False)
     wrap(publish, "_example_id", "content ids (CPU only)", labelled=False)
 
-    threading.Thread(target=sample, daemon=True).start()
+    mem.start()
     t0 = time.process_time()
     result = build.build_datasets(Settings.load(), day)
-    time.sleep(0.1)
-    print(f"datasets stage: {time.process_time() - t0:.1f} s CPU, peak "
-          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
-    for label, mib in peaks.items():
-        print(f"  {label:55s} {mib:8.0f} MiB")
-    for label, s in cpu.items():
-        print(f"  {label:55s} {s:8.1f} s CPU")
+    mem.report("datasets", time.process_time() - t0)
     for name, r in result["datasets"].items():
         print(f"  {name:20s} {r['status']:22s} {r['examples']:>8} examples  {r.get('version')}")
     if files:

@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import resource
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+
+from step_memory import StepMemory
 
 DAY = "2026-11-20"
 
@@ -46,30 +46,8 @@ def _measure(day: str) -> int:
     from feedback_loop.gaps import classify, detect, drafts, topics, trust
     from feedback_loop.settings import Settings
 
-    page = os.sysconf("SC_PAGE_SIZE")
-    step, peaks, cpu = ["outside the steps below"], {}, {}
-
-    def sample() -> None:
-        while True:
-            with open("/proc/self/statm") as f:
-                rss = int(f.read().split()[1]) * page / 2**20
-            peaks[step[0]] = max(peaks.get(step[0], 0.0), rss)
-            time.sleep(0.02)
-
-    def wrap(owner, name: str, label: str) -> None:
-        f = getattr(owner, name)
-
-        def timed(*a, **k):
-            before, t0 = step[0], time.process_time()
-            step[0] = label
-            try:
-                return f(*a, **k)
-            finally:
-                step[0] = before
-                cpu[label] = cpu.get(label, 0.0) + time.process_time() - t0
-
-        setattr(owner, name, timed)
-
+    mem = StepMemory()
+    wrap = mem.wrap
     wrap(detect, "load_window", "the window's conversation table (DuckDB)")
     wrap(detect, "find_gaps", "find_gaps: rows, vectors, topics")
     wrap(topics, "fit_text_space", "find_gaps: TF-IDF and LSA")
@@ -82,16 +60,10 @@ def _measure(day: str) -> int:
     wrap(drafts, "attach_drafts", "draft replies")
     wrap(detect, "write_gaps", "writing the mart")
 
-    threading.Thread(target=sample, daemon=True).start()
+    mem.start()
     t0 = time.process_time()
     result = detect.detect_gaps(Settings.load(), day)
-    time.sleep(0.1)
-    print(f"gaps stage: {time.process_time() - t0:.1f} s CPU, peak "
-          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
-    for label, mib in peaks.items():
-        print(f"  {label:50s} {mib:8.0f} MiB")
-    for label, s in cpu.items():
-        print(f"  {label:50s} {s:8.1f} s CPU")
+    mem.report("gaps", time.process_time() - t0, width=50)
     rows = duckdb.sql(f"SELECT * FROM read_parquet('{result['mart']}') ORDER BY ALL").fetchall()
     print(f"  {result['n_signals']} signals, {result['n_topics']} topics, {len(rows)} mart rows, digest "
           f"{hashlib.md5(str(rows).encode()).hexdigest()}")
