@@ -147,10 +147,6 @@ def _write_files(folder: str, name: str, examples: list[Example], conflicts: lis
 PARQUET_ROWS = 10_000  # rows per row group of a split's Parquet file: what is turned into Arrow at once
 
 
-class _SchemaChanged(Exception):
-    pass
-
-
 def _write_parquet(path: str, records) -> None:
     """The records that `records()` yields as one Parquet file, `PARQUET_ROWS` at a time.
 
@@ -164,21 +160,16 @@ def _write_parquet(path: str, records) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    rows, writer = iter(records()), None
-    try:
+    rows = iter(records())
+    table = pa.Table.from_pylist(list(itertools.islice(rows, PARQUET_ROWS)))
+    with pq.ParquetWriter(path, table.schema, compression="zstd") as writer:
+        writer.write_table(table)
         while block := list(itertools.islice(rows, PARQUET_ROWS)):
             table = pa.Table.from_pylist(block)
-            if writer is None:
-                writer = pq.ParquetWriter(path, table.schema, compression="zstd")
-            elif not table.schema.equals(writer.schema):
-                raise _SchemaChanged
+            if not table.schema.equals(writer.schema):
+                break
             writer.write_table(table)
-    except _SchemaChanged:
-        writer.close()
-        writer = None
-    else:
-        if writer is not None:
-            writer.close()
+        else:
             return
     pq.write_table(pa.Table.from_pylist(list(records())), path, compression="zstd")
 
