@@ -5,8 +5,8 @@ lake kept by `run_bench.py --keep` (the day's `partials/` removed, so the night 
 the bench), then runs `build_datasets` in this process with a thread sampling RSS every 20 ms, each
 sample labelled with the step running (the functions wrapped below); CPU is summed per step.
 
-    python bench/run_bench.py --events 2000000 --keep --no-airflow    # once: keeps bench/.cache/run-*/empty
-    python bench/datasets_memory.py bench/.cache/run-c215054-*/empty bench/.cache/c215054-s7/landing
+    .venv/bin/python bench/run_bench.py --events 2000000 --keep --no-airflow    # once: keeps bench/.cache/run-*/empty
+    .venv/bin/python bench/datasets_memory.py bench/.cache/run-c215054-*/empty bench/.cache/c215054-s7/landing
 
 Prints the peak RSS of each step in the order first seen, the CPU of each step, and each dataset's status,
 example count and version id (the same ids from two versions of the code are an identity check of the

@@ -5,8 +5,8 @@ The gaps stage's counterpart of `datasets_memory.py`: copies a lake kept by `run
 with the step running (the functions wrapped below), and prints the peak and CPU of each step, then a
 digest of the mart's rows (the same digest from two versions of the code is an identity check).
 
-    python bench/run_bench.py --events 10000000 --keep --no-airflow   # once: keeps bench/.cache/run-*/empty
-    python bench/gaps_memory.py bench/.cache/run-c1075269-*/empty
+    .venv/bin/python bench/run_bench.py --events 10000000 --keep --no-airflow   # once: keeps bench/.cache/run-*/empty
+    .venv/bin/python bench/gaps_memory.py bench/.cache/run-c1075269-*/empty
 """
 
 from __future__ import annotations
