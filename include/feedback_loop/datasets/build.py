@@ -30,6 +30,7 @@ import logging
 from datetime import date, timedelta
 
 from feedback_loop.datasets import pii, token_store, tokens
+from feedback_loop.datasets.candidate_store import CandidateStore
 from feedback_loop.datasets.config import (
     ACTION_DATASETS,
     ALL_DATASETS,
@@ -101,11 +102,15 @@ def build_datasets(settings: Settings, dt: str | date | None = None, window_days
     red = Redaction(settings)
     sources = _sources(lake, start, end)
     con = connect()
+    stored = CandidateStore(lake, start, end)  # conversations whose candidates earlier nights built (partials/)
     try:
-        n_conversations, cands, unusable = _read(con, lake, sources, red, cfg)
+        n_conversations, cands, unusable = _read(con, lake, sources, red, cfg, stored)
         triads = (_incomplete_triads(con, lake, sources[("quarantine", "overrides")]) if n_conversations
                   else {"incomplete_total": 0})
         token_store.load(con, lake, start, end)  # the counts earlier nights encoded (partials/)
+    except BaseException:
+        stored.close()
+        raise
     finally:
         con.close()
     context = {"window": {"start": start, "end": end, "days": _days(start, end),
@@ -129,10 +134,14 @@ def build_datasets(settings: Settings, dt: str | date | None = None, window_days
                      r.get("new_examples"), f" version {r['version']}" if r.get("version") else "")
         token_store.save(con, lake, end)
         signatures.save(end)
+        stored.save(con, end)
+        log.info("candidates %s..%s: %s conversations replayed from earlier nights, %s built", start, end,
+                 stored.reused, stored.built)
         log.info("near-duplicate signatures %s..%s: %s stored by earlier nights, %s computed", start, end,
                  signatures.reused, signatures.computed)
     finally:
         signatures.close()
+        stored.close()
         con.close()
     lake.write_json(result, "runs", f"dt={end}", "datasets.json")
     return result

@@ -9,7 +9,7 @@ import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 
-from feedback_loop.datasets import curation
+from feedback_loop.datasets import candidate_store, curation
 from feedback_loop.datasets.actions import BUILTIN_TOOLS, ActionExamples
 from feedback_loop.datasets.config import ALL_DATASETS, Config
 from feedback_loop.datasets.curation import Example
@@ -126,14 +126,17 @@ class _Spill:
     """Candidates' records (every output format of an example, KBs each) in an anonymous temporary file, so
     memory holds what curation decides on, not the formatted examples: they are read back one example at
     a time when counted, identified and written. Pickled, so what comes back is what was built, types
-    included."""
+    included; read back as plain data only (`candidate_store.records_of`), since a stored night's records
+    come from the lake."""
 
     def __init__(self):
         self.fh = tempfile.TemporaryFile()  # noqa: SIM115 - anonymous, lives as long as the spill (closed on collection)
         self.end = 0
 
     def put(self, records: dict) -> _Spilled:
-        blob = pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL)
+        return self.put_blob(pickle.dumps(records, protocol=candidate_store.PROTOCOL))
+
+    def put_blob(self, blob: bytes) -> _Spilled:
         self.fh.seek(self.end)
         self.fh.write(blob)
         ref = _Spilled(self, self.end, len(blob))
@@ -142,7 +145,11 @@ class _Spill:
 
     def load(self, offset: int, length: int) -> dict:
         self.fh.seek(offset)
-        return pickle.loads(self.fh.read(length))
+        return candidate_store.records_of(self.fh.read(length))
+
+    def blob(self, ref: _Spilled) -> bytes:
+        self.fh.seek(ref.offset)
+        return self.fh.read(ref.length)
 
 
 class _Spilled:
@@ -172,14 +179,18 @@ class _Spilled:
 class _Ordered:
     """A dataset's candidates with the place each would have had in a build over the whole window at once."""
 
-    def __init__(self, spill: _Spill):
+    def __init__(self, spill: _Spill, name: str, builder: _Candidates):
         self.key: tuple = (0, 0)
         self.items: list[tuple[tuple, Example]] = []
-        self.spill = spill
+        self.spill, self.name, self.builder = spill, name, builder
 
     def append(self, example: Example) -> None:
+        curation.normalised_key(example)  # once, here: curation compares it three times, stored nights bring it
         example.records = self.spill.put(example.records)
         self.items.append((self.key, example))
+        if self.builder.recording is not None:  # what the conversation gave, before curation changes it
+            self.builder.recording.append((self.name, self.key[0], self.builder.ordinal,
+                                           candidate_store.example_fields(example), example.records))
 
 
 class _Candidates(ActionExamples):
@@ -196,7 +207,7 @@ class _Candidates(ActionExamples):
         self.cfg, self.kb = cfg, kb
         self.tools = tools or dict(BUILTIN_TOOLS)
         self.spill = _Spill()
-        self.cands: dict[str, _Ordered] = {n: _Ordered(self.spill) for n in ALL_DATASETS}
+        self.cands: dict[str, _Ordered] = {n: _Ordered(self.spill, n, self) for n in ALL_DATASETS}
         self.unusable: dict[str, Counter] = {n: Counter() for n in ALL_DATASETS}
         self.response_fixed = {o["conversation_id"] for o in corrections if o["stage"] == "response"}
         self.intent_fixed = {o["conversation_id"] for o in corrections if o["stage"] == "intent"}
@@ -204,8 +215,11 @@ class _Candidates(ActionExamples):
         for i, o in enumerate(corrections):
             self.corrections_of.setdefault(o["conversation_id"], []).append((i, o))
         self.seq = 0
+        self.recording: list | None = None  # a conversation's candidates while `add(record=True)` builds them
+        self.ordinal: int | None = None  # which of the conversation's corrections the candidates come from
 
-    def _at(self, phase: int, position: int) -> None:
+    def _at(self, phase: int, position: int, ordinal: int | None = None) -> None:
+        self.ordinal = ordinal
         for c in self.cands.values():
             c.key = (phase, position)
 
@@ -213,27 +227,54 @@ class _Candidates(ActionExamples):
         return ({n: [e for _, e in sorted(c.items, key=lambda t: t[0])] for n, c in self.cands.items()},
                 self.unusable)
 
-    def add(self, conv: Conversation) -> None:
+    def add(self, conv: Conversation, record: bool = False) -> tuple[list, dict] | None:
+        """Build the conversation's candidates; with `record`, also return what it gave (its candidates
+        and unusable counts) for `candidate_store`."""
         seq, self.seq = self.seq, self.seq + 1
         mine = self.corrections_of.get(conv.conversation_id, ())
-        for i, o in mine:
-            if o["stage"] == "intent":
-                self._at(0, i)
-                self._intent_correction(conv, o)
-        self._at(1, seq)
-        self._relabel_from_outcome(conv)
-        self._at(2, seq)
-        self._from_outcome(conv)
-        for i, o in mine:
-            if o["stage"] == "response":
-                self._at(3, i)
-                self._response_correction(conv, o)
-        for i, o in mine:
-            if o["stage"] in ("action", "policy"):
-                self._at(4, i)
-                self._action_correction(conv, o)
-        self._at(5, seq)
-        self._failed_checks(conv)
+        if record:
+            self.recording, totals = [], self.unusable
+            self.unusable = {n: Counter() for n in ALL_DATASETS}
+        try:
+            for j, (i, o) in enumerate(mine):
+                if o["stage"] == "intent":
+                    self._at(0, i, j)
+                    self._intent_correction(conv, o)
+            self._at(1, seq)
+            self._relabel_from_outcome(conv)
+            self._at(2, seq)
+            self._from_outcome(conv)
+            for j, (i, o) in enumerate(mine):
+                if o["stage"] == "response":
+                    self._at(3, i, j)
+                    self._response_correction(conv, o)
+            for j, (i, o) in enumerate(mine):
+                if o["stage"] in ("action", "policy"):
+                    self._at(4, i, j)
+                    self._action_correction(conv, o)
+            self._at(5, seq)
+            self._failed_checks(conv)
+        finally:
+            if record:
+                recorded, self.recording = self.recording, None
+                mine_unusable = {n: dict(c) for n, c in self.unusable.items() if c}
+                for n, c in self.unusable.items():
+                    totals[n].update(c)
+                self.unusable = totals
+        if not record:
+            return None
+        return [(n, phase, j, values, self.spill.blob(ref)) for n, phase, j, values, ref in recorded], mine_unusable
+
+    def add_stored(self, conversation_id: str, stored: list, unusable: dict) -> None:
+        """What `add(record=True)` gave for the conversation on an earlier night, in the same places: the
+        candidates of its corrections at the corrections' places tonight, the others at its own."""
+        seq, self.seq = self.seq, self.seq + 1
+        mine = self.corrections_of.get(conversation_id, ())
+        for name, phase, j, values, blob in stored:
+            example = Example(**dict(zip(candidate_store.EXAMPLE_FIELDS, values)), records=self.spill.put_blob(blob))
+            self.cands[name].items.append(((phase, seq if j is None else mine[j][0]), example))
+        for name, counts in unusable.items():
+            self.unusable[name].update(counts)
 
     # Intent relabels ---------------------------------------------------------------------------------------
     def _relabel(self, conv, text, label, source, evidence, reviewer=None, **meta):

@@ -43,6 +43,7 @@ class Example:
     split: str = ""
     example_id: str = ""
     merged: int = 1  # copies folded into this one by duplicate removal (itself included)
+    normalised: str | None = None  # `normalise(key)`, once (`normalised_key`); stored with the candidate
 
 
 @dataclass
@@ -66,6 +67,14 @@ def normalise(text: str) -> str:
     return " ".join(_NON_WORD.sub(" ", text).split())
 
 
+def normalised_key(e: Example) -> str:
+    """The example's key as duplicates are compared, computed once per candidate (three steps compare it, and
+    a candidate stored by an earlier night brings it along)."""
+    if e.normalised is None:
+        e.normalised = normalise(e.key)
+    return e.normalised
+
+
 def _best_first(examples: list[Example]) -> list[Example]:
     """Highest evidence first; the conversation id breaks ties so the choice is the same on every run."""
     return sorted(examples, key=lambda e: (tuple(-x for x in e.evidence), e.conversation_id, e.source))
@@ -79,7 +88,7 @@ def label_conflicts(examples: list[Example], human_sources: set[str]) -> tuple[l
     An agent-confirmed label that one human label contradicts yields to it (the human saw the case)."""
     by_text: dict[str, list[Example]] = defaultdict(list)
     for e in examples:
-        by_text[normalise(e.key)].append(e)
+        by_text[normalised_key(e)].append(e)
     kept, conflicts, superseded = [], [], 0
     for text, group in sorted(by_text.items()):
         latest: dict[str, Example] = {}
@@ -110,7 +119,7 @@ def exact_duplicates(examples: list[Example]) -> tuple[list[Example], Step]:
     """One example per (group, normalised key): the best-evidenced copy, which records how many it stands for."""
     seen: dict[tuple[str, str], Example] = {}
     for e in _best_first(examples):
-        k = (e.group, normalise(e.key))
+        k = (e.group, normalised_key(e))
         if k in seen:
             keeper = seen[k]
             keeper.merged += e.merged
@@ -136,9 +145,10 @@ _SIGNATURE_BATCH = 2048  # 5-grams whose keys' signatures are computed together 
 NUM_PERM = 256  # MinHash permutations of the near-duplicate search
 
 
-def signatures(keys, num_perm: int):
-    """The MinHash signature (uint32 array) of each key, in order (`signatures_of_normalised`)."""
-    return signatures_of_normalised((normalise(k) for k in keys), num_perm)
+def signatures(keys, num_perm: int, normalised: list[str] | None = None):
+    """The MinHash signature (uint32 array) of each key, in order (`signatures_of_normalised`); `normalised`:
+    the keys already normalised."""
+    return signatures_of_normalised(normalised if normalised is not None else (normalise(k) for k in keys), num_perm)
 
 
 def signatures_of_normalised(texts, num_perm: int):
@@ -198,7 +208,8 @@ def near_duplicates(examples: list[Example], threshold: float, num_perm: int = N
     bands, rows = _lsh_params(threshold, num_perm)
     index: dict[str, _BandIndex] = {}
     kept: list[Example] = []
-    for e, sig in zip(ordered, (signatures_of or signatures)([e.key for e in ordered], num_perm)):
+    keys, normalised = [e.key for e in ordered], [normalised_key(e) for e in ordered]
+    for e, sig in zip(ordered, (signatures_of or signatures)(keys, num_perm, normalised=normalised)):
         group = index.get(e.group)
         if group is None:
             group = index[e.group] = _BandIndex(bands, rows, num_perm)

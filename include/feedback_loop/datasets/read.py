@@ -9,7 +9,7 @@ import os
 import tempfile
 from collections import Counter
 
-from feedback_loop.datasets import actions, pii, redactions
+from feedback_loop.datasets import actions, candidate_store, pii, redactions
 from feedback_loop.datasets.candidates import Conversation, Turn, _Candidates
 from feedback_loop.datasets.config import Config
 from feedback_loop.datasets.curation import Example
@@ -120,14 +120,17 @@ OUTCOME_COLUMNS = ("conversation_id", "case_id", "fact_date", "final_intent", "f
                    "failed_checks")
 
 
-def _read(con, lake: Lake, sources: dict, red: Redaction, cfg: Config) -> tuple[int, dict[str, list[Example]],
-                                                                                   dict[str, Counter]]:
+def _read(con, lake: Lake, sources: dict, red: Redaction, cfg: Config,
+          store: candidate_store.CandidateStore | None = None) -> tuple[int, dict[str, list[Example]],
+                                                                        dict[str, Counter]]:
     """(conversations of the window, candidates of every dataset, unusable counts), streaming.
 
     The outcome of every conversation is computed in SQL; only the conversations that can yield a candidate
     (`_can_yield_sql`) have their events read into Python, in conversation order, `STREAM_ROWS` at a time,
     each turned into candidates as soon as its last event is read: memory holds the candidates, not the
-    window's events. Every text is still redacted and counted as before (`redactions.may_hold_pii`)."""
+    window's events. Every text is still redacted and counted as before (`redactions.may_hold_pii`).
+    With a `store`, a conversation whose fingerprint an earlier night stored is not read: its stored
+    candidates and counts are replayed in its place (`candidate_store`), and the ones built are stored."""
     facts_days = sources[("marts", "conversation_facts")]
     if not facts_days:
         return 0, *_Candidates(cfg, [], {}).result()
@@ -166,7 +169,7 @@ def _read(con, lake: Lake, sources: dict, red: Redaction, cfg: Config) -> tuple[
     # The outcome known at the window's end: the latest case state and CSAT exported inside the window,
     # not only what the conversation's own day had seen.
     con.execute(f"""
-    CREATE OR REPLACE TEMP TABLE outcomes AS
+    CREATE OR REPLACE TEMP TABLE outcome_rows AS
     WITH f AS (SELECT * FROM facts QUALIFY row_number() OVER (PARTITION BY conversation_id ORDER BY fact_date DESC) = 1),
     c AS (SELECT case_id, arg_max(status, updated_at) AS status, arg_max(reopen_count, updated_at) AS reopen_count,
                  arg_max(category, updated_at) AS category, bool_or(coalesce(escalated, false)) AS escalated
@@ -187,6 +190,18 @@ def _read(con, lake: Lake, sources: dict, red: Redaction, cfg: Config) -> tuple[
         FROM f LEFT JOIN c ON c.case_id = f.case_id LEFT JOIN s ON s.case_id = f.case_id
                LEFT JOIN k ON k.case_id = f.case_id)
     SELECT * EXCLUDE (corrected), coalesce({_can_yield_sql(cfg)} OR len(failed_checks) > 0, false) AS keep FROM o""")
+    outcome = "{" + ", ".join(f"'{c}': {c}" for c in OUTCOME_COLUMNS) + "}"
+    event_days = sources[("staged", "agent_events")]
+    if store is not None:
+        key = candidate_store.global_key(cfg, kb, tools, redactions.redactor_key(red.redactor))
+        store.prepare(con, key, outcome, event_days)
+        con.execute("""CREATE OR REPLACE TEMP TABLE outcomes AS
+            SELECT o.*, f.fingerprint, h.conversation_id IS NOT NULL AS stored_candidates
+            FROM outcome_rows o LEFT JOIN candidate_fingerprints f USING (conversation_id)
+            LEFT JOIN candidate_hits h USING (conversation_id)""")
+    else:
+        con.execute("CREATE OR REPLACE TEMP TABLE outcomes AS SELECT *, NULL::VARCHAR AS fingerprint, "
+                    "false AS stored_candidates FROM outcome_rows")
     n_conversations, n_texts = con.execute(f"""
         SELECT (SELECT count(*) FROM outcomes),
                (SELECT count(e.text) FROM ev e JOIN outcomes o ON o.conversation_id = e.conversation_id
@@ -194,76 +209,121 @@ def _read(con, lake: Lake, sources: dict, red: Redaction, cfg: Config) -> tuple[
 
     # What each day's texts and tool-call arguments redact to was computed once, when the day first
     # entered a window (datasets/redactions.py): joined here instead of redacting 28 days again.
-    event_days = sources[("staged", "agent_events")]
     redactions.ensure(con, lake, red.redactor, event_days, args_of="SELECT conversation_id FROM outcomes WHERE keep")
     redactions.view(con, lake, event_days)
     may = may_hold_pii(red.redactor, "e.text")
-    outcome = "{" + ", ".join(f"'{c}': {c}" for c in OUTCOME_COLUMNS) + "}"
     stream_sql = f"""
     SELECT e.conversation_id, 1 AS part, e.ts, e.turn, e.dt, e._row_id, e.event_type, e.text, e.intent, e.confidence,
            e.kb_results, e.policy_id, e.policy_outcome, e.rating, o.keep, coalesce(e.text IS NOT NULL AND {may}, false)
-           AS maybe_pii, NULL AS outcome, e.action, e.action_args::VARCHAR AS action_args, e.action_status,
+           AS maybe_pii, NULL AS outcome, NULL AS fingerprint, false AS replayed, e.action,
+           e.action_args::VARCHAR AS action_args, e.action_status,
            r._row_id IS NOT NULL AS stored, r.clean, r.kinds, r.n_texts, r.n_changed
     FROM ev e JOIN outcomes o ON o.conversation_id = e.conversation_id
     LEFT JOIN redactions r ON r.dt = e.dt AND r._row_id = e._row_id
     WHERE e.event_type IN ('customer_message', 'agent_response', 'intent_classified', 'kb_query', 'policy_check', 'thumbs',
                            'action_proposed', 'action_executed')
-      AND (o.keep OR (e.event_type IN {TEXT_EVENTS} AND e.text IS NOT NULL AND {may}))
+      AND CASE WHEN o.keep THEN NOT o.stored_candidates
+               ELSE e.event_type IN {TEXT_EVENTS} AND e.text IS NOT NULL AND {may} END
     UNION ALL
     SELECT conversation_id, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, true, false,
-           {outcome}, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL
+           {outcome}, fingerprint, stored_candidates, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL
     FROM outcomes WHERE keep
     ORDER BY conversation_id, part, ts, turn, dt, _row_id"""
 
-    def text_of(text, where: str, maybe_pii: bool, stored: bool, clean, kinds, n_texts, n_changed):
+    def text_of(counter, text, where: str, maybe_pii: bool, stored: bool, clean, kinds, n_texts, n_changed):
         if stored and maybe_pii:
-            redactions.replay(red, where, kinds, n_texts, n_changed)
+            redactions.replay(counter, where, kinds, n_texts, n_changed)
             return clean
-        return red(text, where, maybe_pii)
+        return counter(text, where, maybe_pii)
 
-    def args_of(action_args, stored: bool, clean, kinds, n_texts, n_changed):
+    def args_of(counter, action_args, stored: bool, clean, kinds, n_texts, n_changed):
         if stored:
-            redactions.replay(red, "agent_events.action_args", kinds, n_texts, n_changed)
+            redactions.replay(counter, "agent_events.action_args", kinds, n_texts, n_changed)
             return None if clean is None else json.loads(clean)
-        return actions.redact_args(red, action_args)
+        return actions.redact_args(counter, action_args)
+
     builder = _Candidates(cfg, corrections, kb, tools)
     texts_before = red.texts
-    conv, last_user = None, None
-    for rows in _sorted_batches(con, stream_sql):
-        for (cid, part, ts, _turn, _dt, _row_id, etype, text, intent, conf, kb_results, policy_id, policy_outcome,
-             rating, keep, maybe_pii, oc, action, action_args, action_status, *redaction) in rows:
-            if part == 0:  # a conversation that can yield candidates starts: its outcome, then its events
-                if conv is not None:
-                    builder.add(conv)
-                conv, last_user = Conversation(cid, oc), None
-                continue
-            if not keep:  # a text that may hold personal data, of a conversation that yields nothing
-                text_of(text, f"agent_events.text ({etype})", True, *redaction)
-                continue
-            if etype in TEXT_EVENTS:
-                clean = text_of(text, f"agent_events.text ({etype})", maybe_pii, *redaction)
-                if clean and clean.strip():
-                    conv.turns.append(Turn("user" if etype == "customer_message" else "assistant", clean.strip(), ts))
-                    if etype == "customer_message":
-                        last_user = clean.strip()
-            elif etype == "intent_classified" and intent:
-                conv.intents.append((ts, intent, conf, last_user))
-            elif etype == "kb_query":
-                for r in kb_results or []:
-                    if r and r.get("article_id"):
-                        conv.kb.append((ts, r["article_id"], r.get("score") or 0.0))
-            elif etype == "policy_check" and policy_id:
-                conv.policies.append((ts, policy_id, policy_outcome))
-            elif etype == "thumbs" and rating is not None:
-                conv.thumbs.append((ts, rating))
-            elif etype in ("action_proposed", "action_executed") and action:
-                conv.actions.append((ts, etype, action, args_of(action_args, *redaction), action_status))
-    if conv is not None:
-        builder.add(conv)
+    with tempfile.TemporaryDirectory(prefix="acsr-dataset-stored-") as tmp:
+        stored = _stored_entries(con, store, tmp)
+
+        def finish(conv: Conversation | None, fingerprint, conv_red: Redaction) -> None:
+            """Candidates of a conversation read tonight, its redaction counts into `red`; stored for later nights."""
+            if conv is None:
+                return
+            built = builder.add(conv, record=store is not None)
+            red.absorb(conv_red)
+            if store is not None:
+                counted = (conv_red.changed, list(conv_red.by_kind.items()), list(conv_red.by_field.items()))
+                store.add(conv.conversation_id, fingerprint, candidate_store.entry(*built, counted))
+
+        conv, fingerprint, conv_red, last_user = None, None, red, None
+        for rows in _sorted_batches(con, stream_sql):
+            for (cid, part, ts, _turn, _dt, _row_id, etype, text, intent, conf, kb_results, policy_id, policy_outcome,
+                 rating, keep, maybe_pii, oc, fp, replayed, action, action_args, action_status, *redaction) in rows:
+                if part == 0:  # a conversation that can yield candidates starts: its outcome, then its events
+                    finish(conv, fingerprint, conv_red)
+                    conv, fingerprint, conv_red, last_user = None, fp, red, None
+                    if replayed:  # stored by an earlier night: its candidates and counts, none of its events
+                        stored_cid, blob = next(stored)
+                        if stored_cid != cid:
+                            raise RuntimeError(f"stored candidates out of order: {stored_cid} for {cid}")
+                        candidates, unusable, (changed, by_kind, by_field) = candidate_store.read_entry(blob)
+                        builder.add_stored(cid, candidates, unusable)
+                        red.changed += changed
+                        red.by_kind.update(dict(by_kind))
+                        red.by_field.update(dict(by_field))
+                        store.reused += 1
+                    else:
+                        conv, conv_red = Conversation(cid, oc), red.part()
+                    continue
+                if not keep:  # a text that may hold personal data, of a conversation that yields nothing
+                    text_of(red, text, f"agent_events.text ({etype})", True, *redaction)
+                    continue
+                if etype in TEXT_EVENTS:
+                    clean = text_of(conv_red, text, f"agent_events.text ({etype})", maybe_pii, *redaction)
+                    if clean and clean.strip():
+                        conv.turns.append(Turn("user" if etype == "customer_message" else "assistant", clean.strip(), ts))
+                        if etype == "customer_message":
+                            last_user = clean.strip()
+                elif etype == "intent_classified" and intent:
+                    conv.intents.append((ts, intent, conf, last_user))
+                elif etype == "kb_query":
+                    for r in kb_results or []:
+                        if r and r.get("article_id"):
+                            conv.kb.append((ts, r["article_id"], r.get("score") or 0.0))
+                elif etype == "policy_check" and policy_id:
+                    conv.policies.append((ts, policy_id, policy_outcome))
+                elif etype == "thumbs" and rating is not None:
+                    conv.thumbs.append((ts, rating))
+                elif etype in ("action_proposed", "action_executed") and action:
+                    conv.actions.append((ts, etype, action, args_of(conv_red, action_args, *redaction), action_status))
+        finish(conv, fingerprint, conv_red)
     red.texts = texts_before + n_texts  # the texts ruled out in SQL were scanned too, with nothing found
     red.absorb(red_corr)
     red.absorb(red_kb)
     return n_conversations, *builder.result()
+
+
+def _stored_entries(con, store: candidate_store.CandidateStore | None, tmp: str):
+    """An iterator of (conversation_id, entry) of the conversations whose candidates an earlier night stored,
+    in conversation order. Sorted into a local file before the events' stream starts (it holds the
+    connection), then read with pyarrow."""
+    sql = store.hits_sql() if store is not None else None
+    if sql is None:
+        return iter(())
+    path = os.path.join(tmp, "stored.parquet")
+    with lowered_memory_limit(con, 1 / 3):
+        con.execute(f"COPY ({sql}) TO {literal(path)} (FORMAT parquet, COMPRESSION lz4_raw, ROW_GROUP_SIZE 2000)")
+    return _entries_of(path)
+
+
+def _entries_of(path: str):
+    import pyarrow.parquet as pq
+
+    with pq.ParquetFile(path) as f:
+        for batch in f.iter_batches(batch_size=500):
+            yield from zip(batch.column("conversation_id").to_pylist(), batch.column("entry").to_pylist())
 
 
 def _sorted_batches(con, sql: str):

@@ -61,14 +61,15 @@ class SignatureStore:
         self._spilled_keys: set[bytes] = set()  # their key hashes (16 bytes each)
         self._files: list[str] | None = None  # the window's stored files (their metadata read once)
 
-    def signatures(self, keys: list[str], num_perm: int):
+    def signatures(self, keys: list[str], num_perm: int, normalised: list[str] | None = None):
         import numpy as np
         import pyarrow as pa
 
         if num_perm != self.num_perm:
-            yield from curation.signatures(keys, num_perm)
+            yield from curation.signatures(keys, num_perm, normalised)
             return
-        normalised = [curation.normalise(k) for k in keys]
+        if normalised is None:
+            normalised = [curation.normalise(k) for k in keys]
         if self._files is None:  # the window's files are the same for every dataset of the night: listed once
             self._files = window_files(self.con, self.lake, NAME, "signature_key", signature_key(num_perm),
                                        self.start, self.end)

@@ -1,0 +1,244 @@
+"""Per-night partials of the candidates: `<lake>/partials/dataset_candidates/dt=D/part.parquet` holds, for
+every conversation a dataset build turned into candidates on night D, what that gave (its candidates in
+every format, its unusable counts, what redacting its events counted), under a fingerprint of everything
+the build read for it.
+
+Why: every night re-curates the whole trailing window, and streaming 28 days of the kept conversations'
+events into Python and building their candidates again was a third of a steady-state dataset night after
+the redactions, token counts and signatures were stored (issue 18). A conversation's candidates are a pure
+function of its outcome, its corrections, its events, the window's KB snapshot and tool catalogue, the
+configuration and the code, so a night whose fingerprint of those matches a stored one replays the stored
+result instead of reading the conversation's events: the versions are byte-identical. Late data (a survey,
+a reopen, a correction, a re-staged day) changes the fingerprint of the conversations it touches, and only
+those are built again.
+
+The fingerprint is computed in SQL (`fingerprint_sql`): an md5 over the conversation's outcome row, its
+corrections and the days its events are in with the staged files' signatures (size and mtime, an object
+store's ETag), prefixed by `global_key` (configuration, KB, tools, redactor, code). Entries are pickles
+read back with an unpickler that only builds plain data (`_load`): the lake is data, never code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import io
+import json
+import os
+import pickle
+import sys
+import tempfile
+from dataclasses import fields
+from functools import lru_cache
+
+from feedback_loop.datasets.curation import Example
+from feedback_loop.datasets.token_store import window_files
+from feedback_loop.lake.files import Lake, parquet_file, parquet_metadata
+from feedback_loop.lake.sql import literal, literal_list
+
+LAYER, NAME = "partials", "dataset_candidates"
+ROWS = 2_000  # entries per write, and per row group
+EXAMPLE_FIELDS = tuple(f.name for f in fields(Example) if f.name != "records")
+PROTOCOL = pickle.HIGHEST_PROTOCOL
+
+
+@lru_cache(maxsize=1)
+def store_key() -> str:
+    """What a stored entry depends on besides its fingerprint: the code that reads a conversation and
+    builds its candidates, the pickle format and DuckDB's rendering of the outcome row."""
+    import duckdb
+
+    from feedback_loop.datasets import actions, candidates, read
+
+    h = hashlib.sha256()
+    for part in (inspect.getsource(candidates), inspect.getsource(actions), inspect.getsource(read),
+                 repr(EXAMPLE_FIELDS), str(PROTOCOL), sys.version.split()[0], duckdb.__version__):
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:20]
+
+
+def global_key(cfg, kb: dict, tools: dict, redactor_key: str) -> str:
+    """The part of every fingerprint shared by the window's conversations: the configuration (without the
+    window's bounds), the redacted KB snapshot, the tool catalogue (inferred from the window's calls), the
+    redactor and the code."""
+    config = {k: v for k, v in cfg.as_dict().items() if k not in ("window_start", "window_end")}
+    blob = json.dumps([config, sorted(kb.items()), tools, redactor_key, store_key()], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def fingerprint_sql(global_key: str, outcome: str) -> str:
+    """SQL creating temp table `candidate_fingerprints` (conversation_id, fingerprint) for the kept rows of
+    `outcome_rows`, given `outcome` (the SQL struct of the outcome row the reading hands to Python) and temp
+    table `candidate_day_signatures` (dt, sig) of the window's staged agent-event files."""
+    return f"""
+    CREATE OR REPLACE TEMP TABLE candidate_fingerprints AS
+    WITH k AS (SELECT conversation_id FROM outcome_rows WHERE keep),
+    d AS (SELECT e.conversation_id, string_agg(e.dt::VARCHAR || '=' || coalesce(s.sig, '?'), ',' ORDER BY e.dt) AS days
+          FROM (SELECT DISTINCT conversation_id, dt FROM ev WHERE conversation_id IN (SELECT conversation_id FROM k)) e
+          LEFT JOIN candidate_day_signatures s ON s.dt = e.dt
+          GROUP BY 1),
+    c AS (SELECT conversation_id,
+                 string_agg(CAST(struct_pack(override_id, ts, reviewer_id, stage, agent_decision, agent_confidence,
+                                             human_decision, policy_clause_id) AS VARCHAR), '|'
+                            ORDER BY ts, override_id, reviewer_id, stage, agent_decision, human_decision,
+                                     policy_clause_id) AS corrections
+          FROM ovr WHERE outcome = 'corrected' AND conversation_id IN (SELECT conversation_id FROM k)
+          GROUP BY 1)
+    SELECT o.conversation_id,
+           md5(concat_ws('#', {literal(global_key)}, CAST({outcome} AS VARCHAR), coalesce(c.corrections, ''),
+                         coalesce(d.days, ''))) AS fingerprint
+    FROM outcome_rows o LEFT JOIN c USING (conversation_id) LEFT JOIN d USING (conversation_id)
+    WHERE o.keep"""
+
+
+class _PlainData(pickle.Unpickler):
+    """Builds only plain data: containers, numbers, strings, bytes and the datetime types."""
+
+    ALLOWED = {("datetime", n) for n in ("datetime", "date", "time", "timedelta", "timezone")} | {("decimal", "Decimal")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"a stored candidate entry names {module}.{name}: not plain data, refused")
+
+
+def _load(blob: bytes):
+    return _PlainData(io.BytesIO(blob)).load()
+
+
+def entry(candidates: list, unusable: dict, redaction) -> bytes:
+    """A conversation's entry: its candidates as (dataset, phase, correction ordinal, Example fields
+    without the records, the records' pickle), its unusable counts and its redaction counts."""
+    return pickle.dumps((candidates, unusable, redaction), protocol=PROTOCOL)
+
+
+def example_fields(example: Example) -> tuple:
+    return tuple(getattr(example, f) for f in EXAMPLE_FIELDS)
+
+
+def read_entry(blob: bytes) -> tuple[list, dict, tuple]:
+    return _load(blob)
+
+
+def records_of(blob: bytes) -> dict:
+    """The records of a stored candidate (what `candidates._Spill` holds), through the same unpickler."""
+    return _load(blob)
+
+
+class CandidateStore:
+    """The entries stored by the nights of a window, and the ones this night builds (`add`, then `save`)."""
+
+    def __init__(self, lake: Lake, start: str, end: str):
+        self.lake, self.start, self.end = lake, start, end
+        self.reused = 0
+        self.built = 0
+        self._spill_dir = tempfile.mkdtemp(prefix="acsr-candidates-")
+        self._spilled = os.path.join(self._spill_dir, "new.parquet")
+        self._writer = None
+        self._rows: dict[str, list] = {"conversation_id": [], "fingerprint": [], "entry": []}
+        self._files: list[str] = []
+
+    def prepare(self, con, global_key: str, outcome: str, event_days: list[str]) -> None:
+        """Fingerprint the kept conversations (temp table `candidate_fingerprints`) and find the stored
+        entries that match (temp table `candidate_hits`: conversation_id, file)."""
+        import pyarrow as pa
+
+        sigs = [(d, self.lake.signature(self.lake.partition_file("staged", "agent_events", d))) for d in event_days]
+        con.register("candidate_day_signatures_arrow", pa.table({
+            "dt": pa.array([d for d, _ in sigs], pa.string()), "sig": pa.array([s for _, s in sigs], pa.string())}))
+        try:
+            con.execute("CREATE OR REPLACE TEMP TABLE candidate_day_signatures AS "
+                        "SELECT dt::DATE AS dt, sig FROM candidate_day_signatures_arrow")
+        finally:
+            con.unregister("candidate_day_signatures_arrow")
+        con.execute(fingerprint_sql(global_key, outcome))
+        self._files = window_files(con, self.lake, NAME, "candidate_key", store_key(), self.start, self.end)
+        if self._files:
+            con.execute(f"""CREATE OR REPLACE TEMP TABLE candidate_hits AS
+                SELECT f.conversation_id, f.fingerprint, min(s.filename) AS file
+                FROM candidate_fingerprints f
+                JOIN read_parquet({literal_list(self._files)}, filename=true, hive_partitioning=false) s
+                  ON s.conversation_id = f.conversation_id AND s.fingerprint = f.fingerprint
+                GROUP BY ALL""")
+        else:
+            con.execute("CREATE OR REPLACE TEMP TABLE candidate_hits AS SELECT NULL::VARCHAR AS conversation_id, "
+                        "NULL::VARCHAR AS fingerprint, NULL::VARCHAR AS file WHERE false")
+
+    def hits_sql(self) -> str | None:
+        """SQL of the matching entries (conversation_id, entry), in conversation order; None without any."""
+        if not self._files:
+            return None
+        return f"""SELECT s.conversation_id, s.entry
+            FROM read_parquet({literal_list(self._files)}, filename=true, hive_partitioning=false) s
+            JOIN candidate_hits h ON h.conversation_id = s.conversation_id AND h.fingerprint = s.fingerprint
+                                 AND h.file = s.filename
+            ORDER BY s.conversation_id"""
+
+    def add(self, conversation_id: str, fingerprint: str, blob: bytes) -> None:
+        """Keep a conversation built tonight (spilled to a local file, stored by `save`)."""
+        self.built += 1
+        self._rows["conversation_id"].append(conversation_id)
+        self._rows["fingerprint"].append(fingerprint)
+        self._rows["entry"].append(blob)
+        if len(self._rows["entry"]) >= ROWS:
+            self._flush()
+
+    def _schema(self):
+        import pyarrow as pa
+
+        return pa.schema([("conversation_id", pa.string()), ("fingerprint", pa.string()), ("entry", pa.binary())],
+                         metadata={"candidate_key": store_key()})
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if not self._rows["entry"]:
+            return
+        table = pa.table(self._rows, schema=self._schema())
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self._spilled, table.schema, compression="zstd")
+        self._writer.write_table(table)
+        self._rows = {"conversation_id": [], "fingerprint": [], "entry": []}
+
+    def save(self, con, day: str) -> int:
+        """Store tonight's entries under `day`, after what that night had stored already on a rerun (a
+        conversation stored by it was replayed, not built, so the two parts hold no entry in common).
+        Return how many were built tonight."""
+        import pyarrow.parquet as pq
+
+        try:
+            self._flush()
+            parts = []
+            stored = self.lake.partition_file(LAYER, NAME, day)
+            if (self.lake.has_partition(LAYER, NAME, day)
+                    and parquet_metadata(con, stored).get("candidate_key") == store_key()):
+                parts.append(stored)
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+                parts.append(self._spilled)
+            if not parts:
+                return 0
+            if parts == [self._spilled]:
+                self.lake.publish_file(self._spilled, LAYER, NAME, day)
+                return self.built
+            out = os.path.join(self._spill_dir, "part.parquet")
+            with pq.ParquetWriter(out, self._schema(), compression="zstd") as writer:
+                for part in parts:
+                    with parquet_file(part) as src:
+                        for batch in src.iter_batches(batch_size=ROWS, columns=["conversation_id", "fingerprint", "entry"]):
+                            writer.write_batch(batch)
+            self.lake.publish_file(out, LAYER, NAME, day)
+            return self.built
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        import shutil
+
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        shutil.rmtree(self._spill_dir, ignore_errors=True)
