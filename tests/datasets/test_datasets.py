@@ -634,6 +634,59 @@ def test_redactions_and_token_counts_are_computed_once_and_replayed_byte_identic
     assert redactions.ensure(con, lake, pii.redactor(other), [D1, D2]) == {"reused": 0, "computed": [D1, D2]}
 
 
+def test_stored_candidates_are_rebuilt_only_where_late_data_or_settings_changed_them(staged_lake, tmp_path):
+    """Issue 18: a conversation's candidates are stored the night it is built and replayed while its
+    fingerprint (outcome, corrections, event days, settings, KB, tools, code) holds. Late surveys flip some
+    outcomes: those conversations alone are built again, and the versions are byte for byte those of a
+    lake that kept no candidates; another setting builds every conversation again."""
+    import duckdb as ddb
+
+    stored = _copy(staged_lake, tmp_path / "stored")
+    first = build_datasets(_settings(stored), start=D1, end=D2)
+    assert first["candidates"]["conversations_replayed"] == 0 and first["candidates"]["conversations_built"] > 0
+    kept = first["candidates"]["conversations_built"]
+    again = build_datasets(_settings(stored), start=D1, end=D2)  # a rerun of the night: everything replayed
+    assert again["candidates"] == {"conversations_replayed": kept, "conversations_built": 0}
+
+    fresh = _copy(staged_lake, tmp_path / "fresh")  # the same lake and versions, without stored candidates
+    build_datasets(_settings(fresh), start=D1, end=D2)
+    shutil.rmtree(fresh / "lake" / "partials" / "dataset_candidates")
+    for root in (stored, fresh):  # late surveys: every CSAT of the second day changes (5 -> 1, 1 -> 5, ...)
+        staged = root / "lake" / "staged" / "surveys" / f"dt={D2}" / "part.parquet"
+        flipped = root / "flipped.parquet"
+        ddb.execute(f"COPY (SELECT * REPLACE (CASE WHEN kind = 'csat' THEN 6 - score ELSE score END AS score) "
+                    f"FROM read_parquet('{staged}')) TO '{flipped}' (FORMAT parquet)")
+        os.replace(flipped, staged)
+    late = build_datasets(_settings(stored), start=D1, end=D2)
+    reference = build_datasets(_settings(fresh), start=D1, end=D2)
+    assert 0 < late["candidates"]["conversations_built"] < kept, late["candidates"]
+    assert late["candidates"]["conversations_replayed"] > 0
+    assert reference["candidates"]["conversations_replayed"] == 0
+    assert any(r["status"] == "published" for r in late["datasets"].values())  # the flip changed examples
+    assert _dataset_files(stored) == _dataset_files(fresh)
+    assert (json.dumps(late["datasets"], sort_keys=True).replace(str(stored), "<root>")
+            == json.dumps(reference["datasets"], sort_keys=True).replace(str(fresh), "<root>"))
+
+    other = build_datasets(_settings(stored, dataset_csat_good=5), start=D1, end=D2)
+    assert other["candidates"]["conversations_replayed"] == 0
+
+
+def test_a_stored_candidate_entry_is_read_as_plain_data_only():
+    """The entries are pickles in the lake: read back by an unpickler that builds containers, numbers,
+    strings and dates, and refuses anything that names code."""
+    import pickle
+    from datetime import date
+
+    from feedback_loop.datasets import candidate_store
+
+    ok = candidate_store.entry([("sft", 2, None, ("sft", "c1", "good_outcome", "key", (2, 5), ""), b"x")],
+                               {"kto": {"no agent response": 1}}, (1, [("PHONE", 1)], [("agent_events.text", 1)]))
+    assert candidate_store.read_entry(ok)[1] == {"kto": {"no agent response": 1}}
+    assert candidate_store.records_of(pickle.dumps({"fact_date": date(2026, 11, 20)})) == {"fact_date": date(2026, 11, 20)}
+    with pytest.raises(pickle.UnpicklingError, match="os.system|posix.system"):
+        candidate_store.read_entry(pickle.dumps(os.system))
+
+
 def test_hugging_face_datasets_loads_the_files_offline(built, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")

@@ -135,6 +135,7 @@ def build_datasets(settings: Settings, dt: str | date | None = None, window_days
         token_store.save(con, lake, end)
         signatures.save(end)
         stored.save(con, end)
+        result["candidates"] = {"conversations_replayed": stored.reused, "conversations_built": stored.built}
         log.info("candidates %s..%s: %s conversations replayed from earlier nights, %s built", start, end,
                  stored.reused, stored.built)
         log.info("near-duplicate signatures %s..%s: %s stored by earlier nights, %s computed", start, end,
