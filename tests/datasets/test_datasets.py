@@ -18,7 +18,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 from feedback_loop import nightly
-from feedback_loop.datasets import candidates, curation, formats, pii, tokens
+from feedback_loop.datasets import candidates, curation, formats, pii, publish, tokens
 from feedback_loop.datasets.build import ACTION_DATASETS, DATASETS, build_datasets
 from feedback_loop.datasets.curation import Example
 from feedback_loop.lake.files import Lake
@@ -614,6 +614,8 @@ def test_redactions_and_token_counts_are_computed_once_and_replayed_byte_identic
                         lambda *a, **k: pytest.fail("a stored near-duplicate signature was computed again"))
     monkeypatch.setattr(candidates._Candidates, "add",
                         lambda *a, **k: pytest.fail("a conversation with stored candidates was built again"))
+    monkeypatch.setattr(publish, "_example_id", lambda *a, **k: pytest.fail("a stored example id was computed again"))
+    monkeypatch.setattr(publish, "_count_tokens", lambda *a, **k: pytest.fail("a stored token count was computed again"))
     second = build_datasets(_settings(replayed), start=D1, end=D2)
     monkeypatch.undo()
     assert redacted_now == []

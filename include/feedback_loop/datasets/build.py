@@ -43,6 +43,7 @@ from feedback_loop.datasets.config import (
 from feedback_loop.datasets.publish import _publish, _ScanMemo, curate, dataset_card
 from feedback_loop.datasets.read import Redaction, _incomplete_triads, _read, _sources
 from feedback_loop.datasets.signature_store import SignatureStore
+from feedback_loop.datasets.value_store import ExampleValues
 from feedback_loop.lake.files import Lake, file_sha256, is_remote
 from feedback_loop.settings import Settings
 
@@ -122,11 +123,12 @@ def build_datasets(settings: Settings, dt: str | date | None = None, window_days
     scan = _ScanMemo(pii.redactor(settings))  # shared by the datasets: they repeat each other's strings
     con = connect()
     signatures = SignatureStore(con, lake, start, end)  # near-duplicate signatures of earlier nights (partials/)
+    values = ExampleValues(con, lake, start, end)  # token counts and example ids of earlier nights (partials/)
     try:
         for name in only or ALL_DATASETS:
             # Each dataset's candidates are let go once curated, and its examples once published: memory
             # holds the datasets still to come, not every one built so far.
-            examples, conflicts, steps = curate(name, cfg, cands.pop(name), unusable[name], signatures.signatures)
+            examples, conflicts, steps = curate(name, cfg, cands.pop(name), unusable[name], signatures.signatures, values)
             result["datasets"][name] = _publish(lake, name, cfg, examples, conflicts, steps, context, scan)
             del examples, conflicts
             r = result["datasets"][name]
@@ -134,6 +136,7 @@ def build_datasets(settings: Settings, dt: str | date | None = None, window_days
                      r.get("new_examples"), f" version {r['version']}" if r.get("version") else "")
         token_store.save(con, lake, end)
         signatures.save(end)
+        values.save(end)
         stored.save(con, end)
         result["candidates"] = {"conversations_replayed": stored.reused, "conversations_built": stored.built}
         log.info("candidates %s..%s: %s conversations replayed from earlier nights, %s built", start, end,
@@ -142,6 +145,7 @@ def build_datasets(settings: Settings, dt: str | date | None = None, window_days
                  signatures.reused, signatures.computed)
     finally:
         signatures.close()
+        values.close()
         stored.close()
         con.close()
     lake.write_json(result, "runs", f"dt={end}", "datasets.json")

@@ -44,6 +44,7 @@ class Example:
     example_id: str = ""
     merged: int = 1  # copies folded into this one by duplicate removal (itself included)
     normalised: str | None = None  # `normalise(key)`, once (`normalised_key`); stored with the candidate
+    content: bytes | None = None  # hash of what `tokens` and `example_id` depend on (`value_store`)
 
 
 @dataclass

@@ -43,9 +43,10 @@ def _count_tokens(name: str, e: Example) -> int:
 
 
 def curate(name: str, cfg: Config, candidates: list[Example], unusable: Counter,
-           signatures_of=None) -> tuple[list[Example], list[dict], list[Step]]:
+           signatures_of=None, values=None) -> tuple[list[Example], list[dict], list[Step]]:
     """The curation steps of one dataset, in order; every step's out is the next step's in
-    (`signatures_of`: where near-duplicate signatures come from, see `curation.near_duplicates`)."""
+    (`signatures_of`: where near-duplicate signatures come from, see `curation.near_duplicates`; `values`: a
+    `value_store.ExampleValues` giving stored token counts and ids)."""
     n_unusable = sum(unusable.values())
     steps = [Step("candidates", len(candidates) + n_unusable, len(candidates),
                   {"by_source": dict(sorted(Counter(e.source for e in candidates).items())),
@@ -61,16 +62,17 @@ def curate(name: str, cfg: Config, candidates: list[Example], unusable: Counter,
     steps.append(step)
     examples, step = curation.near_duplicates(examples, cfg.near_duplicate_threshold, signatures_of=signatures_of)
     steps.append(step)
-    within = []
-    for e in examples:
-        e.tokens = _count_tokens(name, e)
-        if e.tokens <= cfg.max_tokens:
-            within.append(e)
+    if values is not None:  # counted and identified together: the id of one over the budget is not used
+        values.fill(examples, lambda e: _count_tokens(name, e), lambda e: _example_id(name, e))
+    else:
+        for e in examples:
+            e.tokens = _count_tokens(name, e)
+    within = [e for e in examples if e.tokens <= cfg.max_tokens]
     steps.append(Step("token_budget", len(examples), len(within), {"max_tokens": cfg.max_tokens,
                                                                    "tokenizer": tokens.ENCODING}))
     steps.append(curation.assign_splits(within, cfg.validation_share, cfg.test_share))
     for e in within:
-        e.example_id = _example_id(name, e)
+        e.example_id = e.example_id or _example_id(name, e)
         if name == "intent_relabels":  # one fixed set of columns, so every file has the same schema
             rec = e.records["intent_relabel"]
             rec.update(example_id=e.example_id, n_copies=e.merged,

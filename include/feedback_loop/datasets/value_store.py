@@ -1,0 +1,165 @@
+"""Per-night partials of each example's token count and id: `<lake>/partials/dataset_example_values/dt=D/
+part.parquet` holds (content hash, tokens, example id) for every example a night first counted and
+identified.
+
+Why: with the candidates stored (`candidate_store`), a steady night still read every kept example's records
+back from disk twice, to count its tokens and to hash its JSON into its id: a fifth of the night (issue 18).
+Both are pure functions of the dataset, the conversation, the source and the records, which
+`Example.content` hashes when the candidate is built (a stored candidate brings it along), and of the
+counting and identifying code and the tokenizer (`values_key`, in the file's metadata). So the stored values
+are the ones computing would give, and the versions are byte-identical.
+
+As in `signature_store`, the window's stored values are never loaded whole: a dataset's content hashes go
+to DuckDB, which joins them with the window's files and streams the values back in order; the ones not found
+are computed and spilled to a local file, stored when the night ends.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import os
+import tempfile
+from functools import lru_cache
+
+from feedback_loop.datasets.token_store import window_files
+from feedback_loop.lake.files import Lake, parquet_file, parquet_metadata
+from feedback_loop.lake.sql import literal_list
+
+LAYER, NAME = "partials", "dataset_example_values"
+_BATCH = 4096
+
+
+@lru_cache(maxsize=1)
+def values_key() -> str:
+    """What a stored count and id depend on besides the content: the tokenizer and the code of both."""
+    from feedback_loop.datasets import publish, tokens
+    from feedback_loop.datasets.config import LAYOUT
+
+    h = hashlib.sha256()
+    for part in (tokens.store_key(), inspect.getsource(tokens), inspect.getsource(publish._count_tokens),
+                 inspect.getsource(publish._example_id), inspect.getsource(publish._main_format), repr(LAYOUT)):
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:20]
+
+
+def content_hash(dataset: str, conversation_id: str, source: str, records_blob: bytes) -> bytes:
+    """What an example's token count and id are computed from (its records as pickled when built)."""
+    h = hashlib.blake2b(digest_size=16)
+    for part in (dataset, conversation_id, source):
+        h.update(part.encode("utf-8", "surrogatepass"))
+        h.update(b"\0")
+    h.update(records_blob)
+    return h.digest()
+
+
+class ExampleValues:
+    """The counts and ids stored by the nights of a window, and the ones this night computes."""
+
+    def __init__(self, con, lake: Lake, start: str, end: str):
+        self.con, self.lake, self.start, self.end = con, lake, start, end
+        self.computed = 0
+        self.reused = 0
+        self._spill_dir = tempfile.mkdtemp(prefix="acsr-example-values-")
+        self._spilled = os.path.join(self._spill_dir, "new.parquet")
+        self._writer = None
+        self._spilled_keys: set[bytes] = set()
+        self._files: list[str] | None = None
+
+    def fill(self, examples: list, count, identify) -> None:
+        """Set `tokens` and `example_id` of every example: stored ones read back, the others computed with
+        `count(e)` and `identify(e)` (an example without a content hash is always computed)."""
+        import pyarrow as pa
+
+        todo = [(i, e) for i, e in enumerate(examples) if e.content is not None]
+        for e in examples:
+            if e.content is None:
+                e.tokens, e.example_id = count(e), identify(e)
+        if not todo:
+            return
+        if self._files is None:
+            self._files = window_files(self.con, self.lake, NAME, "values_key", values_key(), self.start, self.end)
+        cur = self.con.cursor()
+        cur.register("example_values_wanted", pa.table({"pos": pa.array(range(len(todo)), pa.int64()),
+                                                        "content": pa.array([e.content for _, e in todo], pa.binary())}))
+        try:
+            if self._files:
+                stored = ("(SELECT content, any_value(tokens) AS tokens, any_value(example_id) AS example_id "
+                          f"FROM read_parquet({literal_list(self._files)}, hive_partitioning=false) GROUP BY content)")
+                query = (f"SELECT w.pos, s.tokens, s.example_id FROM example_values_wanted w LEFT JOIN {stored} s "
+                         "USING (content) ORDER BY w.pos")
+            else:
+                query = "SELECT pos, NULL::BIGINT AS tokens, NULL::VARCHAR AS example_id FROM example_values_wanted ORDER BY pos"
+            new = []
+            for batch in cur.sql(query).to_arrow_reader(_BATCH):
+                for pos, n, eid in zip(*(batch.column(c).to_pylist() for c in ("pos", "tokens", "example_id"))):
+                    e = todo[pos][1]
+                    if eid is None:
+                        e.tokens, e.example_id = count(e), identify(e)
+                        new.append(e)
+                    else:
+                        e.tokens, e.example_id = n, eid
+                        self.reused += 1
+            self._spill(new)
+        finally:
+            cur.close()
+
+    def _schema(self):
+        import pyarrow as pa
+
+        return pa.schema([("content", pa.binary()), ("tokens", pa.int64()), ("example_id", pa.string())],
+                         metadata={"values_key": values_key()})
+
+    def _spill(self, examples: list) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        keep = [e for e in examples if e.content not in self._spilled_keys]
+        self.computed += len(examples)
+        if not keep:
+            return
+        self._spilled_keys.update(e.content for e in keep)
+        table = pa.table({"content": [e.content for e in keep], "tokens": [e.tokens for e in keep],
+                          "example_id": [e.example_id for e in keep]}, schema=self._schema())
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self._spilled, table.schema, compression="zstd")
+        self._writer.write_table(table)
+
+    def save(self, day: str) -> int:
+        """Store tonight's new values under `day`, after what that night had stored already on a rerun."""
+        import pyarrow.parquet as pq
+
+        try:
+            parts = []
+            stored = self.lake.partition_file(LAYER, NAME, day)
+            if (self.lake.has_partition(LAYER, NAME, day)
+                    and parquet_metadata(self.con, stored).get("values_key") == values_key()):
+                parts.append(stored)
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+                parts.append(self._spilled)
+            if not parts:
+                return 0
+            if parts == [self._spilled]:
+                self.lake.publish_file(self._spilled, LAYER, NAME, day)
+                return len(self._spilled_keys)
+            out = os.path.join(self._spill_dir, "part.parquet")
+            with pq.ParquetWriter(out, self._schema(), compression="zstd") as writer:
+                for part in parts:
+                    with parquet_file(part) as src:
+                        for batch in src.iter_batches(batch_size=_BATCH, columns=["content", "tokens", "example_id"]):
+                            writer.write_batch(batch)
+            self.lake.publish_file(out, LAYER, NAME, day)
+            return len(self._spilled_keys)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        import shutil
+
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        shutil.rmtree(self._spill_dir, ignore_errors=True)
