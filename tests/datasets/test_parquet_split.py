@@ -1,4 +1,4 @@
-"""A split's Parquet file written a block of rows at a time (datasets/publish.py `_write_parquet`): the
+"""A split's Parquet file written a block of rows at a time (datasets/publish.py `_ParquetSplit`): the
 same schema and rows as the whole split turned into one table at once, and the whole split's inference
 when a block would infer another schema (a field empty in the first block, a key missing from a block's
 first record, a nested field appearing late)."""
@@ -9,6 +9,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from feedback_loop.datasets import publish
+
+
+def _write(path: str, records: list[dict]) -> None:
+    """As `publish._write_files` does: records added one at a time, the whole split handed to `close`."""
+    split = publish._ParquetSplit(path)
+    for r in records:
+        split.add(r)
+    split.close(lambda: iter(records))
 
 
 def _messages(i: int) -> dict:
@@ -37,7 +45,7 @@ def test_blocks_give_the_whole_splits_schema_and_rows(tmp_path, monkeypatch, cas
     records, row_groups = CASES[case]
     monkeypatch.setattr(publish, "PARQUET_ROWS", 10)
     path = tmp_path / "split.parquet"
-    publish._write_parquet(str(path), lambda: iter(records))
+    _write(str(path), records)
     pq.write_table(pa.Table.from_pylist(records), tmp_path / "whole.parquet", compression="zstd")
     whole = pq.read_table(tmp_path / "whole.parquet")  # the split as one table, as written before blocks
     got = pq.ParquetFile(path)
@@ -50,6 +58,6 @@ def test_blocks_give_the_whole_splits_schema_and_rows(tmp_path, monkeypatch, cas
 
 def test_a_split_within_one_block_is_byte_identical_to_one_table(tmp_path):
     records = [_messages(i) for i in range(50)]
-    publish._write_parquet(str(tmp_path / "blocks.parquet"), lambda: iter(records))
+    _write(str(tmp_path / "blocks.parquet"), records)
     pq.write_table(pa.Table.from_pylist(records), tmp_path / "whole.parquet", compression="zstd")
     assert (tmp_path / "blocks.parquet").read_bytes() == (tmp_path / "whole.parquet").read_bytes()

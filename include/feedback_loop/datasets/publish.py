@@ -98,40 +98,65 @@ def _jsonl(records: list[dict]) -> bytes:
     return "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records).encode()
 
 
+def _records_of(e: Example) -> dict:
+    """An example's records: read back from the spill once (`candidates._Spilled`), or the dict itself."""
+    return e.records.load() if hasattr(e.records, "load") else e.records
+
+
 def _write_files(folder: str, name: str, examples: list[Example], conflicts: list[dict]) -> list[dict]:
-    """Write every format of every split; return [{path, format, split, rows}] (paths relative to folder)."""
+    """Write every format of every split; return [{path, format, split, rows}] (paths relative to folder).
+
+    One pass over each split's examples writes all its formats: an example's records are read back from the
+    spill once, not once per file."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    files = []
-    for pattern, fmt, parquet in LAYOUT[name]:
-        for split in curation.SPLITS:
-            n_rows = sum(1 for e in examples if e.split == split)
-            if not n_rows:
-                continue
-            rel = pattern.format(split=split)
-            os.makedirs(os.path.dirname(os.path.join(folder, rel)), exist_ok=True)
-            # JSON Lines one record at a time (records are read back from the spill as written).
-            with open(os.path.join(folder, rel + ".jsonl"), "wb") as fh:
-                for e in examples:
-                    if e.split == split:
-                        fh.write(_jsonl([e.records[fmt]]))
-            files.append({"path": rel + ".jsonl", "format": fmt, "split": split, "rows": n_rows})
-            if parquet:
-                _write_parquet(os.path.join(folder, rel + ".parquet"),
-                               lambda fmt=fmt, split=split: (e.records[fmt] for e in examples if e.split == split))
-                files.append({"path": rel + ".parquet", "format": fmt, "split": split, "rows": n_rows})
+    written: dict[tuple[str, str, str], dict] = {}
+    fact_dates: list[str] = [""] * len(examples)
+    provenance_of: dict[int, dict] = {}
+    for split in curation.SPLITS:
+        members = [i for i, e in enumerate(examples) if e.split == split]
+        if not members:
+            continue
+        handles, parquets = {}, {}
+        try:
+            for pattern, fmt, parquet in LAYOUT[name]:
+                rel = pattern.format(split=split)
+                os.makedirs(os.path.dirname(os.path.join(folder, rel)), exist_ok=True)
+                handles[fmt] = open(os.path.join(folder, rel + ".jsonl"), "wb")  # noqa: SIM115 - closed below
+                written[(fmt, split, "jsonl")] = {"path": rel + ".jsonl", "format": fmt, "split": split,
+                                                  "rows": len(members)}
+                if parquet:
+                    parquets[fmt] = _ParquetSplit(os.path.join(folder, rel + ".parquet"))
+                    written[(fmt, split, "parquet")] = {"path": rel + ".parquet", "format": fmt, "split": split,
+                                                        "rows": len(members)}
+            for i in members:
+                e = examples[i]
+                records = _records_of(e)
+                for fmt, fh in handles.items():
+                    fh.write(_jsonl([records[fmt]]))
+                for fmt, writer in parquets.items():
+                    writer.add(records[fmt])
+                fact_dates[i] = str(e.meta.get("fact_date") or records.get("intent_relabel", {}).get("fact_date") or "")
+                if name in ACTION_DATASETS and (p := records.get(actions.PROVENANCE)):
+                    provenance_of[i] = p
+        finally:
+            for fh in handles.values():
+                fh.close()
+        for fmt, writer in parquets.items():
+            writer.close(lambda fmt=fmt, members=members: (_records_of(examples[i])[fmt] for i in members))
+    files = [written[(fmt, split, kind)] for _, fmt, _ in LAYOUT[name] for split in curation.SPLITS
+             for kind in ("jsonl", "parquet") if (fmt, split, kind) in written]
     index = [{"example_id": e.example_id, "conversation_id": e.conversation_id, "split": e.split, "source": e.source,
-              "weight": e.weight, "tokens": e.tokens, "copies_merged": e.merged,
-              "fact_date": str(e.meta.get("fact_date") or e.records.get("intent_relabel", {}).get("fact_date") or "")}
-             for e in examples]
+              "weight": e.weight, "tokens": e.tokens, "copies_merged": e.merged, "fact_date": fact_dates[i]}
+             for i, e in enumerate(examples)]
     pq.write_table(pa.Table.from_pylist(index, schema=pa.schema([
         ("example_id", pa.string()), ("conversation_id", pa.string()), ("split", pa.string()),
         ("source", pa.string()), ("weight", pa.float64()), ("tokens", pa.int64()), ("copies_merged", pa.int64()),
         ("fact_date", pa.string())])), os.path.join(folder, "examples.parquet"), compression="zstd")
     files.append({"path": "examples.parquet", "format": "index", "split": None, "rows": len(index)})
-    provenance = ([{"example_id": e.example_id, "conversation_id": e.conversation_id, "split": e.split, **p}
-                   for e in examples if (p := e.records.get(actions.PROVENANCE))] if name in ACTION_DATASETS else [])
+    provenance = [{"example_id": examples[i].example_id, "conversation_id": examples[i].conversation_id,
+                   "split": examples[i].split, **p} for i, p in sorted(provenance_of.items())]
     if provenance:  # where each tool-calling example came from: override or check, reviewer, policy clause
         with open(os.path.join(folder, "provenance.jsonl"), "wb") as fh:
             fh.write(_jsonl(provenance))
@@ -149,31 +174,49 @@ def _write_files(folder: str, name: str, examples: list[Example], conflicts: lis
 PARQUET_ROWS = 10_000  # rows per row group of a split's Parquet file: what is turned into Arrow at once
 
 
-def _write_parquet(path: str, records) -> None:
-    """The records that `records()` yields as one Parquet file, `PARQUET_ROWS` at a time.
+class _ParquetSplit:
+    """A split's records as one Parquet file, `PARQUET_ROWS` at a time, as they are added.
 
     Each block's schema is inferred as `Table.from_pylist` infers it; when every block infers the same one,
     it is the schema of the whole split, and only one block is in memory (a 10 M-event night's SFT split
     as one Arrow table beside its records was the stage's peak). When a block infers another (a field
-    empty in one block, a key missing from a block's first record), the file is written again from the
+    empty in one block, a key missing from a block's first record), `close` writes the file again from the
     whole split at once, whose inference is the reference."""
-    import itertools
 
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    def __init__(self, path: str):
+        self.path, self.block, self.writer, self.failed = path, [], None, False
 
-    rows = iter(records())
-    table = pa.Table.from_pylist(list(itertools.islice(rows, PARQUET_ROWS)))
-    with pq.ParquetWriter(path, table.schema, compression="zstd") as writer:
-        writer.write_table(table)
-        while block := list(itertools.islice(rows, PARQUET_ROWS)):
-            table = pa.Table.from_pylist(block)
-            if not table.schema.equals(writer.schema):
-                break
-            writer.write_table(table)
-        else:
+    def add(self, record: dict) -> None:
+        if self.failed:
             return
-    pq.write_table(pa.Table.from_pylist(list(records())), path, compression="zstd")
+        self.block.append(record)
+        if len(self.block) >= PARQUET_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pylist(self.block)
+        self.block = []
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.path, table.schema, compression="zstd")
+        elif not table.schema.equals(self.writer.schema):
+            self.failed = True
+            return
+        self.writer.write_table(table)
+
+    def close(self, records) -> None:
+        """Finish the file; `records()` yields the whole split again for the fallback."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if not self.failed and self.block:
+            self._flush()
+        if self.writer is not None:
+            self.writer.close()
+        if self.failed:
+            pq.write_table(pa.Table.from_pylist(list(records())), self.path, compression="zstd")
 
 
 class _ScanMemo:
