@@ -616,6 +616,7 @@ def test_redactions_and_token_counts_are_computed_once_and_replayed_byte_identic
                         lambda *a, **k: pytest.fail("a conversation with stored candidates was built again"))
     monkeypatch.setattr(publish, "_example_id", lambda *a, **k: pytest.fail("a stored example id was computed again"))
     monkeypatch.setattr(publish, "_count_tokens", lambda *a, **k: pytest.fail("a stored token count was computed again"))
+    monkeypatch.setattr(publish, "_strings", lambda *a, **k: pytest.fail("a line checked by an earlier night was scanned again"))
     second = build_datasets(_settings(replayed), start=D1, end=D2)
     monkeypatch.undo()
     assert redacted_now == []

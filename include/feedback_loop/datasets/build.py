@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 from datetime import date, timedelta
 
-from feedback_loop.datasets import pii, token_store, tokens
+from feedback_loop.datasets import pii, redactions, token_store, tokens
 from feedback_loop.datasets.candidate_store import CandidateStore
 from feedback_loop.datasets.config import (
     ACTION_DATASETS,
@@ -40,6 +40,7 @@ from feedback_loop.datasets.config import (
     DatasetError,
     resolve_window,
 )
+from feedback_loop.datasets.line_store import ValidatedLines
 from feedback_loop.datasets.publish import _publish, _ScanMemo, curate, dataset_card
 from feedback_loop.datasets.read import Redaction, _incomplete_triads, _read, _sources
 from feedback_loop.datasets.signature_store import SignatureStore
@@ -124,12 +125,13 @@ def build_datasets(settings: Settings, dt: str | date | None = None, window_days
     con = connect()
     signatures = SignatureStore(con, lake, start, end)  # near-duplicate signatures of earlier nights (partials/)
     values = ExampleValues(con, lake, start, end)  # token counts and example ids of earlier nights (partials/)
+    lines = ValidatedLines(con, lake, start, end, redactions.redactor_key(red.redactor))  # lines checked before
     try:
         for name in only or ALL_DATASETS:
             # Each dataset's candidates are let go once curated, and its examples once published: memory
             # holds the datasets still to come, not every one built so far.
             examples, conflicts, steps = curate(name, cfg, cands.pop(name), unusable[name], signatures.signatures, values)
-            result["datasets"][name] = _publish(lake, name, cfg, examples, conflicts, steps, context, scan)
+            result["datasets"][name] = _publish(lake, name, cfg, examples, conflicts, steps, context, scan, lines)
             del examples, conflicts
             r = result["datasets"][name]
             log.info("dataset %s %s..%s: %s (%s examples, %s new)%s", name, start, end, r["status"], r["examples"],
@@ -137,6 +139,7 @@ def build_datasets(settings: Settings, dt: str | date | None = None, window_days
         token_store.save(con, lake, end)
         signatures.save(end)
         values.save(end)
+        lines.save(end)
         stored.save(con, end)
         result["candidates"] = {"conversations_replayed": stored.reused, "conversations_built": stored.built}
         log.info("candidates %s..%s: %s conversations replayed from earlier nights, %s built", start, end,
@@ -146,6 +149,7 @@ def build_datasets(settings: Settings, dt: str | date | None = None, window_days
     finally:
         signatures.close()
         values.close()
+        lines.close()
         stored.close()
         con.close()
     lake.write_json(result, "runs", f"dt={end}", "datasets.json")

@@ -389,13 +389,19 @@ def iter_records(path: str | Path):
             yield rec
 
 
-def validate_file(path: str | Path, fmt: str, max_tokens: int | None = None) -> dict:
+KNOWN_VALID = object()  # in `validate_file`'s records: a record an earlier check found valid (line_store)
+
+
+def validate_file(path: str | Path, fmt: str, max_tokens: int | None = None, records=None) -> dict:
     """Check every record of a file as it is read; raise FormatError naming the first problems, else return
-    a summary."""
+    a summary. `records`: the file's records as `iter_records` reads them, `KNOWN_VALID` for one that needs
+    no check (counted, not checked)."""
     parquet = str(path).endswith(".parquet")
     bad, n_bad, n_records = [], 0, 0
-    for n, rec in enumerate(iter_records(path), 1):
+    for n, rec in enumerate(iter_records(path) if records is None else records, 1):
         n_records = n
+        if rec is KNOWN_VALID:
+            continue
         problems = check(fmt, _from_parquet(rec) if parquet else rec, max_tokens)
         if problems:
             n_bad += 1

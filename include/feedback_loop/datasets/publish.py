@@ -22,6 +22,7 @@ from feedback_loop.datasets.config import (
     DatasetError,
 )
 from feedback_loop.datasets.curation import Example, Step
+from feedback_loop.datasets.line_store import ValidatedLines, line_hash
 from feedback_loop.lake.files import Lake, file_sha256, filesystem_for, is_remote, join
 
 
@@ -243,21 +244,58 @@ class _ScanMemo:
         return found
 
 
-def _validate(folder: str, files: list[dict], cfg: Config, redactor: pii.Redactor | _ScanMemo) -> dict:
-    """Every data file read back and checked against its consumer's rules; every string scanned for PII."""
+def _validate(folder: str, files: list[dict], cfg: Config, redactor: pii.Redactor | _ScanMemo,
+              lines: ValidatedLines | None = None) -> dict:
+    """Every data file read back and checked against its consumer's rules; every string scanned for PII
+    (`lines`: the lines earlier nights checked, which pass without being checked again)."""
     checked = {}
     for f in files:
         path = os.path.join(folder, f["path"])
-        if f["format"] in formats.CHECKS:
-            checked[f["path"]] = formats.validate_file(path, f["format"], cfg.max_tokens)
         if f["path"].endswith(".jsonl"):
-            leaks = Counter()
-            for rec in formats.iter_records(path):
+            summary = _check_jsonl(path, f["format"], cfg.max_tokens, redactor, lines)
+            if f["format"] in formats.CHECKS:
+                checked[f["path"]] = summary
+        elif f["format"] in formats.CHECKS:
+            checked[f["path"]] = formats.validate_file(path, f["format"], cfg.max_tokens)
+    return {"passed": True, "files": checked, "pii_scan": "no personal data found in any message content or text of any JSONL file"}
+
+
+def _check_jsonl(path: str, fmt: str, max_tokens: int, redactor, lines: ValidatedLines | None) -> dict | None:
+    """One JSON Lines file: each line parsed once, checked against `fmt` (when it has rules) and scanned for
+    PII; a line `lines` knows as passed is counted only. FormatError first (the whole file's problems), then
+    DatasetError on a finding; when the file passes, its new lines are stored as passed."""
+    with open(path, "rb") as fh:
+        hashes = [line_hash(fmt, max_tokens, line) for line in fh]
+    known = lines.known(hashes) if lines is not None else [False] * len(hashes)
+    leaks: Counter = Counter()
+
+    def records():
+        with open(path, "rb") as fh:
+            for n, line in enumerate(fh, 1):
+                if known[n - 1]:
+                    yield formats.KNOWN_VALID
+                    continue
+                if not line.strip():
+                    raise formats.FormatError(f"{path}:{n}: empty line (JSON Lines allows none)")
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise formats.FormatError(f"{path}:{n}: not JSON: {e}") from e
                 for s in _strings(rec):
                     leaks.update(kind for kind, _ in redactor.find(s))
-            if leaks:
-                raise DatasetError(f"{path}: personal data found after redaction: {dict(leaks)}")
-    return {"passed": True, "files": checked, "pii_scan": "no personal data found in any message content or text of any JSONL file"}
+                yield rec
+
+    if fmt in formats.CHECKS:
+        summary = formats.validate_file(path, fmt, max_tokens, records=records())
+    else:
+        summary = None
+        for _ in records():
+            pass
+    if leaks:
+        raise DatasetError(f"{path}: personal data found after redaction: {dict(leaks)}")
+    if lines is not None:
+        lines.passed([h for h, k in zip(hashes, known) if not k])
+    return summary
 
 
 def _strings(obj, key: str | None = None):
@@ -320,7 +358,7 @@ def _previous_ids(lake: Lake, name: str, latest: dict | None) -> set[str]:
 
 
 def _publish(lake: Lake, name: str, cfg: Config, examples: list[Example], conflicts: list[dict], steps: list[Step],
-             context: dict, redactor: pii.Redactor | _ScanMemo) -> dict:
+             context: dict, redactor: pii.Redactor | _ScanMemo, lines: ValidatedLines | None = None) -> dict:
     base = join(lake.root, "datasets", name)
     remote = is_remote(base)
     import tempfile
@@ -351,7 +389,7 @@ def _publish(lake: Lake, name: str, cfg: Config, examples: list[Example], confli
             if new < minimum or not examples:
                 return {**out, "status": "not_published", "supersedes": (latest or {}).get("version"),
                         "reason": f"{new} new examples, fewer than the minimum of {minimum}"}
-            validation = _validate(tmp, files, cfg, redactor)
+            validation = _validate(tmp, files, cfg, redactor, lines)
             manifest = _manifest(name, version, latest, examples, conflicts, steps, files, validation, context,
                                  new, prev_ids)
             with open(os.path.join(tmp, "manifest.json"), "w") as fh:

@@ -18,16 +18,12 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import os
-import tempfile
 from functools import lru_cache
 
-from feedback_loop.datasets.token_store import window_files
-from feedback_loop.lake.files import Lake, parquet_file, parquet_metadata
+from feedback_loop.datasets.nightly_store import BATCH, NightlyStore
 from feedback_loop.lake.sql import literal_list
 
-LAYER, NAME = "partials", "dataset_example_values"
-_BATCH = 4096
+NAME = "dataset_example_values"
 
 
 @lru_cache(maxsize=1)
@@ -54,112 +50,55 @@ def content_hash(dataset: str, conversation_id: str, source: str, records_blob: 
     return h.digest()
 
 
-class ExampleValues:
+class ExampleValues(NightlyStore):
     """The counts and ids stored by the nights of a window, and the ones this night computes."""
 
-    def __init__(self, con, lake: Lake, start: str, end: str):
-        self.con, self.lake, self.start, self.end = con, lake, start, end
-        self.computed = 0
-        self.reused = 0
-        self._spill_dir = tempfile.mkdtemp(prefix="acsr-example-values-")
-        self._spilled = os.path.join(self._spill_dir, "new.parquet")
-        self._writer = None
-        self._spilled_keys: set[bytes] = set()
-        self._files: list[str] | None = None
+    name, metadata_field = NAME, "values_key"
+
+    def key(self) -> str:
+        return values_key()
+
+    def schema(self):
+        import pyarrow as pa
+
+        return pa.schema([("content", pa.binary()), ("tokens", pa.int64()), ("example_id", pa.string())],
+                         metadata={"values_key": values_key()})
 
     def fill(self, examples: list, count, identify) -> None:
         """Set `tokens` and `example_id` of every example: stored ones read back, the others computed with
         `count(e)` and `identify(e)` (an example without a content hash is always computed)."""
         import pyarrow as pa
 
-        todo = [(i, e) for i, e in enumerate(examples) if e.content is not None]
+        todo = [e for e in examples if e.content is not None]
         for e in examples:
             if e.content is None:
                 e.tokens, e.example_id = count(e), identify(e)
         if not todo:
             return
-        if self._files is None:
-            self._files = window_files(self.con, self.lake, NAME, "values_key", values_key(), self.start, self.end)
+        files = self.files()
         cur = self.con.cursor()
         cur.register("example_values_wanted", pa.table({"pos": pa.array(range(len(todo)), pa.int64()),
-                                                        "content": pa.array([e.content for _, e in todo], pa.binary())}))
+                                                        "content": pa.array([e.content for e in todo], pa.binary())}))
         try:
-            if self._files:
+            if files:
                 stored = ("(SELECT content, any_value(tokens) AS tokens, any_value(example_id) AS example_id "
-                          f"FROM read_parquet({literal_list(self._files)}, hive_partitioning=false) GROUP BY content)")
+                          f"FROM read_parquet({literal_list(files)}, hive_partitioning=false) GROUP BY content)")
                 query = (f"SELECT w.pos, s.tokens, s.example_id FROM example_values_wanted w LEFT JOIN {stored} s "
                          "USING (content) ORDER BY w.pos")
             else:
                 query = "SELECT pos, NULL::BIGINT AS tokens, NULL::VARCHAR AS example_id FROM example_values_wanted ORDER BY pos"
             new = []
-            for batch in cur.sql(query).to_arrow_reader(_BATCH):
+            for batch in cur.sql(query).to_arrow_reader(BATCH):
                 for pos, n, eid in zip(*(batch.column(c).to_pylist() for c in ("pos", "tokens", "example_id"))):
-                    e = todo[pos][1]
+                    e = todo[pos]
                     if eid is None:
                         e.tokens, e.example_id = count(e), identify(e)
                         new.append(e)
                     else:
                         e.tokens, e.example_id = n, eid
                         self.reused += 1
-            self._spill(new)
+            self.computed += len(new)
+            self.spill({"content": [e.content for e in new], "tokens": [e.tokens for e in new],
+                        "example_id": [e.example_id for e in new]})
         finally:
             cur.close()
-
-    def _schema(self):
-        import pyarrow as pa
-
-        return pa.schema([("content", pa.binary()), ("tokens", pa.int64()), ("example_id", pa.string())],
-                         metadata={"values_key": values_key()})
-
-    def _spill(self, examples: list) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        keep = [e for e in examples if e.content not in self._spilled_keys]
-        self.computed += len(examples)
-        if not keep:
-            return
-        self._spilled_keys.update(e.content for e in keep)
-        table = pa.table({"content": [e.content for e in keep], "tokens": [e.tokens for e in keep],
-                          "example_id": [e.example_id for e in keep]}, schema=self._schema())
-        if self._writer is None:
-            self._writer = pq.ParquetWriter(self._spilled, table.schema, compression="zstd")
-        self._writer.write_table(table)
-
-    def save(self, day: str) -> int:
-        """Store tonight's new values under `day`, after what that night had stored already on a rerun."""
-        import pyarrow.parquet as pq
-
-        try:
-            parts = []
-            stored = self.lake.partition_file(LAYER, NAME, day)
-            if (self.lake.has_partition(LAYER, NAME, day)
-                    and parquet_metadata(self.con, stored).get("values_key") == values_key()):
-                parts.append(stored)
-            if self._writer is not None:
-                self._writer.close()
-                self._writer = None
-                parts.append(self._spilled)
-            if not parts:
-                return 0
-            if parts == [self._spilled]:
-                self.lake.publish_file(self._spilled, LAYER, NAME, day)
-                return len(self._spilled_keys)
-            out = os.path.join(self._spill_dir, "part.parquet")
-            with pq.ParquetWriter(out, self._schema(), compression="zstd") as writer:
-                for part in parts:
-                    with parquet_file(part) as src:
-                        for batch in src.iter_batches(batch_size=_BATCH, columns=["content", "tokens", "example_id"]):
-                            writer.write_batch(batch)
-            self.lake.publish_file(out, LAYER, NAME, day)
-            return len(self._spilled_keys)
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        import shutil
-
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-        shutil.rmtree(self._spill_dir, ignore_errors=True)

@@ -1,0 +1,104 @@
+"""What the per-night stores of values keyed by a hash share: `<lake>/partials/<name>/dt=D/part.parquet` holds
+the rows a dataset build first computed on night D, under a key (in the file's metadata) naming what the
+values depend on; a night reads the window's files whose key is current and spills its new rows to a local
+file, stored when the night ends (`save`). Used by `value_store` (token counts and example ids) and
+`line_store` (validated lines of a version's files).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from feedback_loop.datasets.token_store import window_files
+from feedback_loop.lake.files import Lake, parquet_file, parquet_metadata
+
+LAYER = "partials"
+BATCH = 4096
+
+
+class NightlyStore:
+    """Rows of `schema` (its first column the 16-byte key) stored per night under `metadata_field` = `key`."""
+
+    name = ""
+    metadata_field = ""
+
+    def __init__(self, con, lake: Lake, start: str, end: str):
+        self.con, self.lake, self.start, self.end = con, lake, start, end
+        self.computed = 0
+        self.reused = 0
+        self._spill_dir = tempfile.mkdtemp(prefix=f"acsr-{self.name}-")
+        self._spilled = os.path.join(self._spill_dir, "new.parquet")
+        self._writer = None
+        self._spilled_keys: set[bytes] = set()
+        self._files: list[str] | None = None
+
+    def key(self) -> str:
+        raise NotImplementedError
+
+    def schema(self):
+        raise NotImplementedError
+
+    def files(self) -> list[str]:
+        """The window's stored files whose key is current (their metadata read once per night)."""
+        if self._files is None:
+            self._files = window_files(self.con, self.lake, self.name, self.metadata_field, self.key(),
+                                       self.start, self.end)
+        return self._files
+
+    def spill(self, columns: dict[str, list]) -> None:
+        """Append rows computed tonight whose key is not spilled yet (the first column is the key)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        first = self.schema().names[0]
+        keep = [i for i, k in enumerate(columns[first]) if k not in self._spilled_keys]
+        if not keep:
+            return
+        self._spilled_keys.update(columns[first][i] for i in keep)
+        table = pa.table({c: [v[i] for i in keep] for c, v in columns.items()}, schema=self.schema())
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self._spilled, table.schema, compression="zstd")
+        self._writer.write_table(table)
+
+    def save(self, day: str) -> int:
+        """Store tonight's new rows under `day`, after what that night had stored already on a rerun (a key
+        stored by it was read back, not computed, so the two parts hold no key in common). Return how many
+        keys were new."""
+        import pyarrow.parquet as pq
+
+        try:
+            parts = []
+            stored = self.lake.partition_file(LAYER, self.name, day)
+            if (self.lake.has_partition(LAYER, self.name, day)
+                    and parquet_metadata(self.con, stored).get(self.metadata_field) == self.key()):
+                parts.append(stored)
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+                parts.append(self._spilled)
+            if not parts:
+                return 0
+            if parts == [self._spilled]:  # the night's first run: the spill is the partition as it is
+                self.lake.publish_file(self._spilled, LAYER, self.name, day)
+                return len(self._spilled_keys)
+            out = os.path.join(self._spill_dir, "part.parquet")
+            schema = self.schema()
+            with pq.ParquetWriter(out, schema, compression="zstd") as writer:
+                for part in parts:
+                    with parquet_file(part) as src:
+                        for batch in src.iter_batches(batch_size=BATCH, columns=schema.names):
+                            writer.write_batch(batch)
+            self.lake.publish_file(out, LAYER, self.name, day)
+            return len(self._spilled_keys)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Drop the spill (after `save`, or without storing it when the build failed)."""
+        import shutil
+
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        shutil.rmtree(self._spill_dir, ignore_errors=True)
