@@ -22,6 +22,7 @@ class NightlyStore:
 
     name = ""
     metadata_field = ""
+    dedupe = True  # spill each key once (a set of tonight's keys); False when repeats are harmless
 
     def __init__(self, con, lake: Lake, start: str, end: str):
         self.con, self.lake, self.start, self.end = con, lake, start, end
@@ -52,10 +53,14 @@ class NightlyStore:
         import pyarrow.parquet as pq
 
         first = self.schema().names[0]
-        keep = [i for i, k in enumerate(columns[first]) if k not in self._spilled_keys]
+        keep = []
+        for i, k in enumerate(columns[first]):  # each key once, also within one call
+            if not self.dedupe or k not in self._spilled_keys:
+                if self.dedupe:
+                    self._spilled_keys.add(k)
+                keep.append(i)
         if not keep:
             return
-        self._spilled_keys.update(columns[first][i] for i in keep)
         table = pa.table({c: [v[i] for i in keep] for c, v in columns.items()}, schema=self.schema())
         if self._writer is None:
             self._writer = pq.ParquetWriter(self._spilled, table.schema, compression="zstd")
@@ -64,7 +69,7 @@ class NightlyStore:
     def save(self, day: str) -> int:
         """Store tonight's new rows under `day`, after what that night had stored already on a rerun (a key
         stored by it was read back, not computed, so the two parts hold no key in common). Return how many
-        keys were new."""
+        were computed."""
         import pyarrow.parquet as pq
 
         try:
@@ -81,7 +86,7 @@ class NightlyStore:
                 return 0
             if parts == [self._spilled]:  # the night's first run: the spill is the partition as it is
                 self.lake.publish_file(self._spilled, LAYER, self.name, day)
-                return len(self._spilled_keys)
+                return self.computed
             out = os.path.join(self._spill_dir, "part.parquet")
             schema = self.schema()
             with pq.ParquetWriter(out, schema, compression="zstd") as writer:
@@ -90,7 +95,7 @@ class NightlyStore:
                         for batch in src.iter_batches(batch_size=BATCH, columns=schema.names):
                             writer.write_batch(batch)
             self.lake.publish_file(out, LAYER, self.name, day)
-            return len(self._spilled_keys)
+            return self.computed
         finally:
             self.close()
 

@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import os
-import tempfile
 from functools import lru_cache
 
 from feedback_loop.datasets import curation
-from feedback_loop.datasets.token_store import window_files
-from feedback_loop.lake.files import Lake, parquet_file, parquet_metadata
+from feedback_loop.datasets.nightly_store import LAYER, NightlyStore  # noqa: F401 (LAYER: where the files are)
+from feedback_loop.lake.files import Lake
 from feedback_loop.lake.sql import literal_list
 
-LAYER, NAME = "partials", "dataset_minhash"
+NAME = "dataset_minhash"
 _BATCH = 4096  # keys per batch streamed back from DuckDB (and signed together when not stored)
 
 
@@ -44,22 +42,26 @@ def key_hash(normalised: str) -> bytes:
     return hashlib.blake2b(normalised.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
-class SignatureStore:
+class SignatureStore(NightlyStore):
     """The signatures stored by the nights of a window, and the ones this night computes.
 
     `signatures(keys, num_perm)` is the callable `curation.near_duplicates` takes: the keys' signatures in
     order, stored ones read back, the rest computed (counted in `computed` and `reused`). Another
     `num_perm` than the store's is computed without it."""
 
+    name, metadata_field = NAME, "signature_key"
+
     def __init__(self, con, lake: Lake, start: str, end: str, num_perm: int = curation.NUM_PERM):
-        self.con, self.lake, self.start, self.end, self.num_perm = con, lake, start, end, num_perm
-        self.computed = 0
-        self.reused = 0
-        self._spill_dir = tempfile.mkdtemp(prefix="acsr-minhash-")
-        self._spilled = os.path.join(self._spill_dir, "new.parquet")
-        self._writer = None  # pyarrow ParquetWriter of this night's new rows
-        self._spilled_keys: set[bytes] = set()  # their key hashes (16 bytes each)
-        self._files: list[str] | None = None  # the window's stored files (their metadata read once)
+        self.num_perm = num_perm
+        super().__init__(con, lake, start, end)
+
+    def key(self) -> str:
+        return signature_key(self.num_perm)
+
+    def schema(self):
+        import pyarrow as pa
+
+        return pa.schema([("key_hash", pa.binary()), ("signature", pa.binary())], metadata={"signature_key": self.key()})
 
     def signatures(self, keys: list[str], num_perm: int, normalised: list[str] | None = None):
         import numpy as np
@@ -70,10 +72,7 @@ class SignatureStore:
             return
         if normalised is None:
             normalised = [curation.normalise(k) for k in keys]
-        if self._files is None:  # the window's files are the same for every dataset of the night: listed once
-            self._files = window_files(self.con, self.lake, NAME, "signature_key", signature_key(num_perm),
-                                       self.start, self.end)
-        files = self._files
+        files = self.files()  # the same for every dataset of the night: listed once
         # A cursor of its own: the result streams while the caller consumes it, and closing the cursor ends
         # it (and the registered keys) even when the caller stops early.
         cur = self.con.cursor()
@@ -95,7 +94,8 @@ class SignatureStore:
                 if missing:
                     texts = [normalised[positions[i]] for i in missing]
                     new = list(curation.signatures_of_normalised(texts, num_perm))
-                    self._spill([key_hash(t) for t in texts], new)
+                    # Two datasets, or two texts normalising alike, sign one key twice: spilled once.
+                    self.spill({"key_hash": [key_hash(t) for t in texts], "signature": [s.tobytes() for s in new]})
                     for i, sig in zip(missing, new):
                         found[i] = sig
                     self.computed += len(missing)
@@ -104,71 +104,3 @@ class SignatureStore:
                     yield np.frombuffer(sig, dtype=np.uint32) if isinstance(sig, bytes) else sig
         finally:
             cur.close()
-
-    def _spill(self, hashes: list[bytes], sigs: list) -> None:
-        """Append the keys not spilled yet tonight (two datasets, or two texts normalising alike, sign one key
-        twice): the spill holds each key once, so storing it needs no de-duplication."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        keep = []
-        for i, h in enumerate(hashes):
-            if h not in self._spilled_keys:
-                self._spilled_keys.add(h)
-                keep.append(i)
-        if not keep:
-            return
-        table = pa.table({"key_hash": pa.array([hashes[i] for i in keep], pa.binary()),
-                          "signature": pa.array([sigs[i].tobytes() for i in keep], pa.binary())})
-        if self._writer is None:  # with the store's key: on a night's first run the spill is the partition
-            schema = table.schema.with_metadata({"signature_key": signature_key(self.num_perm)})
-            self._writer = pq.ParquetWriter(self._spilled, schema, compression="zstd")
-        self._writer.write_table(table)
-
-    def save(self, day: str) -> int:
-        """Store tonight's new signatures under `day`, after what that night had stored already on a rerun:
-        reprocessing a day rewrites every partition of that day, even when nothing is new. Return how many
-        keys were new.
-
-        The two parts hold no key in common (a key stored by that night is in the window, so it was read
-        back, not signed), and on a rerun both are copied a batch at a time; a night's first run publishes
-        the spill as it is. Sorting or grouping a night's signatures in DuckDB held ~8 times their size
-        (the peak of a 2 M-event night's dataset stage)."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        try:
-            key = signature_key(self.num_perm)
-            parts = []
-            stored = self.lake.partition_file(LAYER, NAME, day)
-            if self.lake.has_partition(LAYER, NAME, day) and parquet_metadata(self.con, stored).get("signature_key") == key:
-                parts.append(stored)
-            if self._writer is not None:
-                self._writer.close()
-                self._writer = None
-                parts.append(self._spilled)
-            if not parts:
-                return 0
-            if parts == [self._spilled]:  # the night's first run: the spill is the partition as it is
-                self.lake.publish_file(self._spilled, LAYER, NAME, day)
-                return len(self._spilled_keys)
-            out = os.path.join(self._spill_dir, "part.parquet")
-            schema = pa.schema([("key_hash", pa.binary()), ("signature", pa.binary())], metadata={"signature_key": key})
-            with pq.ParquetWriter(out, schema, compression="zstd") as writer:
-                for part in parts:
-                    with parquet_file(part) as src:
-                        for batch in src.iter_batches(batch_size=_BATCH, columns=["key_hash", "signature"]):
-                            writer.write_batch(batch)
-            self.lake.publish_file(out, LAYER, NAME, day)
-            return len(self._spilled_keys)
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        """Drop the spill file (after `save`, or without storing it when the build failed)."""
-        import shutil
-
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-        shutil.rmtree(self._spill_dir, ignore_errors=True)
