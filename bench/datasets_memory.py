@@ -70,6 +70,10 @@ def _measure(day: str, by_dataset: bool = False, files: bool = False) -> int:
     wrap(publish, "_write_files", "publish: writing files")
     wrap(token_store, "save", "saving token counts")
     wrap(build.SignatureStore, "save", "saving signatures")
+    wrap(build.ExampleValues, "save", "saving token counts and ids")
+    wrap(build.ValidatedLines, "save", "saving validated lines")
+    wrap(build.CandidateStore, "save", "saving candidates")
+    wrap(publish, "_validate", "publish: checking files")
     wrap(publish, "_count_tokens", "token counts (CPU only)", labelled=False)
     wrap(publish, "_example_id", "content ids (CPU only)", labelled=False)
 
