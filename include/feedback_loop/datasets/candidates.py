@@ -9,7 +9,7 @@ import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 
-from feedback_loop.datasets import candidate_store, curation, value_store
+from feedback_loop.datasets import candidate_store, curation
 from feedback_loop.datasets.actions import BUILTIN_TOOLS, ActionExamples
 from feedback_loop.datasets.config import ALL_DATASETS, Config
 from feedback_loop.datasets.curation import Example
@@ -185,10 +185,7 @@ class _Ordered:
         self.spill, self.name, self.builder = spill, name, builder
 
     def append(self, example: Example) -> None:
-        curation.normalised_key(example)  # once, here: curation compares it three times, stored nights bring it
-        blob = pickle.dumps(example.records, protocol=candidate_store.PROTOCOL)
-        example.content = value_store.content_hash(self.name, example.conversation_id, example.source, blob)
-        example.records = self.spill.put_blob(blob)
+        example.records = self.spill.put(example.records)
         self.items.append((self.key, example))
         if self.builder.recording is not None:  # what the conversation gave, before curation changes it
             self.builder.recording.append((self.name, self.key[0], self.builder.ordinal,

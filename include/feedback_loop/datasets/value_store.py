@@ -5,7 +5,7 @@ identified.
 Why: with the candidates stored (`candidate_store`), a steady night still read every kept example's records
 back from disk twice, to count its tokens and to hash its JSON into its id: a fifth of the night (issue 18).
 Both are pure functions of the dataset, the conversation, the source and the records, which
-`Example.content` hashes when the candidate is built (a stored candidate brings it along), and of the
+`content_hash` hashes (the records' pickle, read back from the spill without unpickling it), and of the
 counting and identifying code and the tokenizer (`values_key`, in the file's metadata). So the stored values
 are the ones computing would give, and the versions are byte-identical.
 
@@ -66,19 +66,22 @@ class ExampleValues(NightlyStore):
 
     def fill(self, examples: list, count, identify) -> None:
         """Set `tokens` and `example_id` of every example: stored ones read back, the others computed with
-        `count(e)` and `identify(e)` (an example without a content hash is always computed)."""
+        `count(e)` and `identify(e)` (an example whose records are not in a spill is always computed)."""
         import pyarrow as pa
 
-        todo = [e for e in examples if e.content is not None]
+        todo, contents = [], []
         for e in examples:
-            if e.content is None:
+            if hasattr(e.records, "spill"):  # the records' pickle, read back from the spill without unpickling
+                todo.append(e)
+                contents.append(content_hash(e.dataset, e.conversation_id, e.source, e.records.spill.blob(e.records)))
+            else:
                 e.tokens, e.example_id = count(e), identify(e)
         if not todo:
             return
         files = self.files()
         cur = self.con.cursor()
         cur.register("example_values_wanted", pa.table({"pos": pa.array(range(len(todo)), pa.int64()),
-                                                        "content": pa.array([e.content for e in todo], pa.binary())}))
+                                                        "content": pa.array(contents, pa.binary())}))
         try:
             if files:
                 stored = ("(SELECT content, any_value(tokens) AS tokens, any_value(example_id) AS example_id "
@@ -93,12 +96,12 @@ class ExampleValues(NightlyStore):
                     e = todo[pos]
                     if eid is None:
                         e.tokens, e.example_id = count(e), identify(e)
-                        new.append(e)
+                        new.append(pos)
                     else:
                         e.tokens, e.example_id = n, eid
                         self.reused += 1
             self.computed += len(new)
-            self.spill({"content": [e.content for e in new], "tokens": [e.tokens for e in new],
-                        "example_id": [e.example_id for e in new]})
+            self.spill({"content": [contents[i] for i in new], "tokens": [todo[i].tokens for i in new],
+                        "example_id": [todo[i].example_id for i in new]})
         finally:
             cur.close()
