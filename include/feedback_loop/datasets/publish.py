@@ -53,6 +53,7 @@ def curate(name: str, cfg: Config, candidates: list[Example], unusable: Counter,
                   {"by_source": dict(sorted(Counter(e.source for e in candidates).items())),
                    "unusable": dict(sorted(unusable.items()))})]
     examples, conflicts = candidates, []
+    del candidates  # each step's input is let go when the next step has its output (the dropped copies too)
     if name == "intent_relabels":
         examples, conflicts, step = curation.label_conflicts(examples, HUMAN_LABEL_SOURCES)
         steps.append(step)
