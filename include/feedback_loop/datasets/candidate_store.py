@@ -9,12 +9,12 @@ the redactions, token counts and signatures were stored (issue 18). A conversati
 function of its outcome, its corrections, its events, the window's KB snapshot and tool catalogue, the
 configuration and the code, so a night whose fingerprint of those matches a stored one replays the stored
 result instead of reading the conversation's events: the versions are byte-identical. Late data (a survey,
-a reopen, a correction, a re-staged day) changes the fingerprint of the conversations it touches, and only
-those are built again.
+a reopen, a correction, a re-landed event) changes the fingerprint of the conversations it touches, and
+only those are built again; a night reprocessed with the same data finds every fingerprint again.
 
 The fingerprint is computed in SQL (`fingerprint_sql`): an md5 over the conversation's outcome row, its
-corrections and the days its events are in with the staged files' signatures (size and mtime, an object
-store's ETag), prefixed by `global_key` (configuration, KB, tools, redactor, code). Entries are pickles
+corrections and a digest of its events' contents, prefixed by `global_key` (configuration, KB, tools,
+redactor, code). Entries are pickles
 read back with an unpickler that only builds plain data (`_load`): the lake is data, never code.
 """
 
@@ -67,16 +67,24 @@ def global_key(cfg, kb: dict, tools: dict, redactor_key: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
+# The event columns a conversation's candidates are built from (read.py's stream), digested per conversation.
+EVENT_COLUMNS = ("dt", "_row_id", "ts", "turn", "event_type", "text", "intent", "confidence", "kb_results",
+                 "policy_id", "policy_outcome", "rating", "action", "action_args", "action_status")
+
+
 def fingerprint_sql(global_key: str, outcome: str) -> str:
     """SQL creating temp table `candidate_fingerprints` (conversation_id, fingerprint) for the kept rows of
-    `outcome_rows`, given `outcome` (the SQL struct of the outcome row the reading hands to Python) and temp
-    table `candidate_day_signatures` (dt, sig) of the window's staged agent-event files."""
+    `outcome_rows`, given `outcome` (the SQL struct of the outcome row the reading hands to Python).
+
+    The events enter as their count and the sum of DuckDB's hash of each event row: a digest of their
+    content, so a day staged again with the same rows (a reprocessed night) keeps its fingerprints, and a
+    changed row changes them. One pass over the window's events of the kept conversations, in DuckDB."""
+    row = "struct_pack(" + ", ".join(f"e.{c}" for c in EVENT_COLUMNS) + ")"
     return f"""
     CREATE OR REPLACE TEMP TABLE candidate_fingerprints AS
     WITH k AS (SELECT conversation_id FROM outcome_rows WHERE keep),
-    d AS (SELECT e.conversation_id, string_agg(e.dt::VARCHAR || '=' || coalesce(s.sig, '?'), ',' ORDER BY e.dt) AS days
-          FROM (SELECT DISTINCT conversation_id, dt FROM ev WHERE conversation_id IN (SELECT conversation_id FROM k)) e
-          LEFT JOIN candidate_day_signatures s ON s.dt = e.dt
+    d AS (SELECT e.conversation_id, count(*)::VARCHAR || ':' || sum(hash({row}))::VARCHAR AS events
+          FROM ev e WHERE e.conversation_id IN (SELECT conversation_id FROM k)
           GROUP BY 1),
     c AS (SELECT conversation_id,
                  string_agg(CAST(struct_pack(override_id, ts, reviewer_id, stage, agent_decision, agent_confidence,
@@ -87,7 +95,7 @@ def fingerprint_sql(global_key: str, outcome: str) -> str:
           GROUP BY 1)
     SELECT o.conversation_id,
            md5(concat_ws('#', {literal(global_key)}, CAST({outcome} AS VARCHAR), coalesce(c.corrections, ''),
-                         coalesce(d.days, ''))) AS fingerprint
+                         coalesce(d.events, ''))) AS fingerprint
     FROM outcome_rows o LEFT JOIN c USING (conversation_id) LEFT JOIN d USING (conversation_id)
     WHERE o.keep"""
 
@@ -139,19 +147,9 @@ class CandidateStore:
         self._rows: dict[str, list] = {"conversation_id": [], "fingerprint": [], "entry": []}
         self._files: list[str] = []
 
-    def prepare(self, con, global_key: str, outcome: str, event_days: list[str]) -> None:
+    def prepare(self, con, global_key: str, outcome: str) -> None:
         """Fingerprint the kept conversations (temp table `candidate_fingerprints`) and find the stored
-        entries that match (temp table `candidate_hits`: conversation_id, file)."""
-        import pyarrow as pa
-
-        sigs = [(d, self.lake.signature(self.lake.partition_file("staged", "agent_events", d))) for d in event_days]
-        con.register("candidate_day_signatures_arrow", pa.table({
-            "dt": pa.array([d for d, _ in sigs], pa.string()), "sig": pa.array([s for _, s in sigs], pa.string())}))
-        try:
-            con.execute("CREATE OR REPLACE TEMP TABLE candidate_day_signatures AS "
-                        "SELECT dt::DATE AS dt, sig FROM candidate_day_signatures_arrow")
-        finally:
-            con.unregister("candidate_day_signatures_arrow")
+        entries that match (temp table `candidate_hits`: conversation_id, fingerprint, file)."""
         con.execute(fingerprint_sql(global_key, outcome))
         self._files = window_files(con, self.lake, NAME, "candidate_key", store_key(), self.start, self.end)
         if self._files:

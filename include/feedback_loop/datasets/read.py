@@ -194,7 +194,7 @@ def _read(con, lake: Lake, sources: dict, red: Redaction, cfg: Config,
     event_days = sources[("staged", "agent_events")]
     if store is not None:
         key = candidate_store.global_key(cfg, kb, tools, redactions.redactor_key(red.redactor))
-        store.prepare(con, key, outcome, event_days)
+        store.prepare(con, key, outcome)
         con.execute("""CREATE OR REPLACE TEMP TABLE outcomes AS
             SELECT o.*, f.fingerprint, h.conversation_id IS NOT NULL AS stored_candidates
             FROM outcome_rows o LEFT JOIN candidate_fingerprints f USING (conversation_id)
