@@ -140,10 +140,10 @@ def build_datasets(settings: Settings, dt: str | date | None = None, window_days
         signatures.save(end)
         values.save(end)
         lines.save(end)
-        stored.save(con, end)
-        result["candidates"] = {"conversations_replayed": stored.reused, "conversations_built": stored.built}
+        stored.save(end, con)
+        result["candidates"] = {"conversations_replayed": stored.reused, "conversations_built": stored.computed}
         log.info("candidates %s..%s: %s conversations replayed from earlier nights, %s built", start, end,
-                 stored.reused, stored.built)
+                 stored.reused, stored.computed)
         log.info("near-duplicate signatures %s..%s: %s stored by earlier nights, %s computed", start, end,
                  signatures.reused, signatures.computed)
     finally:

@@ -24,19 +24,17 @@ import hashlib
 import inspect
 import io
 import json
-import os
 import pickle
 import sys
-import tempfile
 from dataclasses import fields
 from functools import lru_cache
 
 from feedback_loop.datasets.curation import Example
-from feedback_loop.datasets.token_store import window_files
-from feedback_loop.lake.files import Lake, parquet_file, parquet_metadata
+from feedback_loop.datasets.nightly_store import NightlyStore
+from feedback_loop.lake.files import Lake
 from feedback_loop.lake.sql import literal, literal_list
 
-LAYER, NAME = "partials", "dataset_candidates"
+NAME = "dataset_candidates"
 ROWS = 2_000  # entries per write, and per row group
 EXAMPLE_FIELDS = tuple(f.name for f in fields(Example) if f.name != "records")
 PROTOCOL = pickle.HIGHEST_PROTOCOL
@@ -134,29 +132,37 @@ def records_of(blob: bytes) -> dict:
     return _load(blob)
 
 
-class CandidateStore:
-    """The entries stored by the nights of a window, and the ones this night builds (`add`, then `save`)."""
+class CandidateStore(NightlyStore):
+    """The entries stored by the nights of a window, and the ones this night builds (`add`, then `save`).
+    `computed` counts the conversations built tonight, `reused` the ones replayed."""
+
+    name, metadata_field = NAME, "candidate_key"
+    dedupe = False  # a conversation is built once a night
 
     def __init__(self, lake: Lake, start: str, end: str):
-        self.lake, self.start, self.end = lake, start, end
-        self.reused = 0
-        self.built = 0
-        self._spill_dir = tempfile.mkdtemp(prefix="acsr-candidates-")
-        self._spilled = os.path.join(self._spill_dir, "new.parquet")
-        self._writer = None
+        super().__init__(None, lake, start, end)  # the connection comes with `prepare`
         self._rows: dict[str, list] = {"conversation_id": [], "fingerprint": [], "entry": []}
-        self._files: list[str] = []
+
+    def key(self) -> str:
+        return store_key()
+
+    def schema(self):
+        import pyarrow as pa
+
+        return pa.schema([("conversation_id", pa.string()), ("fingerprint", pa.string()), ("entry", pa.binary())],
+                         metadata={"candidate_key": store_key()})
 
     def prepare(self, con, global_key: str, outcome: str) -> None:
         """Fingerprint the kept conversations (temp table `candidate_fingerprints`) and find the stored
         entries that match (temp table `candidate_hits`: conversation_id, fingerprint, file)."""
+        self.con = con
         con.execute(fingerprint_sql(global_key, outcome))
-        self._files = window_files(con, self.lake, NAME, "candidate_key", store_key(), self.start, self.end)
-        if self._files:
+        files = self.files()
+        if files:
             con.execute(f"""CREATE OR REPLACE TEMP TABLE candidate_hits AS
                 SELECT f.conversation_id, f.fingerprint, min(s.filename) AS file
                 FROM candidate_fingerprints f
-                JOIN read_parquet({literal_list(self._files)}, filename=true, hive_partitioning=false) s
+                JOIN read_parquet({literal_list(files)}, filename=true, hive_partitioning=false) s
                   ON s.conversation_id = f.conversation_id AND s.fingerprint = f.fingerprint
                 GROUP BY ALL""")
         else:
@@ -165,78 +171,25 @@ class CandidateStore:
 
     def hits_sql(self) -> str | None:
         """SQL of the matching entries (conversation_id, entry), in conversation order; None without any."""
-        if not self._files:
+        files = self.files() if self.con is not None else []
+        if not files:
             return None
         return f"""SELECT s.conversation_id, s.entry
-            FROM read_parquet({literal_list(self._files)}, filename=true, hive_partitioning=false) s
+            FROM read_parquet({literal_list(files)}, filename=true, hive_partitioning=false) s
             JOIN candidate_hits h ON h.conversation_id = s.conversation_id AND h.fingerprint = s.fingerprint
                                  AND h.file = s.filename
             ORDER BY s.conversation_id"""
 
     def add(self, conversation_id: str, fingerprint: str, blob: bytes) -> None:
         """Keep a conversation built tonight (spilled to a local file, stored by `save`)."""
-        self.built += 1
+        self.computed += 1
         self._rows["conversation_id"].append(conversation_id)
         self._rows["fingerprint"].append(fingerprint)
         self._rows["entry"].append(blob)
         if len(self._rows["entry"]) >= ROWS:
-            self._flush()
+            self.flush()
 
-    def _schema(self):
-        import pyarrow as pa
-
-        return pa.schema([("conversation_id", pa.string()), ("fingerprint", pa.string()), ("entry", pa.binary())],
-                         metadata={"candidate_key": store_key()})
-
-    def _flush(self) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        if not self._rows["entry"]:
-            return
-        table = pa.table(self._rows, schema=self._schema())
-        if self._writer is None:
-            self._writer = pq.ParquetWriter(self._spilled, table.schema, compression="zstd")
-        self._writer.write_table(table)
-        self._rows = {"conversation_id": [], "fingerprint": [], "entry": []}
-
-    def save(self, con, day: str) -> int:
-        """Store tonight's entries under `day`, after what that night had stored already on a rerun (a
-        conversation stored by it was replayed, not built, so the two parts hold no entry in common).
-        Return how many were built tonight."""
-        import pyarrow.parquet as pq
-
-        try:
-            self._flush()
-            parts = []
-            stored = self.lake.partition_file(LAYER, NAME, day)
-            if (self.lake.has_partition(LAYER, NAME, day)
-                    and parquet_metadata(con, stored).get("candidate_key") == store_key()):
-                parts.append(stored)
-            if self._writer is not None:
-                self._writer.close()
-                self._writer = None
-                parts.append(self._spilled)
-            if not parts:
-                return 0
-            if parts == [self._spilled]:
-                self.lake.publish_file(self._spilled, LAYER, NAME, day)
-                return self.built
-            out = os.path.join(self._spill_dir, "part.parquet")
-            with pq.ParquetWriter(out, self._schema(), compression="zstd") as writer:
-                for part in parts:
-                    with parquet_file(part) as src:
-                        for batch in src.iter_batches(batch_size=ROWS, columns=["conversation_id", "fingerprint", "entry"]):
-                            writer.write_batch(batch)
-            self.lake.publish_file(out, LAYER, NAME, day)
-            return self.built
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        import shutil
-
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-        shutil.rmtree(self._spill_dir, ignore_errors=True)
+    def flush(self) -> None:
+        if self._rows["entry"]:
+            self.spill(self._rows)
+            self._rows = {"conversation_id": [], "fingerprint": [], "entry": []}

@@ -66,17 +66,21 @@ class NightlyStore:
             self._writer = pq.ParquetWriter(self._spilled, table.schema, compression="zstd")
         self._writer.write_table(table)
 
-    def save(self, day: str) -> int:
+    def flush(self) -> None:
+        """Write what a subclass still buffers (before `save`)."""
+
+    def save(self, day: str, con=None) -> int:
         """Store tonight's new rows under `day`, after what that night had stored already on a rerun (a key
         stored by it was read back, not computed, so the two parts hold no key in common). Return how many
-        were computed."""
+        were computed. `con`: a DuckDB connection, when the store's own is closed."""
         import pyarrow.parquet as pq
 
         try:
+            self.flush()
             parts = []
             stored = self.lake.partition_file(LAYER, self.name, day)
             if (self.lake.has_partition(LAYER, self.name, day)
-                    and parquet_metadata(self.con, stored).get(self.metadata_field) == self.key()):
+                    and parquet_metadata(con or self.con, stored).get(self.metadata_field) == self.key()):
                 parts.append(stored)
             if self._writer is not None:
                 self._writer.close()
