@@ -684,10 +684,10 @@ def test_a_stored_candidate_entry_is_read_as_plain_data_only():
 
     ok = candidate_store.entry([("sft", 2, None, ("sft", "c1", "good_outcome", "key", (2, 5), ""), b"x")],
                                {"kto": {"no agent response": 1}}, (1, [("PHONE", 1)], [("agent_events.text", 1)]))
-    assert candidate_store.read_entry(ok)[1] == {"kto": {"no agent response": 1}}
-    assert candidate_store.records_of(pickle.dumps({"fact_date": date(2026, 11, 20)})) == {"fact_date": date(2026, 11, 20)}
+    assert candidate_store.load_plain(ok)[1] == {"kto": {"no agent response": 1}}
+    assert candidate_store.load_plain(pickle.dumps({"fact_date": date(2026, 11, 20)})) == {"fact_date": date(2026, 11, 20)}
     with pytest.raises(pickle.UnpicklingError, match="os.system|posix.system"):
-        candidate_store.read_entry(pickle.dumps(os.system))
+        candidate_store.load_plain(pickle.dumps(os.system))
 
 
 def test_hugging_face_datasets_loads_the_files_offline(built, tmp_path, monkeypatch):

@@ -15,7 +15,7 @@ only those are built again; a night reprocessed with the same data finds every f
 The fingerprint is computed in SQL (`fingerprint_sql`): an md5 over the conversation's outcome row, its
 corrections and a digest of its events' contents, prefixed by `global_key` (configuration, KB, tools,
 redactor, code). Entries are pickles
-read back with an unpickler that only builds plain data (`_load`): the lake is data, never code.
+read back with an unpickler that only builds plain data (`load_plain`): the lake is data, never code.
 """
 
 from __future__ import annotations
@@ -109,7 +109,8 @@ class _PlainData(pickle.Unpickler):
         raise pickle.UnpicklingError(f"a stored candidate entry names {module}.{name}: not plain data, refused")
 
 
-def _load(blob: bytes):
+def load_plain(blob: bytes):
+    """A stored entry, or a candidate's records (what `candidates._Spill` holds), built as plain data only."""
     return _PlainData(io.BytesIO(blob)).load()
 
 
@@ -121,15 +122,6 @@ def entry(candidates: list, unusable: dict, redaction) -> bytes:
 
 def example_fields(example: Example) -> tuple:
     return tuple(getattr(example, f) for f in EXAMPLE_FIELDS)
-
-
-def read_entry(blob: bytes) -> tuple[list, dict, tuple]:
-    return _load(blob)
-
-
-def records_of(blob: bytes) -> dict:
-    """The records of a stored candidate (what `candidates._Spill` holds), through the same unpickler."""
-    return _load(blob)
 
 
 class CandidateStore(NightlyStore):

@@ -126,7 +126,7 @@ class _Spill:
     """Candidates' records (every output format of an example, KBs each) in an anonymous temporary file, so
     memory holds what curation decides on, not the formatted examples: they are read back one example at
     a time when counted, identified and written. Pickled, so what comes back is what was built, types
-    included; read back as plain data only (`candidate_store.records_of`), since a stored night's records
+    included; read back as plain data only (`candidate_store.load_plain`), since a stored night's records
     come from the lake."""
 
     def __init__(self):
@@ -145,7 +145,7 @@ class _Spill:
 
     def load(self, offset: int, length: int) -> dict:
         self.fh.seek(offset)
-        return candidate_store.records_of(self.fh.read(length))
+        return candidate_store.load_plain(self.fh.read(length))
 
     def blob(self, ref: _Spilled) -> bytes:
         self.fh.seek(ref.offset)
@@ -162,6 +162,10 @@ class _Spilled:
 
     def load(self) -> dict:
         return self.spill.load(self.offset, self.length)
+
+    def blob(self) -> bytes:
+        """The records' pickle as stored, not unpickled."""
+        return self.spill.blob(self)
 
     def __getitem__(self, fmt: str):
         return self.load()[fmt]

@@ -18,8 +18,7 @@ import hashlib
 import inspect
 from functools import lru_cache
 
-from feedback_loop.datasets.nightly_store import BATCH, NightlyStore
-from feedback_loop.lake.sql import literal_list
+from feedback_loop.datasets.nightly_store import NightlyStore
 
 NAME = "dataset_validated_lines"
 
@@ -64,23 +63,10 @@ class ValidatedLines(NightlyStore):
 
     def known(self, hashes: list[bytes]) -> list[bool]:
         """Per hash, in order: stored as passed by a night of the window."""
-        import pyarrow as pa
-
-        files = self.files()
         out = [False] * len(hashes)
-        if not files or not hashes:
-            return out
-        cur = self.con.cursor()
-        cur.register("validated_lines_wanted", pa.table({"pos": pa.array(range(len(hashes)), pa.int64()),
-                                                         "line_hash": pa.array(hashes, pa.binary())}))
-        try:
-            query = (f"SELECT w.pos FROM validated_lines_wanted w SEMI JOIN read_parquet({literal_list(files)}, "
-                     "hive_partitioning=false) s USING (line_hash)")
-            for batch in cur.sql(query).to_arrow_reader(BATCH):
-                for pos in batch.column("pos").to_pylist():
-                    out[pos] = True
-        finally:
-            cur.close()
+        for positions, values in self.lookup(hashes, ()):
+            for pos, found in zip(positions, values["found"]):
+                out[pos] = bool(found)
         self.reused += sum(out)
         return out
 

@@ -1,8 +1,8 @@
 """What the per-night stores of values keyed by a hash share: `<lake>/partials/<name>/dt=D/part.parquet` holds
 the rows a dataset build first computed on night D, under a key (in the file's metadata) naming what the
 values depend on; a night reads the window's files whose key is current and spills its new rows to a local
-file, stored when the night ends (`save`). Used by `value_store` (token counts and example ids) and
-`line_store` (validated lines of a version's files).
+file, stored when the night ends (`save`). Used by `signature_store`, `value_store` (token counts and
+example ids), `line_store` (validated lines of a version's files) and `candidate_store`.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import tempfile
 
 from feedback_loop.datasets.token_store import window_files
 from feedback_loop.lake.files import Lake, parquet_file, parquet_metadata
+from feedback_loop.lake.sql import literal_list
 
 LAYER = "partials"
 BATCH = 4096
@@ -46,6 +47,37 @@ class NightlyStore:
             self._files = window_files(self.con, self.lake, self.name, self.metadata_field, self.key(),
                                        self.start, self.end)
         return self._files
+
+    def lookup(self, keys: list[bytes], columns: tuple[str, ...]):
+        """What the window's nights stored for each key, in the keys' order, a batch at a time: yields
+        (positions, values) with `values[c][i]` the stored `c` of `keys[positions[i]]` and `values["found"][i]`
+        whether any night stored it. DuckDB joins the keys with the window's files and streams the result
+        back, so the window's rows are never in memory at once; a key stored by two nights (a backfill signs
+        or counts it again) has one value. A cursor of its own: closing it ends the stream even when the
+        caller stops early."""
+        import pyarrow as pa
+
+        files = self.files()
+        if not files:
+            for start in range(0, len(keys), BATCH):
+                n = min(BATCH, len(keys) - start)
+                yield list(range(start, start + n)), {c: [None] * n for c in ("found", *columns)}
+            return
+        key = self.schema().names[0]
+        picked = "".join(f", any_value({c}) AS {c}" for c in columns)
+        stored = (f"(SELECT {key}, true AS found{picked} FROM read_parquet({literal_list(files)}, "
+                  f"hive_partitioning=false) GROUP BY {key})")
+        cur = self.con.cursor()
+        cur.register("nightly_store_wanted", pa.table({"pos": pa.array(range(len(keys)), pa.int64()),
+                                                       key: pa.array(keys, pa.binary())}))
+        try:
+            query = (f"SELECT w.pos, s.found{''.join(f', s.{c}' for c in columns)} FROM nightly_store_wanted w "
+                     f"LEFT JOIN {stored} s USING ({key}) ORDER BY w.pos")
+            for batch in cur.sql(query).to_arrow_reader(BATCH):
+                yield (batch.column("pos").to_pylist(),
+                       {c: batch.column(c).to_pylist() for c in ("found", *columns)})
+        finally:
+            cur.close()
 
     def spill(self, columns: dict[str, list]) -> None:
         """Append rows computed tonight whose key is not spilled yet (the first column is the key)."""

@@ -40,9 +40,18 @@ class Redaction:
 
     def absorb(self, other: Redaction) -> None:
         self.texts += other.texts
-        self.changed += other.changed
-        self.by_kind.update(other.by_kind)
-        self.by_field.update(other.by_field)
+        self.add_counts(other.counts())
+
+    def counts(self) -> tuple[int, list, list]:
+        """What was replaced (texts changed, by kind, by field; kinds in the order found), as plain data:
+        what `candidate_store` keeps of a conversation's redaction."""
+        return self.changed, list(self.by_kind.items()), list(self.by_field.items())
+
+    def add_counts(self, counts: tuple[int, list, list]) -> None:
+        changed, by_kind, by_field = counts
+        self.changed += changed
+        self.by_kind.update(dict(by_kind))
+        self.by_field.update(dict(by_field))
 
     def __call__(self, text, where: str, maybe_pii: bool = True):
         """`maybe_pii=False`: SQL has shown the detectors cannot find anything in it (`redactions.may_hold_pii`)."""
@@ -254,8 +263,7 @@ def _read(con, lake: Lake, sources: dict, red: Redaction, cfg: Config,
             built = builder.add(conv, record=store is not None)
             red.absorb(conv_red)
             if store is not None:
-                counted = (conv_red.changed, list(conv_red.by_kind.items()), list(conv_red.by_field.items()))
-                store.add(conv.conversation_id, fingerprint, candidate_store.entry(*built, counted))
+                store.add(conv.conversation_id, fingerprint, candidate_store.entry(*built, conv_red.counts()))
 
         conv, fingerprint, conv_red, last_user = None, None, red, None
         for rows in _sorted_batches(con, stream_sql):
@@ -268,11 +276,9 @@ def _read(con, lake: Lake, sources: dict, red: Redaction, cfg: Config,
                         stored_cid, blob = next(stored)
                         if stored_cid != cid:
                             raise RuntimeError(f"stored candidates out of order: {stored_cid} for {cid}")
-                        candidates, unusable, (changed, by_kind, by_field) = candidate_store.read_entry(blob)
+                        candidates, unusable, counts = candidate_store.load_plain(blob)
                         builder.add_stored(cid, candidates, unusable)
-                        red.changed += changed
-                        red.by_kind.update(dict(by_kind))
-                        red.by_field.update(dict(by_field))
+                        red.add_counts(counts)
                         store.reused += 1
                     else:
                         conv, conv_red = Conversation(cid, oc), red.part()

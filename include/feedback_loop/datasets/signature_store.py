@@ -22,7 +22,6 @@ from functools import lru_cache
 from feedback_loop.datasets import curation
 from feedback_loop.datasets.nightly_store import LAYER, NightlyStore  # noqa: F401 (LAYER: where the files are)
 from feedback_loop.lake.files import Lake
-from feedback_loop.lake.sql import literal_list
 
 NAME = "dataset_minhash"
 _BATCH = 4096  # keys per batch streamed back from DuckDB (and signed together when not stored)
@@ -65,42 +64,24 @@ class SignatureStore(NightlyStore):
 
     def signatures(self, keys: list[str], num_perm: int, normalised: list[str] | None = None):
         import numpy as np
-        import pyarrow as pa
 
         if num_perm != self.num_perm:
             yield from curation.signatures(keys, num_perm, normalised)
             return
         if normalised is None:
             normalised = [curation.normalise(k) for k in keys]
-        files = self.files()  # the same for every dataset of the night: listed once
-        # A cursor of its own: the result streams while the caller consumes it, and closing the cursor ends
-        # it (and the registered keys) even when the caller stops early.
-        cur = self.con.cursor()
-        cur.register("minhash_wanted", pa.table({"pos": pa.array(range(len(keys)), pa.int64()),
-                                                 "key_hash": pa.array([key_hash(t) for t in normalised], pa.binary())}))
-        try:
-            if files:
-                # A key stored by two nights (a backfill of an earlier day signs it again) has one value.
-                stored = (f"(SELECT key_hash, any_value(signature) AS signature FROM read_parquet({literal_list(files)}, hive_partitioning=false)"
-                          " GROUP BY key_hash)")
-                query = ("SELECT w.pos, s.signature FROM minhash_wanted w LEFT JOIN "
-                         f"{stored} s USING (key_hash) ORDER BY w.pos")
-            else:
-                query = "SELECT pos, NULL::BLOB AS signature FROM minhash_wanted ORDER BY pos"
-            for batch in cur.sql(query).to_arrow_reader(_BATCH):
-                positions = batch.column("pos").to_pylist()
-                found = batch.column("signature").to_pylist()
-                missing = [i for i, s in enumerate(found) if s is None]
-                if missing:
-                    texts = [normalised[positions[i]] for i in missing]
-                    new = list(curation.signatures_of_normalised(texts, num_perm))
-                    # Two datasets, or two texts normalising alike, sign one key twice: spilled once.
-                    self.spill({"key_hash": [key_hash(t) for t in texts], "signature": [s.tobytes() for s in new]})
-                    for i, sig in zip(missing, new):
-                        found[i] = sig
-                    self.computed += len(missing)
-                self.reused += len(found) - len(missing)
-                for sig in found:
-                    yield np.frombuffer(sig, dtype=np.uint32) if isinstance(sig, bytes) else sig
-        finally:
-            cur.close()
+        hashes = [key_hash(t) for t in normalised]
+        for positions, values in self.lookup(hashes, ("signature",)):
+            found = values["signature"]
+            missing = [i for i, s in enumerate(found) if s is None]
+            if missing:
+                texts = [normalised[positions[i]] for i in missing]
+                new = list(curation.signatures_of_normalised(texts, num_perm))
+                # Two datasets, or two texts normalising alike, sign one key twice: spilled once.
+                self.spill({"key_hash": [hashes[positions[i]] for i in missing], "signature": [s.tobytes() for s in new]})
+                for i, sig in zip(missing, new):
+                    found[i] = sig
+                self.computed += len(missing)
+            self.reused += len(found) - len(missing)
+            for sig in found:
+                yield np.frombuffer(sig, dtype=np.uint32) if isinstance(sig, bytes) else sig

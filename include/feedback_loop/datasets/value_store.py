@@ -20,8 +20,7 @@ import hashlib
 import inspect
 from functools import lru_cache
 
-from feedback_loop.datasets.nightly_store import BATCH, NightlyStore
-from feedback_loop.lake.sql import literal_list
+from feedback_loop.datasets.nightly_store import NightlyStore
 
 NAME = "dataset_example_values"
 
@@ -67,41 +66,25 @@ class ExampleValues(NightlyStore):
     def fill(self, examples: list, count, identify) -> None:
         """Set `tokens` and `example_id` of every example: stored ones read back, the others computed with
         `count(e)` and `identify(e)` (an example whose records are not in a spill is always computed)."""
-        import pyarrow as pa
-
         todo, contents = [], []
         for e in examples:
-            if hasattr(e.records, "spill"):  # the records' pickle, read back from the spill without unpickling
+            if hasattr(e.records, "blob"):  # the records' pickle, read back from the spill without unpickling
                 todo.append(e)
-                contents.append(content_hash(e.dataset, e.conversation_id, e.source, e.records.spill.blob(e.records)))
+                contents.append(content_hash(e.dataset, e.conversation_id, e.source, e.records.blob()))
             else:
                 e.tokens, e.example_id = count(e), identify(e)
         if not todo:
             return
-        files = self.files()
-        cur = self.con.cursor()
-        cur.register("example_values_wanted", pa.table({"pos": pa.array(range(len(todo)), pa.int64()),
-                                                        "content": pa.array(contents, pa.binary())}))
-        try:
-            if files:
-                stored = ("(SELECT content, any_value(tokens) AS tokens, any_value(example_id) AS example_id "
-                          f"FROM read_parquet({literal_list(files)}, hive_partitioning=false) GROUP BY content)")
-                query = (f"SELECT w.pos, s.tokens, s.example_id FROM example_values_wanted w LEFT JOIN {stored} s "
-                         "USING (content) ORDER BY w.pos")
-            else:
-                query = "SELECT pos, NULL::BIGINT AS tokens, NULL::VARCHAR AS example_id FROM example_values_wanted ORDER BY pos"
-            new = []
-            for batch in cur.sql(query).to_arrow_reader(BATCH):
-                for pos, n, eid in zip(*(batch.column(c).to_pylist() for c in ("pos", "tokens", "example_id"))):
-                    e = todo[pos]
-                    if eid is None:
-                        e.tokens, e.example_id = count(e), identify(e)
-                        new.append(pos)
-                    else:
-                        e.tokens, e.example_id = n, eid
-                        self.reused += 1
-            self.computed += len(new)
-            self.spill({"content": [contents[i] for i in new], "tokens": [todo[i].tokens for i in new],
-                        "example_id": [todo[i].example_id for i in new]})
-        finally:
-            cur.close()
+        new = []
+        for positions, values in self.lookup(contents, ("tokens", "example_id")):
+            for pos, n, eid in zip(positions, values["tokens"], values["example_id"]):
+                e = todo[pos]
+                if eid is None:
+                    e.tokens, e.example_id = count(e), identify(e)
+                    new.append(pos)
+                else:
+                    e.tokens, e.example_id = n, eid
+                    self.reused += 1
+        self.computed += len(new)
+        self.spill({"content": [contents[i] for i in new], "tokens": [todo[i].tokens for i in new],
+                    "example_id": [todo[i].example_id for i in new]})
