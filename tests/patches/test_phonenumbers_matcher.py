@@ -100,3 +100,58 @@ def test_changed_library_code_falls_back_to_the_stock_matcher(monkeypatch, caplo
     text = "call +44 20 7946 0958 or (212) 555-0187"
     got = _patched(text, phonenumbers.Leniency.VALID)
     assert got["GB"] == _stock(text, "GB", phonenumbers.Leniency.VALID) and got["US"]
+
+
+def _every_region(text: str) -> list[tuple[str, tuple[int, int]]]:
+    """Redactor.find with the phone stage scanning every region to the end (no early stop): the reference
+    for `pii._room_for_phone`."""
+    r = pii.Redactor()
+    found = [f for f in r.find(text) if f[0] != "PHONE"]
+    masked = text
+    for _, (s, e) in found:
+        masked = masked[:s] + pii._MASK * (e - s) + masked[e:]
+    if pii._digits(masked) >= 7:
+        for s, e in pii._phones(masked, r.phone_regions, r.phone_leniency):
+            if pii._digits(masked[s:e]) >= 7 and pii._MASK not in masked[s:e]:
+                found.append(("PHONE", (s, e)))
+                masked = masked[:s] + pii._MASK * (e - s) + masked[e:]
+    return sorted(found, key=lambda f: f[1])
+
+
+ARGUMENT_IDS = ["CUST-0556894", "CUST-0391672", "CASE-20261120-000009", "TR-7083822942", "TR-99e9999999",
+                "CUST-0556894 CUST-0635593", "CUST-0556894, call +44 20 7946 0321", "0556894-0635593",
+                "card 4539 5787 6362 1486 and 0151 234 5678", "tel 06 12 34 56 78 / 0612345678 / 0556894"]
+
+
+def test_stopping_when_no_phone_fits_finds_what_every_region_finds():
+    texts = corpus() + ARGUMENT_IDS
+    got = [pii.Redactor().find(t) for t in texts]
+    assert got == [_every_region(t) for t in texts]
+    assert sum(k == "PHONE" for f in got for k, _ in f) > 40
+
+
+@hsettings(max_examples=150, deadline=None)
+@given(st.lists(st.sampled_from(ARGUMENT_IDS + ["+44 20 7946 0321", "168.25", "020 7946 0958", " ", ", "]),
+                max_size=6).map("".join))
+def test_stopping_early_on_generated_argument_text(text):
+    assert pii.Redactor().find(text) == _every_region(text)
+
+
+def test_a_customer_id_found_in_one_region_is_not_matched_in_the_rest(monkeypatch):
+    regions_run = []
+    cls = pm.matcher_class()
+
+    class Counting(cls):
+        def __init__(self, text, region, **kwargs):
+            regions_run.append(region)
+            super().__init__(text, region, **kwargs)
+
+    monkeypatch.setattr(pii, "_matcher_class", lambda: Counting)
+    assert pii.Redactor().find("CUST-0556894") == [("PHONE", (5, 12))]
+    assert regions_run == ["US", "GB", "DE"]  # DE takes it; no 7 digits are left outside the finding
+    regions_run.clear()
+    assert [k for k, _ in pii.Redactor().find("CUST-0556894, call +44 20 7946 0321")] == ["PHONE", "PHONE"]
+    assert regions_run == ["US", "GB", "DE"]  # US finds the +44 number, DE the id
+    regions_run.clear()
+    assert pii.Redactor().find("CUST-0556894 ref 0000000") == [("PHONE", (5, 12))]
+    assert len(regions_run) == len(REGIONS)  # 7 digits still free after the id: every region runs

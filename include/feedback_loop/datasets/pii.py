@@ -91,13 +91,15 @@ class Redactor:
             take("IBAN", start, end)
         for start, end in _cards(masked):
             take("CARD", start, end)
-        if _digits(masked) >= 7:  # no phone number has fewer digits: skip the matcher
+        if _room_for_phone(masked):  # no phone number has fewer than 7 digits: skip the matcher
             for start, end in _phones(masked, self.phone_regions, self.phone_leniency):
                 # ... nor accept a shorter match: libphonenumber takes "168.25" for a short number once the
                 # text has 7 digits elsewhere, so an amount was a phone beside a case id but not alone
                 # (a tool call's argument passed the per-value redaction, then failed the file's PII scan).
                 if _digits(masked[start:end]) >= 7:
                     take("PHONE", start, end)
+                    if not _room_for_phone(masked):  # every later span would be refused: stop matching
+                        break
         return sorted(found, key=lambda f: f[1])
 
     def redact_counted(self, text: str | None) -> tuple[str | None, Counter]:
@@ -174,6 +176,15 @@ def _cards(text: str):
                     i = j
                     break
             i += 1
+
+
+def _room_for_phone(masked: str) -> bool:
+    """Whether a phone number can still be taken in `masked`: `take` refuses a span that overlaps a finding,
+    and a phone needs 7 digits, so some stretch between findings must hold 7. Once none does, the regions
+    left cannot add a span (a customer id found in the third region skipped the other eight)."""
+    if _MASK not in masked:
+        return _digits(masked) >= 7
+    return any(_digits(part) >= 7 for part in masked.split(_MASK) if len(part) >= 7)
 
 
 def _digits(text: str) -> int:
