@@ -337,7 +337,7 @@ def check_trl_tool_unpaired(r: dict, max_tokens: int | None = None) -> list[str]
 
 
 def _json_budget(r: dict, max_tokens: int | None) -> list[str]:
-    return _budget(tokens.count_unique(json.dumps(r, ensure_ascii=False)), max_tokens) if max_tokens else []
+    return _budget(tokens.count_json(r), max_tokens) if max_tokens else []
 
 
 CHECKS = {

@@ -33,7 +33,7 @@ def _main_format(name: str) -> str:
 def _count_tokens(name: str, e: Example) -> int:
     r = e.records[_main_format(name)]
     if name in ACTION_DATASETS:  # tool calls and schemas have no chat-template count: their JSON, a bound above
-        return tokens.count_unique(json.dumps(r, ensure_ascii=False))
+        return tokens.count_json(r)
     if name == "intent_relabels":
         return tokens.count(r["text"])
     if name == "sft":
