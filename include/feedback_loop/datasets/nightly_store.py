@@ -48,13 +48,13 @@ class NightlyStore:
                                        self.start, self.end)
         return self._files
 
-    def lookup(self, keys: list[bytes], columns: tuple[str, ...]):
+    def lookup(self, keys, columns: tuple[str, ...]):
         """What the window's nights stored for each key, in the keys' order, a batch at a time: yields
         (positions, values) with `values[c][i]` the stored `c` of `keys[positions[i]]` and `values["found"][i]`
         whether any night stored it. DuckDB joins the keys with the window's files and streams the result
         back, so the window's rows are never in memory at once; a key stored by two nights (a backfill signs
         or counts it again) has one value. A cursor of its own: closing it ends the stream even when the
-        caller stops early."""
+        caller stops early. `keys`: a list of bytes or a pyarrow binary array."""
         import pyarrow as pa
 
         files = self.files()
@@ -69,7 +69,7 @@ class NightlyStore:
                   f"hive_partitioning=false) GROUP BY {key})")
         cur = self.con.cursor()
         cur.register("nightly_store_wanted", pa.table({"pos": pa.array(range(len(keys)), pa.int64()),
-                                                       key: pa.array(keys, pa.binary())}))
+                                                       key: keys if isinstance(keys, pa.Array) else pa.array(keys, pa.binary())}))
         try:
             query = (f"SELECT w.pos, s.found{''.join(f', s.{c}' for c in columns)} FROM nightly_store_wanted w "
                      f"LEFT JOIN {stored} s USING ({key}) ORDER BY w.pos")

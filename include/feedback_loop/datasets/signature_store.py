@@ -64,13 +64,16 @@ class SignatureStore(NightlyStore):
 
     def signatures(self, keys: list[str], num_perm: int, normalised: list[str] | None = None):
         import numpy as np
+        import pyarrow as pa
 
         if num_perm != self.num_perm:
             yield from curation.signatures(keys, num_perm, normalised)
             return
         if normalised is None:
             normalised = [curation.normalise(k) for k in keys]
-        hashes = [key_hash(t) for t in normalised]
+        # An Arrow array, not a list: ~16-byte Python objects for every key of a dataset, held through its
+        # whole near-duplicate pass, raised the 10 M night's peak (the missing keys are hashed again below).
+        hashes = pa.array((key_hash(t) for t in normalised), pa.binary())
         for positions, values in self.lookup(hashes, ("signature",)):
             found = values["signature"]
             missing = [i for i, s in enumerate(found) if s is None]
@@ -78,7 +81,7 @@ class SignatureStore(NightlyStore):
                 texts = [normalised[positions[i]] for i in missing]
                 new = list(curation.signatures_of_normalised(texts, num_perm))
                 # Two datasets, or two texts normalising alike, sign one key twice: spilled once.
-                self.spill({"key_hash": [hashes[positions[i]] for i in missing], "signature": [s.tobytes() for s in new]})
+                self.spill({"key_hash": [key_hash(t) for t in texts], "signature": [s.tobytes() for s in new]})
                 for i, sig in zip(missing, new):
                     found[i] = sig
                 self.computed += len(missing)
