@@ -9,6 +9,7 @@ import os
 import duckdb
 import pyarrow.parquet as pq
 import pytest
+from encode_spy import record_encodes
 from feedback_loop.datasets import token_store, tokens
 from feedback_loop.lake.files import Lake, parquet_metadata
 
@@ -59,15 +60,7 @@ def test_a_night_stores_its_counts_in_key_order_and_the_next_night_reads_them_ba
 
     # The next night encodes only the texts no earlier night stored.
     expected = [_encoded(t) for t in TEXTS]
-    encoded = []
-    real = tokens.encoding()
-
-    class Spy:
-        def encode(self, text, **kw):
-            encoded.append(text)
-            return real.encode(text, **kw)
-
-    monkeypatch.setattr(tokens, "encoding", lambda: Spy())
+    encoded = record_encodes(monkeypatch)
     counts, loaded, saved = _night(lake, "2026-11-01", "2026-11-02", TEXTS)
     assert counts == expected
     assert loaded == 30 and saved == len(TEXTS) - 30 and sorted(encoded) == sorted(TEXTS[30:])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from encode_spy import record_encodes
 from feedback_loop.datasets import tokens
 from hypothesis import given
 from hypothesis import settings as hsettings
@@ -44,16 +45,8 @@ def test_a_tool_example_counts_as_its_whole_text_and_encodes_the_catalogue_once(
                               {"role": "assistant", "tool_calls": [{"id": "call_0", "type": "function",
                                "function": {"name": "action_1", "arguments": json.dumps({"n": i})}}]}],
                  "tools": tools} for i in range(20)]
-    encoded = []
-    real = tokens.encoding()
-
-    class Recording:
-        def encode(self, text, **kw):
-            encoded.append(text)
-            return real.encode(text, **kw)
-
     tokens.remember({})
-    monkeypatch.setattr(tokens, "encoding", lambda: Recording())
+    encoded = record_encodes(monkeypatch)
     assert [tokens.count_json(e) for e in examples] == [whole(e) for e in examples]
     catalogue = ' "tools": ' + json.dumps(tools, ensure_ascii=False) + "}"
     assert encoded.count(catalogue) == 1  # the shared part, encoded once for 20 examples
