@@ -222,11 +222,11 @@ def near_duplicates(examples: list[Example], threshold: float, num_perm: int = N
         if group is None:
             group = index[e.group] = _BandIndex(bands, rows, num_perm)
         band_keys = group.keys(sig)  # once for the query and, when kept, the insert
-        match = group.best_match(sig, threshold, band_keys)
+        match = group.best_match(sig, band_keys, threshold)
         if match is not None:
             kept[match].merged += e.merged
             continue
-        group.add(sig, len(kept), band_keys)
+        group.add(sig, band_keys, len(kept))
         kept.append(e)
     return kept, Step("near_duplicates", len(examples), len(kept), {"threshold": threshold, "num_perm": num_perm,
                                                                     "shingles": "character 5-grams",
@@ -259,9 +259,10 @@ class _BandIndex:
         size = sig.itemsize
         return [hash(raw[a * size:b * size]) for a, b in self.ranges]
 
-    def best_match(self, sig, threshold: float, keys: list[int] | None = None) -> int | None:
+    def best_match(self, sig, keys: list[int], threshold: float) -> int | None:
+        """`keys`: the signature's band keys (`keys(sig)`)."""
         rows = set()
-        for key, table in zip(keys or self.keys(sig), self.tables):
+        for key, table in zip(keys, self.tables):
             hit = table.get(key)
             if hit is None:
                 continue
@@ -278,14 +279,14 @@ class _BandIndex:
                 best = pos if best is None else min(best, pos)
         return best
 
-    def add(self, sig, position: int, keys: list[int] | None = None) -> None:
+    def add(self, sig, keys: list[int], position: int) -> None:
         chunk, at = divmod(self.n, self.CHUNK)
         if at == 0:
             self.chunks.append(self.np.empty((self.CHUNK, self.num_perm), dtype=sig.dtype))
             self.positions.append(self.np.empty(self.CHUNK, dtype=self.np.int64))
         self.chunks[chunk][at] = sig
         self.positions[chunk][at] = position
-        for key, table in zip(keys or self.keys(sig), self.tables):
+        for key, table in zip(keys, self.tables):
             hit = table.get(key)
             if hit is None:
                 table[key] = self.n

@@ -15,7 +15,7 @@ from feedback_loop.lake.files import Lake, parquet_file, parquet_metadata
 from feedback_loop.lake.sql import literal_list
 
 LAYER = "partials"
-BATCH = 4096
+BATCH = 4096  # keys per batch streamed back by `lookup` (the signature store signs a batch's missing keys together)
 
 
 class NightlyStore:

@@ -24,7 +24,6 @@ from feedback_loop.datasets.nightly_store import LAYER, NightlyStore  # noqa: F4
 from feedback_loop.lake.files import Lake
 
 NAME = "dataset_minhash"
-_BATCH = 4096  # keys per batch streamed back from DuckDB (and signed together when not stored)
 
 
 @lru_cache(maxsize=8)
