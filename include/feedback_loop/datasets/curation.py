@@ -209,92 +209,166 @@ def near_duplicates(examples: list[Example], threshold: float, num_perm: int = N
     The LSH bands are tuned to miss few pairs (false negatives weighted 0.9): a missed duplicate leaks into
     the data, a false candidate only costs one comparison. Signatures are datasketch's MinHash values,
     computed for batches of examples at once (`signatures`; `signatures_of` may give them instead, as
-    `signature_store.SignatureStore` does from earlier nights' partials), and only those of kept examples are kept, as
-    rows of a uint32 array (`_BandIndex`): ~1.3 KB per kept example instead of a MinHash object, its
-    5-gram list and datasketch's byte-string band keys."""
+    `signature_store.SignatureStore` does from earlier nights' partials); the kept ones are held by a
+    `_BandIndex`, which takes the examples a block at a time."""
     ordered = _best_first(examples)
     bands, rows = _lsh_params(threshold, num_perm)
-    index: dict[str, _BandIndex] = {}
+    index = _BandIndex(bands, rows, num_perm, threshold)
     kept: list[Example] = []
+    groups: dict[str, int] = {}
     keys, normalised = [e.key for e in ordered], [normalised_key(e) for e in ordered]
-    for e, sig in zip(ordered, (signatures_of or signatures)(keys, num_perm, normalised=normalised)):
-        group = index.get(e.group)
-        if group is None:
-            group = index[e.group] = _BandIndex(bands, rows, num_perm)
-        band_keys = group.keys(sig)  # once for the query and, when kept, the insert
-        match = group.best_match(sig, band_keys, threshold)
-        if match is not None:
-            kept[match].merged += e.merged
-            continue
-        group.add(sig, band_keys, len(kept))
-        kept.append(e)
+    sigs = (signatures_of or signatures)(keys, num_perm, normalised=normalised)
+    for start in range(0, len(ordered), _BandIndex.BLOCK):
+        part = ordered[start:start + _BandIndex.BLOCK]
+        block = [next(sigs) for _ in part]
+        for e, match in zip(part, index.take(block, [groups.setdefault(e.group, len(groups)) for e in part])):
+            if match is None:
+                kept.append(e)
+            else:
+                kept[match].merged += e.merged
     return kept, Step("near_duplicates", len(examples), len(kept), {"threshold": threshold, "num_perm": num_perm,
                                                                     "shingles": "character 5-grams",
                                                                     "lsh_weights": [0.1, 0.9]})
 
 
 class _BandIndex:
-    """MinHash LSH over one group's kept signatures: `bands` tables keyed by the hash of each band of `rows`
-    values, as datasketch's MinHashLSH queries them, with the signatures as rows of a uint32 array.
+    """MinHash LSH over the kept signatures, as datasketch's MinHashLSH queries it (a candidate shares every
+    value of at least one band of `rows` values with the query, in the same group), held in numpy arrays:
+    the kept signatures as rows of uint32 chunks and, per band, the kept rows sorted by a 64-bit hash of the
+    band's values (~220 bytes per kept example instead of a Python dict entry per band, ~1.2 KB).
 
-    A band's Python hash stands for its bytes: a collision only adds a candidate, which the Jaccard estimate
-    then rejects. `best_match` is the lowest kept position whose estimate reaches the threshold (the first
-    kept, best-evidenced, example), as `min` over datasketch's candidates was."""
+    `take` decides a block of examples, in order: each one's match is the lowest kept position whose
+    MinHash estimate reaches the threshold (the first kept, best-evidenced, example), as `min` over
+    datasketch's candidates was; an example without one is kept and takes the next position. Candidates
+    from earlier blocks are found with `searchsorted`, those of the block itself by sorting its band
+    hashes; a pair is a candidate only when the band's values are equal, not only their hashes."""
 
-    CHUNK = 4096
+    BLOCK = 2048  # examples decided together (a few MiB of temporaries)
+    PAIRS = 1 << 15  # candidate pairs compared together (their signatures gathered: 32 MiB)
+    CHUNK = 4096  # kept signatures per array
 
-    def __init__(self, bands: int, rows: int, num_perm: int):
+    def __init__(self, bands: int, rows: int, num_perm: int, threshold: float):
         import numpy as np
 
-        self.ranges = [(i * rows, (i + 1) * rows) for i in range(bands)]
-        self.tables: list[dict[int, int | list[int]]] = [{} for _ in range(bands)]
-        self.num_perm = num_perm
-        self.chunks: list = []  # uint32 arrays of CHUNK signatures each
-        self.positions: list = []  # kept position of each signature row, per chunk
+        self.np, self.bands, self.rows, self.num_perm, self.threshold = np, bands, rows, num_perm, threshold
+        self.chunks: list = []  # uint32 arrays of CHUNK kept signatures each
+        self.group = np.empty(0, dtype=np.int32)  # group of each kept row
+        self.sorted_hashes = [np.empty(0, dtype=np.uint64) for _ in range(bands)]
+        self.sorted_rows = [np.empty(0, dtype=np.int32) for _ in range(bands)]
         self.n = 0
-        self.np = np
+        rng = np.random.default_rng(0x5EED)
+        self.mult = rng.integers(1, 2**63, size=(bands, rows), dtype=np.uint64) | np.uint64(1)
 
-    def keys(self, sig) -> list[int]:
-        raw = sig.tobytes()  # one copy, then byte slices: the same bytes per band as sig[a:b].tobytes()
-        size = sig.itemsize
-        return [hash(raw[a * size:b * size]) for a, b in self.ranges]
+    def band_hashes(self, sigs):
+        """(n, bands) uint64: a multiply-xorshift hash of each band's values."""
+        np = self.np
+        values = sigs[:, :self.bands * self.rows].reshape(len(sigs), self.bands, self.rows).astype(np.uint64)
+        h = np.zeros((len(sigs), self.bands), dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            for r in range(self.rows):
+                h = (h ^ values[:, :, r]) * self.mult[:, r]
+                h ^= h >> np.uint64(29)
+        return h
 
-    def best_match(self, sig, keys: list[int], threshold: float) -> int | None:
-        """`keys`: the signature's band keys (`keys(sig)`)."""
-        rows = set()
-        for key, table in zip(keys, self.tables):
-            hit = table.get(key)
-            if hit is None:
+    def signatures(self, rows):
+        """The kept signatures of `rows` (an int array), gathered from their chunks."""
+        np = self.np
+        out = np.empty((len(rows), self.num_perm), dtype=np.uint32)
+        chunk, at = np.divmod(rows, self.CHUNK)
+        for c in np.unique(chunk):
+            sel = chunk == c
+            out[sel] = self.chunks[c][at[sel]]
+        return out
+
+    def _match(self, a, b):
+        """Whether each pair of signature rows (a[k], b[k]) is a candidate that datasketch would confirm: equal
+        in every value of at least one band, and the estimate (equal values over num_perm, as floats, as
+        datasketch's `jaccard`) at the threshold or above."""
+        np = self.np
+        width = self.bands * self.rows
+        shape = (len(a), self.bands, self.rows)
+        band = (a[:, :width].reshape(shape) == b[:, :width].reshape(shape)).all(axis=2).any(axis=1)
+        return band & (np.count_nonzero(a == b, axis=1).astype(np.float64) / float(self.num_perm) >= self.threshold)
+
+    def take(self, block: list, groups: list[int]) -> list[int | None]:
+        np = self.np
+        n = len(block)
+        if not n:
+            return []
+        sigs = np.stack(block)
+        group = np.asarray(groups, dtype=np.int32)
+        hashes = self.band_hashes(sigs)
+        # Earlier blocks: each example's lowest kept row that shares a band hash, is in its group and matches.
+        qs, rs = [], []
+        for b in range(self.bands):
+            keys = self.sorted_hashes[b]
+            lo = np.searchsorted(keys, hashes[:, b], "left")
+            count = np.searchsorted(keys, hashes[:, b], "right") - lo
+            total = int(count.sum())
+            if total:
+                q = np.repeat(np.arange(n), count)
+                r = self.sorted_rows[b][np.repeat(lo, count) + np.arange(total) - np.repeat(np.cumsum(count) - count, count)]
+                same = self.group[r] == group[q]
+                qs.append(q[same])
+                rs.append(r[same].astype(np.int64))
+        best = np.full(n, self.n, dtype=np.int64)  # self.n: none
+        if qs:
+            pairs = np.unique(np.concatenate(qs) * self.n + np.concatenate(rs))  # a pair found in several bands once
+            for s in range(0, len(pairs), self.PAIRS):
+                q, r = np.divmod(pairs[s:s + self.PAIRS], self.n)
+                ok = self._match(sigs[q], self.signatures(r))
+                np.minimum.at(best, q[ok], r[ok])
+        # The block itself, in order: an example that shares a band hash with another of the block is looked up
+        # among the block's kept examples, as datasketch's index would (only those go through Python dicts).
+        shared = np.zeros((n, self.bands), dtype=bool)
+        for b in range(self.bands):
+            order = np.argsort(hashes[:, b], kind="stable")
+            same = hashes[order[1:], b] == hashes[order[:-1], b]
+            shared[order[1:][same], b] = True
+            shared[order[:-1][same], b] = True
+        has_shared = shared.any(axis=1)
+        tables: list[dict] = [{} for _ in range(self.bands)]
+        matches: list[int | None] = []
+        kept: dict[int, int] = {}  # the block's kept examples -> their kept row
+        for i, found, local in zip(range(n), best.tolist(), has_shared.tolist()):
+            if found < self.n:
+                matches.append(found)
                 continue
-            if isinstance(hit, list):
-                rows.update(hit)
-            else:
-                rows.add(hit)
-        best = None
-        for row in sorted(rows):
-            chunk, at = divmod(row, self.CHUNK)
-            other = self.chunks[chunk][at]
-            if float(self.np.count_nonzero(other == sig)) / float(self.num_perm) >= threshold:
-                pos = int(self.positions[chunk][at])
-                best = pos if best is None else min(best, pos)
-        return best
+            if local:
+                bands = np.flatnonzero(shared[i]).tolist()
+                keys = hashes[i, bands].tolist()
+                others = sorted({j for b, k in zip(bands, keys) for j in tables[b].get(k, ()) if groups[j] == groups[i]})
+                if others:
+                    ok = self._match(np.broadcast_to(sigs[i], (len(others), self.num_perm)), sigs[others])
+                    rows = [kept[j] for j, yes in zip(others, ok.tolist()) if yes]
+                    if rows:
+                        matches.append(min(rows))
+                        continue
+                for b, k in zip(bands, keys):
+                    tables[b].setdefault(k, []).append(i)
+            kept[i] = self.n + len(kept)
+            matches.append(None)
+        if kept:
+            self._add(sigs, hashes, group, np.fromiter(kept, dtype=np.int64, count=len(kept)))
+        return matches
 
-    def add(self, sig, keys: list[int], position: int) -> None:
-        chunk, at = divmod(self.n, self.CHUNK)
-        if at == 0:
-            self.chunks.append(self.np.empty((self.CHUNK, self.num_perm), dtype=sig.dtype))
-            self.positions.append(self.np.empty(self.CHUNK, dtype=self.np.int64))
-        self.chunks[chunk][at] = sig
-        self.positions[chunk][at] = position
-        for key, table in zip(keys, self.tables):
-            hit = table.get(key)
-            if hit is None:
-                table[key] = self.n
-            elif isinstance(hit, list):
-                hit.append(self.n)
-            else:
-                table[key] = [hit, self.n]
-        self.n += 1
+    def _add(self, sigs, hashes, group, new) -> None:
+        """Append the block's kept examples (`new`: their places in the block, in kept order)."""
+        np = self.np
+        rows = np.arange(self.n, self.n + len(new), dtype=np.int32)
+        for k, at in zip(new, rows):
+            chunk, offset = divmod(int(at), self.CHUNK)
+            if offset == 0:
+                self.chunks.append(np.empty((self.CHUNK, self.num_perm), dtype=np.uint32))
+            self.chunks[chunk][offset] = sigs[k]
+        self.group = np.concatenate([self.group, group[new]])
+        for b in range(self.bands):
+            order = np.argsort(hashes[new, b], kind="stable")  # inserted in order, so the band stays sorted
+            h = hashes[new, b][order]
+            at = np.searchsorted(self.sorted_hashes[b], h)
+            self.sorted_hashes[b] = np.insert(self.sorted_hashes[b], at, h)
+            self.sorted_rows[b] = np.insert(self.sorted_rows[b], at, rows[order])
+        self.n += len(new)
 
 
 @lru_cache(maxsize=16)
