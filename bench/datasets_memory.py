@@ -56,13 +56,14 @@ def main() -> int:
 
 
 def _measure(day: str, by_dataset: bool = False, files: bool = False) -> int:
-    from feedback_loop.datasets import build, curation, publish, redactions, token_store
+    from feedback_loop.datasets import build, candidates, curation, publish, redactions, token_store
     from feedback_loop.settings import Settings
 
     mem = StepMemory()
     wrap = mem.wrap
     wrap(build, "curate", "curate", on_call=(lambda a: setattr(mem, "suffix", f" [{a[0]}]")) if by_dataset else None)
     wrap(build, "_read", "_read: outcomes, stream, candidates")
+    wrap(candidates._Ordered, "examples", "reading back candidates")
     wrap(redactions, "ensure", "the day's redaction partial")
     wrap(curation, "exact_duplicates", "curate: exact duplicates")
     wrap(curation, "near_duplicates", "curate: near duplicates")

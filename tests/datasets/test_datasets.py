@@ -637,6 +637,32 @@ def test_redactions_and_token_counts_are_computed_once_and_replayed_byte_identic
     assert redactions.ensure(con, lake, pii.redactor(other), [D1, D2]) == {"reused": 0, "computed": [D1, D2]}
 
 
+def test_candidates_parked_a_batch_at_a_time_come_back_in_place_order(staged_lake, built, tmp_path, monkeypatch):
+    """Each dataset's candidates wait in a temporary file until its turn (`candidates._Ordered`): read back
+    in the order of their places, ties in the order they came, with their records; a build that parks every
+    candidate on its own writes the same files as one that parks each dataset once."""
+    spill = candidates._Spill()
+    parked = candidates._Ordered(spill, "sft", candidates._Candidates(None, [], {}))
+    monkeypatch.setattr(candidates._Ordered, "BATCH", 2)
+    places = [(2, 5), (0, 9), (2, 1), (0, 9), (1, 0), (2, 1), (0, 3)]
+    for i, place in enumerate(places):
+        parked.key = place
+        parked.append(Example("sft", f"c{i}", "csat", key=f"text {i}", records={"f": {"i": i}}, evidence=(i, 0.5),
+                              meta={"fact_date": "2026-01-01"}))
+    back = parked.examples()
+    expected = sorted(range(len(places)), key=lambda i: places[i])
+    assert [e.conversation_id for e in back] == [f"c{i}" for i in expected]
+    assert [e.records["f"]["i"] for e in back] == expected
+    assert [(e.key, e.evidence, e.meta) for e in back] == [(f"text {i}", (i, 0.5), {"fact_date": "2026-01-01"})
+                                                           for i in expected]
+
+    monkeypatch.setattr(candidates._Ordered, "BATCH", 1)
+    root, _ = built
+    one_by_one = _copy(staged_lake, tmp_path / "one-by-one")
+    build_datasets(_settings(one_by_one), start=D1, end=D2)
+    assert _dataset_files(one_by_one) == _dataset_files(root)
+
+
 def test_stored_candidates_are_rebuilt_only_where_late_data_or_settings_changed_them(staged_lake, tmp_path):
     """Issue 18: a conversation's candidates are stored the night it is built and replayed while its
     fingerprint (outcome, corrections, event days, settings, KB, tools, code) holds. Late surveys flip some

@@ -13,7 +13,6 @@ import random
 
 import pytest
 from datasketch import MinHash, MinHashLSH
-
 from feedback_loop.datasets import curation
 from feedback_loop.datasets.curation import Example
 

@@ -128,9 +128,10 @@ def build_datasets(settings: Settings, dt: str | date | None = None, window_days
     lines = ValidatedLines(con, lake, start, end, redactions.redactor_key(red.redactor))  # lines checked before
     try:
         for name in only or ALL_DATASETS:
-            # Each dataset's candidates are let go once curated, and its examples once published: memory
-            # holds the datasets still to come, not every one built so far.
-            examples, conflicts, steps = curate(name, cfg, cands.pop(name), unusable[name], signatures.signatures, values)
+            # A dataset's candidates are read back when its turn comes and let go once curated, its examples
+            # once published: memory holds one dataset, not the ones still to come or every one built so far.
+            examples, conflicts, steps = curate(name, cfg, cands.pop(name).examples(), unusable[name],
+                                                signatures.signatures, values)
             result["datasets"][name] = _publish(lake, name, cfg, examples, conflicts, steps, context, scan, lines)
             del examples, conflicts
             r = result["datasets"][name]

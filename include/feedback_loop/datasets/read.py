@@ -10,9 +10,8 @@ import tempfile
 from collections import Counter
 
 from feedback_loop.datasets import actions, candidate_store, pii, redactions
-from feedback_loop.datasets.candidates import Conversation, Turn, _Candidates
+from feedback_loop.datasets.candidates import Conversation, Turn, _Candidates, _Ordered
 from feedback_loop.datasets.config import Config
-from feedback_loop.datasets.curation import Example
 from feedback_loop.datasets.redactions import STREAM_ROWS, TEXT_EVENTS, may_hold_pii
 from feedback_loop.ingest import contract
 from feedback_loop.lake.duck import lowered_memory_limit
@@ -130,9 +129,10 @@ OUTCOME_COLUMNS = ("conversation_id", "case_id", "fact_date", "final_intent", "f
 
 
 def _read(con, lake: Lake, sources: dict, red: Redaction, cfg: Config,
-          store: candidate_store.CandidateStore | None = None) -> tuple[int, dict[str, list[Example]],
+          store: candidate_store.CandidateStore | None = None) -> tuple[int, dict[str, _Ordered],
                                                                         dict[str, Counter]]:
-    """(conversations of the window, candidates of every dataset, unusable counts), streaming.
+    """(conversations of the window, candidates of every dataset (parked until read back with `examples()`),
+    unusable counts), streaming.
 
     The outcome of every conversation is computed in SQL; only the conversations that can yield a candidate
     (`_can_yield_sql`) have their events read into Python, in conversation order, `STREAM_ROWS` at a time,
