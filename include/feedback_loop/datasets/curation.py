@@ -281,14 +281,14 @@ class _BandIndex:
         return out
 
     def _match(self, a, b):
-        """Whether each pair of signature rows (a[k], b[k]) is a candidate that datasketch would confirm: equal
-        in every value of at least one band, and the estimate (equal values over num_perm, as floats, as
-        datasketch's `jaccard`) at the threshold or above."""
+        """Whether each pair of signature rows (a[k], b[k]; `a` may be one row) is a candidate that datasketch
+        would confirm: equal in every value of at least one band, and the estimate (equal values over
+        num_perm, as floats, as datasketch's `jaccard`) at the threshold or above."""
         np = self.np
+        equal = a == b
         width = self.bands * self.rows
-        shape = (len(a), self.bands, self.rows)
-        band = (a[:, :width].reshape(shape) == b[:, :width].reshape(shape)).all(axis=2).any(axis=1)
-        return band & (np.count_nonzero(a == b, axis=1).astype(np.float64) / float(self.num_perm) >= self.threshold)
+        band = equal[:, :width].reshape(len(equal), self.bands, self.rows).all(axis=2).any(axis=1)
+        return band & (np.count_nonzero(equal, axis=1).astype(np.float64) / float(self.num_perm) >= self.threshold)
 
     def take(self, block: list, groups: list[int]) -> list[int | None]:
         np = self.np
@@ -330,21 +330,21 @@ class _BandIndex:
         tables: list[dict] = [{} for _ in range(self.bands)]
         matches: list[int | None] = []
         kept: dict[int, int] = {}  # the block's kept examples -> their kept row
+        band_numbers = range(self.bands)
         for i, found, local in zip(range(n), best.tolist(), has_shared.tolist()):
             if found < self.n:
                 matches.append(found)
                 continue
             if local:
-                bands = np.flatnonzero(shared[i]).tolist()
-                keys = hashes[i, bands].tolist()
-                others = sorted({j for b, k in zip(bands, keys) for j in tables[b].get(k, ()) if groups[j] == groups[i]})
+                bands = [(b, k) for b, k, s in zip(band_numbers, hashes[i].tolist(), shared[i].tolist()) if s]
+                others = sorted({j for b, k in bands for j in tables[b].get(k, ()) if groups[j] == groups[i]})
                 if others:
-                    ok = self._match(np.broadcast_to(sigs[i], (len(others), self.num_perm)), sigs[others])
+                    ok = self._match(sigs[i], sigs[others])
                     rows = [kept[j] for j, yes in zip(others, ok.tolist()) if yes]
                     if rows:
                         matches.append(min(rows))
                         continue
-                for b, k in zip(bands, keys):
+                for b, k in bands:
                     tables[b].setdefault(k, []).append(i)
             kept[i] = self.n + len(kept)
             matches.append(None)
