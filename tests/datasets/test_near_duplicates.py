@@ -96,3 +96,28 @@ def test_a_band_hash_alone_is_not_a_candidate(monkeypatch):
     expected = _reference(examples, 0.85)
     kept, _ = curation.near_duplicates(_examples(6, 300, 2), 0.85)
     assert [(e.conversation_id, e.merged) for e in kept] == expected
+
+
+def test_a_band_value_shared_by_thousands_is_expanded_a_slice_at_a_time(monkeypatch):
+    """3,000 signatures equal in their first band and different elsewhere: every pair is a candidate and none
+    is similar, so all are kept; the second block's ~2 M candidate pairs are expanded at most PAIRS at a time
+    (or one example's at a time), never the block's at once."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    sigs = rng.integers(0, 2**32, size=(3000, curation.NUM_PERM), dtype=np.uint32)
+    sigs[:, :curation._lsh_params(0.85, curation.NUM_PERM)[1]] = 12345
+    examples = [Example("sft", f"c{i:05d}", "csat", key=f"text {i}", records={}, evidence=(1,)) for i in range(3000)]
+    slices = []
+    earlier = curation._BandIndex._earlier
+
+    def spy(self, sigs, group, lo, count, best):
+        slices.append((len(sigs), int(count.sum())))
+        return earlier(self, sigs, group, lo, count, best)
+
+    monkeypatch.setattr(curation._BandIndex, "_earlier", spy)
+    monkeypatch.setattr(curation._BandIndex, "PAIRS", 10_000)
+    kept, _ = curation.near_duplicates(examples, 0.85, signatures_of=lambda keys, *a, **k: iter(sigs))
+    assert len(kept) == 3000
+    assert sum(pairs for _, pairs in slices) == (3000 - 2048) * 2048  # every candidate pair of the second block
+    assert all(pairs <= 10_000 or n == 1 for n, pairs in slices) and len(slices) > 100

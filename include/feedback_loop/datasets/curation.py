@@ -299,25 +299,21 @@ class _BandIndex:
         group = np.asarray(groups, dtype=np.int32)
         hashes = self.band_hashes(sigs)
         # Earlier blocks: each example's lowest kept row that shares a band hash, is in its group and matches.
-        qs, rs = [], []
+        # The pairs are expanded for a slice of the block at a time, at most PAIRS of them (one example's may
+        # be more): a band value that thousands of kept examples share must not multiply the block's memory.
+        lo = np.empty((n, self.bands), dtype=np.int64)
+        count = np.empty((n, self.bands), dtype=np.int64)
         for b in range(self.bands):
-            keys = self.sorted_hashes[b]
-            lo = np.searchsorted(keys, hashes[:, b], "left")
-            count = np.searchsorted(keys, hashes[:, b], "right") - lo
-            total = int(count.sum())
-            if total:
-                q = np.repeat(np.arange(n), count)
-                r = self.sorted_rows[b][np.repeat(lo, count) + np.arange(total) - np.repeat(np.cumsum(count) - count, count)]
-                same = self.group[r] == group[q]
-                qs.append(q[same])
-                rs.append(r[same].astype(np.int64))
+            lo[:, b] = np.searchsorted(self.sorted_hashes[b], hashes[:, b], "left")
+            count[:, b] = np.searchsorted(self.sorted_hashes[b], hashes[:, b], "right") - lo[:, b]
         best = np.full(n, self.n, dtype=np.int64)  # self.n: none
-        if qs:
-            pairs = np.unique(np.concatenate(qs) * self.n + np.concatenate(rs))  # a pair found in several bands once
-            for s in range(0, len(pairs), self.PAIRS):
-                q, r = np.divmod(pairs[s:s + self.PAIRS], self.n)
-                ok = self._match(sigs[q], self.signatures(r))
-                np.minimum.at(best, q[ok], r[ok])
+        per_example = np.cumsum(count.sum(axis=1))
+        start = 0
+        while start < n and per_example[-1] > (per_example[start - 1] if start else 0):
+            done = per_example[start - 1] if start else 0
+            stop = max(start + 1, int(np.searchsorted(per_example, done + self.PAIRS, "right")))
+            self._earlier(sigs[start:stop], group[start:stop], lo[start:stop], count[start:stop], best[start:stop])
+            start = stop
         # The block itself, in order: an example that shares a band hash with another of the block is looked up
         # among the block's kept examples, as datasketch's index would (only those go through Python dicts).
         shared = np.zeros((n, self.bands), dtype=bool)
@@ -351,6 +347,29 @@ class _BandIndex:
         if kept:
             self._add(sigs, hashes, group, np.fromiter(kept, dtype=np.int64, count=len(kept)))
         return matches
+
+    def _earlier(self, sigs, group, lo, count, best) -> None:
+        """Lower `best` (a view) to each example's lowest matching kept row among the candidates that
+        `lo`/`count` (per band: where its hash starts among the sorted kept rows, how many share it) give."""
+        np = self.np
+        n = len(sigs)
+        qs, rs = [], []
+        for b in range(self.bands):
+            c = count[:, b]
+            total = int(c.sum())
+            if total:
+                q = np.repeat(np.arange(n), c)
+                r = self.sorted_rows[b][np.repeat(lo[:, b], c) + np.arange(total) - np.repeat(np.cumsum(c) - c, c)]
+                same = self.group[r] == group[q]
+                qs.append(q[same])
+                rs.append(r[same].astype(np.int64))
+        if not qs:
+            return
+        pairs = np.unique(np.concatenate(qs) * self.n + np.concatenate(rs))  # a pair found in several bands once
+        for s in range(0, len(pairs), self.PAIRS):
+            q, r = np.divmod(pairs[s:s + self.PAIRS], self.n)
+            ok = self._match(sigs[q], self.signatures(r))
+            np.minimum.at(best, q[ok], r[ok])
 
     def _add(self, sigs, hashes, group, new) -> None:
         """Append the block's kept examples (`new`: their places in the block, in kept order)."""
