@@ -638,18 +638,23 @@ def test_redactions_and_token_counts_are_computed_once_and_replayed_byte_identic
 
 
 def test_candidates_parked_a_batch_at_a_time_come_back_in_place_order(staged_lake, built, tmp_path, monkeypatch):
-    """Each dataset's candidates wait in a temporary file until its turn (`candidates._Ordered`): read back
-    in the order of their places, ties in the order they came, with their records; a build that parks every
-    candidate on its own writes the same files as one that parks each dataset once."""
+    """Past `PARK_AFTER` candidates in memory, a dataset's wait in a temporary file until its turn
+    (`candidates._Ordered`): read back in the order of their places, ties in the order they came, with their
+    records, the ones parked and the ones not; a build that parks every candidate on its own writes the same
+    files as one that parks none."""
     spill = candidates._Spill()
-    parked = candidates._Ordered(spill, "sft", candidates._Candidates(None, [], {}))
+    builder = candidates._Candidates(None, [], {})
+    parked = candidates._Ordered(spill, "sft", builder)
     monkeypatch.setattr(candidates._Ordered, "BATCH", 2)
+    monkeypatch.setattr(candidates._Candidates, "PARK_AFTER", 3)
     places = [(2, 5), (0, 9), (2, 1), (0, 9), (1, 0), (2, 1), (0, 3)]
     for i, place in enumerate(places):
         parked.key = place
         parked.append(Example("sft", f"c{i}", "csat", key=f"text {i}", records={"f": {"i": i}}, evidence=(i, 0.5),
                               meta={"fact_date": "2026-01-01"}))
+    assert parked.parked is not None and len(parked.items) == 3 and builder.held == 3  # four parked, three held
     back = parked.examples()
+    assert builder.held == 0
     expected = sorted(range(len(places)), key=lambda i: places[i])
     assert [e.conversation_id for e in back] == [f"c{i}" for i in expected]
     assert [e.records["f"]["i"] for e in back] == expected
@@ -657,9 +662,14 @@ def test_candidates_parked_a_batch_at_a_time_come_back_in_place_order(staged_lak
                                                            for i in expected]
 
     monkeypatch.setattr(candidates._Ordered, "BATCH", 1)
+    monkeypatch.setattr(candidates._Candidates, "PARK_AFTER", 0)
+    parks = []
+    park = candidates._Ordered._park
+    monkeypatch.setattr(candidates._Ordered, "_park", lambda self: parks.append(len(self.items)) or park(self))
     root, _ = built
     one_by_one = _copy(staged_lake, tmp_path / "one-by-one")
     build_datasets(_settings(one_by_one), start=D1, end=D2)
+    assert len(parks) > 20 and set(parks) == {1}
     assert _dataset_files(one_by_one) == _dataset_files(root)
 
 

@@ -181,17 +181,20 @@ class _Spilled:
 
 
 class _Ordered:
-    """A dataset's candidates with the place each would have had in a build over the whole window at once,
-    parked in an anonymous temporary file a batch at a time (their fields pickled, their records already in
-    the `_Spill`): memory holds the dataset being curated, not the candidates of every dataset waiting for
-    their turn (~650 MiB at 10 M events). `examples` reads them back, in that order."""
+    """A dataset's candidates with the place each would have had in a build over the whole window at once.
+
+    Once the candidates of every dataset held in memory pass `_Candidates.PARK_AFTER`, they are parked in an
+    anonymous temporary file a batch at a time (their fields pickled, their records already in the
+    `_Spill`): memory then holds the dataset being curated, not every dataset's candidates waiting for
+    their turn (~650 MiB at 10 M events), while a smaller window pays nothing for it. `examples` gives them
+    back, in that order."""
 
     BATCH = 4096
 
     def __init__(self, spill: _Spill, name: str, builder: _Candidates):
         self.key: tuple = (0, 0)
-        self.items: list[tuple[tuple, Example]] = []  # not yet parked
-        self.parked = tempfile.TemporaryFile()  # noqa: SIM115 - anonymous, closed when read back
+        self.items: list[tuple[tuple, Example]] = []  # not parked
+        self.parked = None  # the temporary file, once a batch is parked
         self.spill, self.name, self.builder = spill, name, builder
 
     def append(self, example: Example) -> None:
@@ -204,28 +207,38 @@ class _Ordered:
     def push(self, key: tuple, example: Example) -> None:
         """Add a candidate whose records are in the spill, at place `key`."""
         self.items.append((key, example))
-        if len(self.items) >= self.BATCH:
+        self.builder.held += 1
+        if len(self.items) >= self.BATCH and self.builder.held > self.builder.PARK_AFTER:
             self._park()
 
     def _park(self) -> None:
-        rows = [(key, candidate_store.example_fields(e), e.records.offset, e.records.length) for key, e in self.items]
-        pickle.dump(rows, self.parked, protocol=candidate_store.PROTOCOL)
+        if self.parked is None:
+            self.parked = tempfile.TemporaryFile()  # noqa: SIM115 - anonymous, closed when read back
+        for start in range(0, len(self.items), self.BATCH):
+            rows = [(key, candidate_store.example_fields(e), e.records.offset, e.records.length)
+                    for key, e in self.items[start:start + self.BATCH]]
+            pickle.dump(rows, self.parked, protocol=candidate_store.PROTOCOL)
+        self.builder.held -= len(self.items)
         self.items = []
 
     def examples(self) -> list[Example]:
-        """Every candidate, in place order (ties in the order they came), read back once."""
-        self._park()
-        self.parked.seek(0)
+        """Every candidate, in place order (ties in the order they came): the parked ones read back first."""
         placed: list[tuple[tuple, Example]] = []
-        fields, spill = candidate_store.EXAMPLE_FIELDS, self.spill
-        while True:
-            try:
-                rows = pickle.load(self.parked)
-            except EOFError:
-                break
-            placed += [(key, Example(**dict(zip(fields, values)), records=_Spilled(spill, offset, length)))
-                       for key, values, offset, length in rows]
-        self.parked.close()
+        if self.parked is not None:
+            self.parked.seek(0)
+            fields, spill = candidate_store.EXAMPLE_FIELDS, self.spill
+            while True:
+                try:
+                    rows = pickle.load(self.parked)
+                except EOFError:
+                    break
+                placed += [(key, Example(**dict(zip(fields, values)), records=_Spilled(spill, offset, length)))
+                           for key, values, offset, length in rows]
+            self.parked.close()
+            self.parked = None
+        placed += self.items
+        self.builder.held -= len(self.items)
+        self.items = []
         placed.sort(key=lambda t: t[0])
         return [e for _, e in placed]
 
@@ -240,8 +253,12 @@ class _Candidates(ActionExamples):
     order; then the tool-calling sets: (4) action/policy corrections in review order, (5) failed outcome
     checks in conversation order."""
 
+    # Candidates held in memory (all datasets) beyond which `_Ordered` parks them: ~150 MiB of them.
+    PARK_AFTER = 200_000
+
     def __init__(self, cfg: Config, corrections: list[dict], kb: dict, tools: dict | None = None):
         self.cfg, self.kb = cfg, kb
+        self.held = 0  # candidates in memory, not parked
         self.tools = tools or dict(BUILTIN_TOOLS)
         self.spill = _Spill()
         self.cands: dict[str, _Ordered] = {n: _Ordered(self.spill, n, self) for n in ALL_DATASETS}
