@@ -124,6 +124,11 @@ def example_fields(example: Example) -> tuple:
     return tuple(getattr(example, f) for f in EXAMPLE_FIELDS)
 
 
+def example_of(values: tuple, records) -> Example:
+    """The `Example` whose `example_fields` are `values`, with `records`."""
+    return Example(**dict(zip(EXAMPLE_FIELDS, values)), records=records)
+
+
 class CandidateStore(NightlyStore):
     """The entries stored by the nights of a window, and the ones this night builds (`add`, then `save`).
     `computed` counts the conversations built tonight, `reused` the ones replayed."""

@@ -226,13 +226,12 @@ class _Ordered:
         placed: list[tuple[tuple, Example]] = []
         if self.parked is not None:
             self.parked.seek(0)
-            fields, spill = candidate_store.EXAMPLE_FIELDS, self.spill
             while True:
                 try:
                     rows = pickle.load(self.parked)
                 except EOFError:
                     break
-                placed += [(key, Example(**dict(zip(fields, values)), records=_Spilled(spill, offset, length)))
+                placed += [(key, candidate_store.example_of(values, _Spilled(self.spill, offset, length)))
                            for key, values, offset, length in rows]
             self.parked.close()
             self.parked = None
@@ -325,7 +324,7 @@ class _Candidates(ActionExamples):
         seq, self.seq = self.seq, self.seq + 1
         mine = self.corrections_of.get(conversation_id, ())
         for name, phase, j, values, blob in stored:
-            example = Example(**dict(zip(candidate_store.EXAMPLE_FIELDS, values)), records=self.spill.put_blob(blob))
+            example = candidate_store.example_of(values, self.spill.put_blob(blob))
             self.cands[name].push((phase, seq if j is None else mine[j][0]), example)
         for name, counts in unusable.items():
             self.unusable[name].update(counts)
