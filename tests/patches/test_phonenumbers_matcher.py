@@ -155,3 +155,111 @@ def test_a_customer_id_found_in_one_region_is_not_matched_in_the_rest(monkeypatc
     regions_run.clear()
     assert pii.Redactor().find("CUST-0556894 ref 0000000") == [("PHONE", (5, 12))]
     assert len(regions_run) == len(REGIONS)  # 7 digits still free after the id: every region runs
+
+
+# -- the length bound: a candidate no region's lengths allow is refused without parsing ----------------------
+
+# The configured regions, and others whose metadata takes every branch of `_length_bounds`: a country code of
+# many regions (US/CA/AG, GB/GG/IM/JE, AU/CC), transform rules (AR, BR, JP, GG: never cut short), IDD and
+# national-prefix patterns of several digits (AU, RU, MX).
+BOUND_REGIONS = REGIONS + ("MX", "RU", "KZ", "GG", "IM", "JE", "AG", "JM", "CC", "AR", "BR", "JP", "CN", "SG", "ZA",
+                           "JO")
+
+
+def _stock_valid(candidate: str, region: str) -> bool:
+    """What the library decides for the whole candidate at leniency VALID: parse, then `is_valid_number`."""
+    try:
+        return phonenumbers.is_valid_number(phonenumbers.parse(candidate, region, keep_raw_input=True))
+    except phonenumbers.NumberParseException:
+        return False
+
+
+def _plain_candidates(rng, region: str, n: int) -> list[str]:
+    """Digits with spaces and hyphens, many starting with the region's country code, international and
+    national prefixes, of every length around the region's allowed ones."""
+    meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    starts = ["", str(meta.country_code), "0", "1", "00", "011", "8", "810", "0011", "1832", "180020",
+              (meta.national_prefix or ""), str(meta.country_code) + (meta.national_prefix or "")]
+    out = []
+    for _ in range(n):
+        body = rng.choice(starts) + "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 17)))
+        text = body[0]
+        for ch in body[1:]:
+            text += rng.choice(["", "", "", " ", "-"]) + ch
+        out.append(text)
+    return out
+
+
+def _valid_examples(region: str) -> list[str]:
+    """Valid numbers of the region in the forms a text holds them without '+': national, with the country
+    code, and bare digits."""
+    out = []
+    for kind in (phonenumbers.PhoneNumberType.FIXED_LINE, phonenumbers.PhoneNumberType.MOBILE,
+                 phonenumbers.PhoneNumberType.TOLL_FREE, phonenumbers.PhoneNumberType.VOIP):
+        num = phonenumbers.example_number_for_type(region, kind)
+        if num is None:
+            continue
+        national = phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.NATIONAL)
+        nsn = phonenumbers.national_significant_number(num)
+        out += [national, nsn, f"{num.country_code}{nsn}", f"{num.country_code} {nsn}", national.replace(" ", "-")]
+    return [c for c in out if pm._PLAIN_DIGITS.match(c)]
+
+
+def test_a_candidate_refused_by_the_length_bound_is_one_the_library_refuses():
+    import random
+
+    from phonenumbers.phonenumberutil import _EXTN_PATTERN
+
+    rng = random.Random(18)
+    refused = valid = 0
+    for region in BOUND_REGIONS:
+        for candidate in _plain_candidates(rng, region, 400) + _valid_examples(region):
+            assert _EXTN_PATTERN.search(candidate) is None  # no extension in digits, spaces and hyphens
+            if pm._cannot_be_valid(candidate, region):
+                refused += 1
+                assert not _stock_valid(candidate, region), (region, candidate)
+            valid += _stock_valid(candidate, region)
+    assert refused > 2000 and valid > 150  # both sides of the bound were exercised
+
+
+def test_valid_examples_are_never_refused_and_ids_are():
+    for region in BOUND_REGIONS:
+        examples = _valid_examples(region)
+        assert all(_stock_valid(c, region) <= (not pm._cannot_be_valid(c, region)) for c in examples)
+    # a case id's 14 digits are no national number in ten of the eleven regions (DE allows 4 to 15 digits)
+    assert [r for r in REGIONS if not pm._cannot_be_valid("20261120-000019", r)] == ["DE"]
+    assert not any(pm._cannot_be_valid(c, r) for c in ("+44 20 7946 0958", "12 ext 3", "(020)")
+                   for r in REGIONS)  # a '+', an extension, brackets: parsed as before
+    # an international prefix of the region: any country's number may follow (00 is none in the US, CA, AU)
+    assert [r for r in REGIONS if pm._cannot_be_valid("0044 20 7946 0958", r)] == ["US", "AU", "CA"]
+    # the country code read off the number, then a national prefix stripped twice (in
+    # `_maybe_extract_country_code`, then in `parse`): 9620079... is Jordan's 7 9176 4144 (found by a sweep of
+    # every region when the bound allowed one strip)
+    assert _stock_valid("96-2007-9-1-7-64144", "JO") and not pm._cannot_be_valid("96-2007-9-1-7-64144", "JO")
+    for region in ("AR", "BR", "JP", "GG"):  # a transform rule can add digits: never cut short
+        assert pm._length_bounds(region) is None
+
+
+def test_refused_candidates_are_not_parsed(monkeypatch):
+    """The bound is what saves the time: refused regions never reach `parse`."""
+    from phonenumbers import phonenumbermatcher
+
+    parsed = []
+    real = phonenumbermatcher.parse
+    monkeypatch.setattr(phonenumbermatcher, "parse", lambda text, region, **kw: parsed.append(region) or real(
+        text, region, **kw))
+    pm._candidates.clear()
+    assert pii.Redactor().find("CASE-20261120-000019") == []
+    assert set(parsed) == {"DE"}
+
+
+@hsettings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["CASE-20261120-000019", "0556894", "-", " ", "--", "0044", "+", "20 7946 0958",
+                                 "1832", "0011", "555-0187", "9", "12", "x", "/"]), max_size=8).map("".join),
+       st.sampled_from(BOUND_REGIONS))
+def test_spans_equal_the_stock_matcher_on_ids_and_digit_runs(text, region):
+    """Whole candidates refused before the library's pre-checks (digits and hyphens), or before parsing
+    (spaces too): the same spans as the stock matcher, in regions with and without a bound."""
+    level = phonenumbers.Leniency.VALID
+    got = [(m.start, m.end, m.raw_string, m.number) for m in pm.matcher_class()(text, region, leniency=level, searches={})]
+    assert got == _stock(text, region, level)

@@ -38,9 +38,12 @@ def _resolve(target: str) -> Any:
 
 
 def source_sha256(obj: Any) -> str:
-    """SHA-256 of a function's source, or of a compiled regular expression's pattern and flags."""
+    """SHA-256 of a function's source, or of a compiled regular expression's pattern and flags (of each, for
+    a tuple of them)."""
     if isinstance(obj, re.Pattern):
         text = f"{obj.pattern!r}/{obj.flags}"
+    elif isinstance(obj, tuple) and obj and all(isinstance(x, re.Pattern) for x in obj):
+        text = "\n".join(f"{x.pattern!r}/{x.flags}" for x in obj)
     else:
         text = inspect.getsource(getattr(obj, "__func__", obj))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()

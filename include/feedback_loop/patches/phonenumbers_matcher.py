@@ -10,8 +10,23 @@ of tries it used; the matcher's own loop, and so every span it reports, is uncha
 library's `_find` loop, reproduced) is shared by the regions' matchers over one text: it does not depend on
 the region, and it was run once per region.
 
+A verdict that cannot be valid is not computed: at leniency VALID or stricter a match needs
+`is_valid_number`, which needs the national significant number's length to be one of the lengths its
+country's regions allow (`_is_number_matching_desc`). For a candidate of ASCII digits, spaces and hyphens
+(an order or case id: `20261120-000019`), with no international prefix of the region at its start, `parse`
+gives the region's own country code and a national number that is the candidate's digits less the country
+code (when they start with it) and what the region's national-prefix patterns strip, once or twice
+(`_cannot_be_valid` tries every such strip); when none of those lengths is allowed the library would refuse
+the candidate, so `_parse_and_verify` refuses it without parsing (and `_extract_match` before its own
+checks, when there is no space: no inner group to try). Regions with a national-prefix transform rule
+(which can add digits) are never cut short. The 2 M-event day's 26,000 case ids were parsed in all 11
+regions; now in one (DE allows 4 to 15 digits). tests/patches/test_phonenumbers_matcher.py checks the bound
+against `parse` + `is_valid_number` on generated digit runs in 27 regions, and the spans against the stock
+matcher.
+
 It relies on `PhoneNumberMatcher._find`, `_extract_match` (and what that calls), `_trim_after_first_match`,
-the attributes `__init__` sets, and the module's `_PATTERN` / `_SECOND_NUMBER_START_PATTERN`, as read in
+the attributes `__init__` sets, the module's `_PATTERN` / `_SECOND_NUMBER_START_PATTERN` / `_INNER_MATCHES`,
+and how `phonenumberutil.parse` builds a national number and `is_valid_number` judges it, as read in
 phonenumbers 9.0.43: `_EXPECTED_SOURCE_SHA256` pins each. If one differs, `matcher_class()` returns the stock
 matcher (warning once). tests/patches/test_phonenumbers_matcher.py compares the spans with the stock
 `PhoneNumberMatcher` over the PII corpus in every configured region.
@@ -19,11 +34,13 @@ matcher (warning once). tests/patches/test_phonenumbers_matcher.py compares the 
 
 from __future__ import annotations
 
-from functools import lru_cache
+import re
+from functools import cache, lru_cache
 
 from feedback_loop.patches import changed_sources, warn_once
 
 _M = "phonenumbers.phonenumbermatcher"
+_U = "phonenumbers.phonenumberutil"
 _EXPECTED_SOURCE_SHA256: dict[str, str] = {
     # reproduced: the candidate loop (the shared search replaces its two _PATTERN.search calls)
     f"{_M}:PhoneNumberMatcher._find": "a9e89d83733105cbc7e9f5d751e7d931d386308800fa4b8e9e903ffde60d1f8d",
@@ -31,7 +48,9 @@ _EXPECTED_SOURCE_SHA256: dict[str, str] = {
     f"{_M}:_SECOND_NUMBER_START_PATTERN": "6820fecd6404aa87de388b577f2e7a1402272946e11fddc3d8c670ce113f1370",
     f"{_M}:PhoneNumberMatcher._trim_after_first_match": (
         "f1425e3d66d98793d990c546b52d6ade2df22a555f9df4713af730800aa35324"),
-    # overridden: a verdict remembered (its key: which characters around a candidate the verdict reads)
+    # overridden: a verdict remembered (its key: which characters around a candidate the verdict reads),
+    # a candidate no allowed length fits refused (the inner groups it would try: `_INNER_MATCHES`)
+    f"{_M}:_INNER_MATCHES": "fe85d373390eb4a1988ec314c25754a8ac0fc99eb33a447e94a7f09e89d91d8f",
     f"{_M}:PhoneNumberMatcher._extract_match": "59b5958e65b0c9e5c06e257fabdfbdd7e37ca8ef79ee10750474676a37e7ae59",
     f"{_M}:PhoneNumberMatcher._extract_inner_match": (
         "3f18c77cd6a26a929bab8b0a0524a604c381ccfa24aec70f34b22387300e27e0"),
@@ -44,6 +63,30 @@ _EXPECTED_SOURCE_SHA256: dict[str, str] = {
     f"{_M}:PhoneNumberMatcher.__init__": "dddc75cddbdf70c129237c293e1063b9d8e2624bb7eaacc17538f07a06be7c08",
     f"{_M}:PhoneNumberMatcher.has_next": "5206c1c330b62d3f0d84fbd3d2f79101e8ef2cf571b335aa20e8cf457158b789",
     f"{_M}:PhoneNumberMatch.__init__": "624d1cf6ace3ede24d9a684feb1b41f42001b2d82f059f31e8ad8cef4f3d5b52",
+    # read, for the length bound (`_cannot_be_valid`): how parse builds the national number, and what a
+    # valid verdict needs of it
+    f"{_M}:_verify": "6c642c22d31b02d43a74f5a411dc514988cbc62b01aabdc144e3cbf5d893a2b0",
+    f"{_U}:parse": "6e48c9961d117feb21f4232232c48ca8ee25f47341bc15a424a155c28cf632b2",
+    f"{_U}:_build_national_number_for_parsing": "4fe268be24704a22b1590b87ccd946fafb6aacfdc15b7bf649c9b421d2218901",
+    f"{_U}:_extract_possible_number": "102c591aa7ba1c744bd67d555c119b3778a27122fe608eb851621f4ab6a208e2",
+    f"{_U}:_maybe_strip_extension": "7a87aae1f355658617ad280482ae6bacf0bc5428c40d50c1867199699b79aa89",
+    f"{_U}:_EXTN_PATTERN": "1bc81d143bc6454ead3016c0693806eace012148f7f5ee0fe13640d8ab2ac396",
+    f"{_U}:_maybe_extract_country_code": "57b28e3098d96db7fe767de3799daecce9cf086d6641ea616c5c3cc85af10792",
+    f"{_U}:_maybe_strip_i18n_prefix_and_normalize": (
+        "b53e0190dd4d0e408a8cd0ee87e39beef7c3cb20c2ba550d63c562fa45f94a65"),
+    f"{_U}:_parse_prefix_as_idd": "fe62f067f748953fe020d26ab2ee38349bfd81134e114533c296ff5caf139fa1",
+    f"{_U}:_maybe_strip_national_prefix_carrier_code": (
+        "462428c534345d072fcb0ebcae696d2332c8005bbd0b5e54c29f2c6007656fb3"),
+    f"{_U}:_normalize": "7764d5985eaa9501b77ad9375ac217317a476e9ba2a9dc7a151d1ea8840b5304",
+    f"{_U}:is_valid_number": "45d8cbd0ad2107a6c039db9623f9b5b49a858edfa2a24e73a952bb6393232a61",
+    f"{_U}:region_code_for_number": "3e3013961eb5fbb1b49e3c39613db41a6fdcf29d967ad2d6940f8ddcf655b8d5",
+    f"{_U}:region_code_for_country_code": "61e23b49cb9e7d71d6de449414037d9c1942800698dafa20f402372ecb85641d",
+    f"{_U}:is_valid_number_for_region": "cbedb02b9bc0390108e8861c3771eacbb3bc220d23d0a92c1ad02aed775c7cce",
+    f"{_U}:_number_type_helper": "6dbc09bac296be9217defd8bf0f6797f5f606fa26ce81f8e52a05bf3427b8404",
+    f"{_U}:_is_number_matching_desc": "67f60669b1e0906211914bb0260d687040510a9d2190d7f23fb8deed18d7c42a",
+    f"{_U}:national_significant_number": "0c62dcf3bfa6b2833dd053901864c251abc81441cf81dca3c6fbf65962adb2ec",
+    f"{_U}:_set_italian_leading_zeros_for_phone_number": (
+        "8315b5304136bdca3e49de55c62cce4d664e0c63c4b0acd1e741560140f9d6d4"),
 }
 
 _CANDIDATES_LIMIT = 1 << 18  # candidate verdicts remembered; beyond it the memo starts again (same answers)
@@ -80,8 +123,10 @@ def _stock_class():
 
 
 def _remembering_class():
-    from phonenumbers import PhoneNumberMatch, PhoneNumberMatcher
+    from phonenumbers import Leniency, PhoneNumberMatch, PhoneNumberMatcher
     from phonenumbers.phonenumbermatcher import _PATTERN, _SECOND_NUMBER_START_PATTERN
+
+    valid = Leniency.VALID
 
     class _RememberingMatcher(PhoneNumberMatcher):
         def __init__(self, text, region, *, searches: dict, **kwargs):
@@ -116,6 +161,10 @@ def _remembering_class():
             return None
 
         def _extract_match(self, candidate, offset):
+            # Digits and hyphens only: no inner group to try (each of the library's `_INNER_MATCHES` needs a
+            # space, bracket, slash, dot or non-ASCII dash), so a refused whole is the library's None too.
+            if self.leniency >= valid and " " not in candidate and _cannot_be_valid(candidate, self.preferred_region):
+                return None
             if self._max_tries < 1024:
                 return super()._extract_match(candidate, offset)
             end = offset + len(candidate)
@@ -136,4 +185,75 @@ def _remembering_class():
             rel, raw, number = known[0]
             return PhoneNumberMatch(offset + rel, raw, number)
 
+        def _parse_and_verify(self, candidate, offset):
+            # Every early return of the library's method is None too: refusing before it runs is its answer.
+            if self.leniency >= valid and _cannot_be_valid(candidate, self.preferred_region):
+                return None
+            return super()._parse_and_verify(candidate, offset)
+
     return _RememberingMatcher
+
+
+_PLAIN_DIGITS = re.compile(r"[0-9][0-9 \-]*\Z")  # ASCII digits, spaces and hyphens: no '+', letter or extension
+
+
+@cache
+def _length_bounds(region: str) -> tuple | None:
+    """(country code as text, the region's international-prefix pattern, the national-prefix patterns parse
+    may strip with, the national number lengths any region of the country code allows), or None where no
+    bound is sound: an unknown region, a transform rule (it can add digits), a region with no lengths."""
+    import phonenumbers
+    from phonenumbers import PhoneMetadata
+
+    meta = PhoneMetadata.metadata_for_region(region.upper(), None) if region else None
+    if meta is None or not meta.international_prefix:
+        return None
+    # The number is valid in one of its country code's regions (`region_code_for_number`); it was stripped
+    # with the region's metadata, then, when the country code was read off the number, with the main region's.
+    siblings = [PhoneMetadata.metadata_for_region(r, None)
+                for r in phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(meta.country_code, ())]
+    main = PhoneMetadata.metadata_for_region(phonenumbers.region_code_for_country_code(meta.country_code), None)
+    if not siblings or any(m is None for m in siblings) or main is None:
+        return None
+    strips = []
+    for m in (meta, main):
+        if m.national_prefix_transform_rule:
+            return None
+        if m.national_prefix_for_parsing and m.national_prefix_for_parsing not in strips:
+            strips.append(m.national_prefix_for_parsing)
+    lengths = set()  # (in phonenumbers 9.0.43 the main region's lengths hold its siblings': a guard for later data)
+    for m in siblings:
+        if not m.general_desc or not m.general_desc.possible_length or min(m.general_desc.possible_length) < 1:
+            return None
+        lengths.update(m.general_desc.possible_length)
+    return (str(meta.country_code), re.compile(meta.international_prefix), tuple(re.compile(x) for x in strips),
+            frozenset(lengths))
+
+
+def _cannot_be_valid(candidate: str, region: str) -> bool:
+    """True only when `parse(candidate, region)` cannot give a number `is_valid_number` accepts (see the
+    module docstring); False means "parse and see"."""
+    if not _PLAIN_DIGITS.match(candidate):
+        return False
+    bounds = _length_bounds(region)
+    if bounds is None:
+        return False
+    cc, idd, strips, lengths = bounds
+    digits = candidate.replace(" ", "").replace("-", "")
+    if idd.match(digits):  # (no extension either: each of `_EXTN_PATTERN`'s needs another character)
+        return False
+
+    def stripped(number: str) -> list[str]:  # the number, and what each national-prefix pattern leaves of it
+        out = [number]
+        for pattern in strips:
+            m = pattern.match(number)
+            if m and m.end():
+                out.append(number[m.end():])
+        return out
+
+    # No country code read off the number: one strip. The country code read off it: a strip in
+    # `_maybe_extract_country_code`, then another in `parse`.
+    national = stripped(digits)
+    if digits.startswith(cc):
+        national += [n for first in stripped(digits[len(cc):]) for n in stripped(first)]
+    return all(len(n) not in lengths for n in national)
