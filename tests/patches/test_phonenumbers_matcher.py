@@ -236,6 +236,8 @@ def test_valid_examples_are_never_refused_and_ids_are():
     # `_maybe_extract_country_code`, then in `parse`): 9620079... is Jordan's 7 9176 4144 (found by a sweep of
     # every region when the bound allowed one strip)
     assert _stock_valid("96-2007-9-1-7-64144", "JO") and not pm._cannot_be_valid("96-2007-9-1-7-64144", "JO")
+    # valid in another region of the country code: parsed in the US, 310-1234 is a Canadian 7-digit number
+    assert _stock_valid("310-1234", "US") and not pm._cannot_be_valid("310-1234", "US")
     for region in ("AR", "BR", "JP", "GG"):  # a transform rule can add digits: never cut short
         assert pm._length_bounds(region) is None
 

@@ -221,7 +221,7 @@ def _length_bounds(region: str) -> tuple | None:
             return None
         if m.national_prefix_for_parsing and m.national_prefix_for_parsing not in strips:
             strips.append(m.national_prefix_for_parsing)
-    lengths = set()  # (in phonenumbers 9.0.43 the main region's lengths hold its siblings': a guard for later data)
+    lengths = set()  # every region's: CA allows 7 digits (310 xxxx) where the US, its country's main region, has 10
     for m in siblings:
         if not m.general_desc or not m.general_desc.possible_length or min(m.general_desc.possible_length) < 1:
             return None
