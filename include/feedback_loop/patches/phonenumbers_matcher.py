@@ -84,6 +84,9 @@ _EXPECTED_SOURCE_SHA256: dict[str, str] = {
     f"{_U}:is_valid_number_for_region": "cbedb02b9bc0390108e8861c3771eacbb3bc220d23d0a92c1ad02aed775c7cce",
     f"{_U}:_number_type_helper": "6dbc09bac296be9217defd8bf0f6797f5f606fa26ce81f8e52a05bf3427b8404",
     f"{_U}:_is_number_matching_desc": "67f60669b1e0906211914bb0260d687040510a9d2190d7f23fb8deed18d7c42a",
+    f"{_U}:_match_national_number": "be997ae44a4beac3e2b48a8fa3210c72504cf390b8d47aadb284562910753021",
+    f"{_U}:_match": "3a14a146a78e64da2ca9f0322dfdf3eaf184350faca4765e448320fa902eacac",
+    "phonenumbers.re_util:re_compile": "7c8e3ee4234ad8498724a7101566b46effc79a98179b579a2c608f7ed02dd15f",
     f"{_U}:national_significant_number": "0c62dcf3bfa6b2833dd053901864c251abc81441cf81dca3c6fbf65962adb2ec",
     f"{_U}:_set_italian_leading_zeros_for_phone_number": (
         "8315b5304136bdca3e49de55c62cce4d664e0c63c4b0acd1e741560140f9d6d4"),
@@ -200,8 +203,8 @@ _PLAIN_DIGITS = re.compile(r"[0-9][0-9 \-]*\Z")  # ASCII digits, spaces and hyph
 @cache
 def _length_bounds(region: str) -> tuple | None:
     """(country code as text, the region's international-prefix pattern, the national-prefix patterns parse
-    may strip with, the national number lengths any region of the country code allows), or None where no
-    bound is sound: an unknown region, a transform rule (it can add digits), a region with no lengths."""
+    may strip with, each region of the country code's general description as (lengths, pattern)), or None
+    where no bound is sound: an unknown region, a transform rule (it can add digits)."""
     import phonenumbers
     from phonenumbers import PhoneMetadata
 
@@ -221,13 +224,14 @@ def _length_bounds(region: str) -> tuple | None:
             return None
         if m.national_prefix_for_parsing and m.national_prefix_for_parsing not in strips:
             strips.append(m.national_prefix_for_parsing)
-    lengths = set()  # every region's: CA allows 7 digits (310 xxxx) where the US, its country's main region, has 10
-    for m in siblings:
-        if not m.general_desc or not m.general_desc.possible_length or min(m.general_desc.possible_length) < 1:
-            return None
-        lengths.update(m.general_desc.possible_length)
+    # `_is_number_matching_desc(nsn, general_desc)`, which `_number_type_helper` asks first: a length of the
+    # description (when it lists any) and its pattern matching the whole number. Every region's: CA allows
+    # 7 digits (310 xxxx) where the US, its country's main region, has 10; a region without a pattern
+    # validates nothing (`_match_national_number`).
+    descs = tuple((tuple(m.general_desc.possible_length), re.compile(m.general_desc.national_number_pattern))
+                  for m in siblings if m.general_desc is not None and m.general_desc.national_number_pattern)
     return (str(meta.country_code), re.compile(meta.international_prefix), tuple(re.compile(x) for x in strips),
-            frozenset(lengths))
+            descs)
 
 
 def _cannot_be_valid(candidate: str, region: str) -> bool:
@@ -238,7 +242,7 @@ def _cannot_be_valid(candidate: str, region: str) -> bool:
     bounds = _length_bounds(region)
     if bounds is None:
         return False
-    cc, idd, strips, lengths = bounds
+    cc, idd, strips, descs = bounds
     digits = candidate.replace(" ", "").replace("-", "")
     if idd.match(digits):  # (no extension either: each of `_EXTN_PATTERN`'s needs another character)
         return False
@@ -256,4 +260,5 @@ def _cannot_be_valid(candidate: str, region: str) -> bool:
     national = stripped(digits)
     if digits.startswith(cc):
         national += [n for first in stripped(digits[len(cc):]) for n in stripped(first)]
-    return all(len(n) not in lengths for n in national)
+    return not any((not lengths or len(n) in lengths) and pattern.fullmatch(n)
+                   for n in set(national) for lengths, pattern in descs)
