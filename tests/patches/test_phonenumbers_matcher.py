@@ -159,7 +159,7 @@ def test_a_customer_id_found_in_one_region_is_not_matched_in_the_rest(monkeypatc
 
 # -- the length bound: a candidate no region's lengths allow is refused without parsing ----------------------
 
-# The configured regions, and others whose metadata takes every branch of `_length_bounds`: a country code of
+# The configured regions, and others whose metadata takes every branch of `_parse_rules`: a country code of
 # many regions (US/CA/AG, GB/GG/IM/JE, AU/CC), transform rules (AR, BR, JP, GG: never cut short), IDD and
 # national-prefix patterns of several digits (AU, RU, MX).
 BOUND_REGIONS = REGIONS + ("MX", "RU", "KZ", "GG", "IM", "JE", "AG", "JM", "CC", "AR", "BR", "JP", "CN", "SG", "ZA",
@@ -239,7 +239,7 @@ def test_valid_examples_are_never_refused_and_ids_are():
     # valid in another region of the country code: parsed in the US, 310-1234 is a Canadian 7-digit number
     assert _stock_valid("310-1234", "US") and not pm._cannot_be_valid("310-1234", "US")
     for region in ("AR", "BR", "JP", "GG"):  # a transform rule can add digits: never cut short
-        assert pm._length_bounds(region) is None
+        assert pm._parse_rules(region) is None
 
 
 def test_refused_candidates_are_not_parsed(monkeypatch):
