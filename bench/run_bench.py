@@ -3,7 +3,8 @@
 Every measurement runs in a fresh child process; wall time comes from this process's clock, CPU time
 (user + system) and peak RSS from `os.wait4` on that child, so one stage's caches or imports never help
 the next. The reference - DuckDB turning the day's agent_events files into Parquet, nothing else - is
-measured in the same run, so ratios stay meaningful on a machine whose load changes between runs.
+measured in the same run (three times, its medians used), so ratios stay meaningful on a machine whose load
+changes between runs.
 
     python bench/run_bench.py                              # ~2 M events (200,000 conversations)
     python bench/run_bench.py --events 10000000            # ~10 M events
@@ -24,6 +25,7 @@ import hashlib
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,6 +37,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 EVENTS_PER_CONVERSATION = 9.3  # measured: 200,000 conversations/day give about 1.86 M agent_events
 DAY = "2026-11-20"
+REFERENCE_RUNS = 3  # the bare scan is measured this many times per run and its medians used (--reference-runs)
 # The stages of nightly.run_day, in its order; land and validate cover all six sources.
 STAGES = ["land", "validate", "model", "summarize", "signals", "gaps", "datasets", "publish", "decide"]
 
@@ -214,20 +217,32 @@ def _bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.exists() else 0
 
 
+def measure_reference(events_dir: Path, work: Path, env: dict, log: Path, runs: int = REFERENCE_RUNS) -> dict:
+    """The bare scan `runs` times: the median wall and the median CPU, each run's figures beside them.
+
+    Why: DuckDB's parallel scan on two cores varied by up to 16 % between runs of the same day (the ratio of
+    a stage moved more with its reference than with a change); the median of three holds still."""
+    spec = {"kind": "reference", "folder": str(events_dir), "target": str(work / "reference.parquet")}
+    each = [measure(spec, env, log) for _ in range(max(1, runs))]
+    ref = {"wall_s": statistics.median(r["wall_s"] for r in each), "cpu_s": statistics.median(r["cpu_s"] for r in each),
+           "peak_rss_mib": max(r["peak_rss_mib"] for r in each), "events": each[0]["rows"],
+           "runs": [{k: r[k] for k in ("wall_s", "cpu_s", "peak_rss_mib")} for r in each]}
+    cpus = ", ".join(f"{r['cpu_s']:.2f}" for r in each)
+    spread = "" if len(each) == 1 else f" (median of {len(each)}; CPU {cpus} s)"
+    print(f"  reference (DuckDB read_json -> Parquet, {ref['events']:,} events): {ref['wall_s']:.2f} s wall, "
+          f"{ref['cpu_s']:.2f} s CPU, {ref['peak_rss_mib']:.0f} MiB{spread}", flush=True)
+    return ref
+
+
 def measure_night(landing: Path, work: Path, stages: list[str], log: Path, ref: dict | None = None,
-                  progress=None, label: str = "") -> dict:
+                  progress=None, label: str = "", reference_runs: int = REFERENCE_RUNS) -> dict:
     """The reference (unless given), then every stage of DAY's night in order, each in a fresh process,
     on the lake in `work` (empty, or a copy of a history lake)."""
     events_dir = landing / "agent_events" / f"dt={DAY}"
     work.mkdir(parents=True, exist_ok=True)
     env = stage_env(work, landing)
     if ref is None:
-        ref = measure({"kind": "reference", "folder": str(events_dir), "target": str(work / "reference.parquet")},
-                      env, log)
-        events = ref.pop("rows")
-        ref["events"] = events
-        print(f"  reference (DuckDB read_json -> Parquet, {events:,} events): {ref['wall_s']:.2f} s wall, "
-              f"{ref['cpu_s']:.2f} s CPU, {ref['peak_rss_mib']:.0f} MiB", flush=True)
+        ref = measure_reference(events_dir, work, env, log, reference_runs)
     results = {}
     counts_file = work / "model_counts.json"
     for stage in stages:
@@ -258,7 +273,7 @@ def measure_night(landing: Path, work: Path, stages: list[str], log: Path, ref: 
 
 
 def run_scale(conversations: int, seed: int, stages: list[str], log: Path, keep: bool = False,
-              progress=None, history_days: int = 0) -> dict:
+              progress=None, history_days: int = 0, reference_runs: int = REFERENCE_RUNS) -> dict:
     """DAY's night on an empty lake; with `history_days`, also the same night after that many earlier
     nights (every window full), beside it, with the same reference."""
     if history_days:
@@ -274,7 +289,8 @@ def run_scale(conversations: int, seed: int, stages: list[str], log: Path, keep:
                 if progress else None
         if history_days:
             print("  -- empty lake: only DAY's input --", flush=True)
-        night = measure_night(landing, work / "empty", stages, log, progress=report("empty_lake"))
+        night = measure_night(landing, work / "empty", stages, log, progress=report("empty_lake"),
+                              reference_runs=reference_runs)
         ref = night["reference"]
         run = {"conversations_per_day": conversations, "seed": seed, "events": ref["events"],
                "agent_events_bytes": _bytes(events_dir), "landing_bytes": _bytes(landing), "generate": gen,
@@ -411,6 +427,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-airflow", action="store_true", help="skip DAG parse times and per-task overhead")
     ap.add_argument("--out", type=Path, default=HERE / "results", help="folder for the JSON figures")
     ap.add_argument("--keep", action="store_true", help="keep each run's lake (under bench/.cache/run-*)")
+    ap.add_argument("--reference-runs", type=int, default=REFERENCE_RUNS,
+                    help=f"times the bare scan is measured; its medians are the reference (default {REFERENCE_RUNS})")
     h = ap.add_mutually_exclusive_group()
     h.add_argument("--steady-state", action="store_true",
                    help="also measure the night after 28 earlier nights (every window full): --history-days 28")
@@ -449,7 +467,8 @@ def main(argv: list[str] | None = None) -> int:
     for factor in scales:
         n = max(1, round(base * factor))
         print(f"== {n:,} conversations/day ({factor}x) ==", flush=True)
-        run = run_scale(n, args.seed, stages, log, keep=args.keep, progress=progress, history_days=history_days)
+        run = run_scale(n, args.seed, stages, log, keep=args.keep, progress=progress, history_days=history_days,
+                        reference_runs=args.reference_runs)
         run["factor"] = factor
         run["load_avg_after"] = os.getloadavg()
         doc["runs"].append(run)

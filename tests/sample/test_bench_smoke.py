@@ -25,6 +25,12 @@ def test_bench_runs_and_writes_its_figures(tmp_path):
         assert figures["wall_s"] > 0 and figures["peak_rss_mib"] > 0
     assert run["whole_run"]["ratio"] > 0
     assert len(list(out.glob("2*.json"))) == 1
+    # the bare scan measured three times, its medians the reference the ratios divide by
+    ref = run["reference"]
+    assert len(ref["runs"]) == 3
+    assert ref["cpu_s"] == sorted(r["cpu_s"] for r in ref["runs"])[1]
+    assert ref["wall_s"] == sorted(r["wall_s"] for r in ref["runs"])[1]
+    assert run["stages"]["land"]["cpu_ratio"] == round(run["stages"]["land"]["cpu_s"] / ref["cpu_s"], 2)
 
 
 def test_bench_steady_state_measures_the_night_after_its_history(tmp_path):
