@@ -127,3 +127,82 @@ def test_a_partition_that_fails_its_check_is_never_published(tmp_path):
     assert seen == [5]
     assert con.execute(f"SELECT a FROM read_parquet('{target}')").fetchall() == [(1,)]
     assert sorted(p.name for p in target.parent.iterdir()) == ["part.parquet"]
+
+
+# -- CSV: read_csv's text fields typed directly, when no record is rejected ---------------------------------
+
+CSV_HEADER = ("case_id,customer_id,conversation_id,channel,created_at,updated_at,status,resolved_at,escalated,"
+              "reopen_count,handle_time_s,tags,priority_hint,\n")  # no resolved_by/category/...; an extra and an unnamed
+# column (`column13`): `_extra` keeps the header's order, not the sorted one
+CSV_CLEAN = [
+    f"k1,u1,c1,web,{DAY}T10:00:00Z,{DAY}T10:05:00+00:00,open,,true,0,12.5,\"[\"\"billing\"\", \"\"vip\"\"]\",web,x",
+    f"k2,u2,,email,{DAY} 10:00:00+00,{DAY}T10:00:00,resolved,{DAY}T11:00:00Z,yes,4.5,NaN,not json,,",
+    f"k3,u3,c3,chat,yesterday,{DAY}T10:00:00Z,open,,,\"7\",-0.0,\"[1, 2]\",\"quoted, \"\"hint\"\"\",",
+    f"k4,u4,c4,chat,{DAY}T10:00:00Z,{DAY}T10:00:00Z,open,,FALSE,,1e308,\"{{\"\"a\"\": 1}}\",\"h\u00e9 \u2028\",",
+    f"k5,u5,c5,phone,{DAY}T10:00:00Z,{DAY}T10:00:00Z,\"multi\nline\",,0,-3,,[],\"\",",
+    f"k6,u6,c6,web,{DAY}T10:00:00Z,{DAY}T10:00:00Z,open,,1,12345678901234567890,x,\"[\"\"a\"\"]\",t,",
+]
+CSV_DECLINED = {
+    "short_record": "k7,u7\n",  # fewer fields: DuckDB rejects it, the line path keeps it as a parse error
+    "long_record": f"k8,u8,c8,web,{DAY}T10:00:00Z,{DAY}T10:00:00Z,open,,,,,,,,extra,fields\n",
+    "open_quote": f"k9,u9,c9,web,{DAY}T10:00:00Z,{DAY}T10:00:00Z,\"never closed\n",
+}
+
+
+def _land_csv_both_ways(settings, monkeypatch, files: dict[str, str]):
+    folder = f"{settings.landing}/crm_cases/dt={DAY}"
+    os.makedirs(folder, exist_ok=True)
+    for name, text in files.items():
+        with open(f"{folder}/{name}", "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+    calls = []
+    real = land._read_csv_fast
+
+    def spy(*args, **kw):
+        calls.append(result := real(*args, **kw))
+        return result
+
+    monkeypatch.setattr(land, "_read_csv_fast", spy)
+    fast = land_source(settings, "crm_cases", DAY)
+    part = f"{settings.lake}/raw/crm_cases/dt={DAY}/part.parquet"
+    os.rename(part, part.replace("part.parquet", "fast.parquet"))
+    monkeypatch.setattr(land, "_read_csv_fast", lambda *a, **kw: None)
+    line = land_source(settings, "crm_cases", DAY)
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    a, b = "'" + part.replace("part.parquet", "fast.parquet") + "'", f"'{part}'"
+    diff = con.execute(f"SELECT (SELECT count(*) FROM (FROM {a} EXCEPT ALL FROM {b})),"
+                       f" (SELECT count(*) FROM (FROM {b} EXCEPT ALL FROM {a}))").fetchone()
+    assert con.execute(f"DESCRIBE FROM {a}").fetchall() == con.execute(f"DESCRIBE FROM {b}").fetchall()
+    assert (fast.rows_read, fast.parse_errors) == (line.rows_read, line.parse_errors)
+    return calls, diff, con, a
+
+
+def test_clean_csv_takes_the_fast_path_with_the_line_paths_rows(settings, monkeypatch):
+    calls, diff, con, fast = _land_csv_both_ways(settings, monkeypatch, {"cases.csv": CSV_HEADER + "\n".join(CSV_CLEAN) + "\n"})
+    assert calls and calls[0] is not None  # the fast path was taken
+    assert diff == (0, 0)
+    rows = con.execute(f"SELECT list(_row_id), list(_line), list(case_id), count(_type_errors), count(_extra), "
+                       f"list(tags ORDER BY _row_id), list(status ORDER BY _row_id) FROM {fast}").fetchone()
+    assert rows[:3] == (list(range(1, 7)), list(range(1, 7)), [f"k{i}" for i in range(1, 7)])
+    assert rows[3] >= 4 and rows[4] == 6  # type errors in several records; every record keeps its extra columns
+    assert rows[5][0] == ["billing", "vip"] and rows[6][4] == "multi\nline"
+
+
+@pytest.mark.parametrize("case", sorted(CSV_DECLINED))
+def test_csv_the_fast_path_declines_lands_as_before(settings, monkeypatch, case):
+    text = CSV_HEADER + "\n".join(CSV_CLEAN[:3]) + "\n" + CSV_DECLINED[case] + CSV_CLEAN[3] + "\n"
+    calls, diff, con, fast = _land_csv_both_ways(settings, monkeypatch, {"cases.csv": text})
+    assert calls == [None]
+    assert diff == (0, 0)
+    assert con.execute(f"SELECT count(_parse_error) FROM {fast}").fetchone()[0] >= 1
+
+
+def test_a_day_of_two_csv_files_takes_the_fast_path_for_each(settings, monkeypatch):
+    other = "case_id,customer_id,channel,created_at,updated_at,status,tags\n" + \
+        f"k9,u9,web,{DAY}T10:00:00Z,{DAY}T10:00:00Z,open,\"[\"\"z\"\"]\"\n"
+    calls, diff, con, fast = _land_csv_both_ways(
+        settings, monkeypatch, {"a.csv": CSV_HEADER + "\n".join(CSV_CLEAN) + "\n", "b.csv": other})
+    assert len(calls) == 2 and all(c is not None for c in calls)
+    assert diff == (0, 0)
+    assert con.execute(f"SELECT count(*), max(_row_id) FROM {fast}").fetchone() == (7, 7)

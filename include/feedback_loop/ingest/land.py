@@ -22,6 +22,8 @@ from feedback_loop.ingest.land_readers import (
     _check_encoding,
     _landed,
     _locate,
+    _read_csv,
+    _read_csv_fast,
     _read_jsonl,
     _read_jsonl_fast,
     _size,
@@ -96,7 +98,7 @@ def land_source(settings: Settings, source: str, dt: date | str) -> LandResult:
     con.execute(
         "CREATE TABLE rows (_source_file VARCHAR, _line BIGINT, _raw VARCHAR, _parse_error VARCHAR)"
     )
-    fast = []  # (path, table, SQL of _extra, records, SQL of _line) of the files read by _read_jsonl_fast
+    fast = []  # (path, table, SQL of _extra, records, SQL of _line) of the files read by a fast path
     file_stats = []
     # A day of one JSON Lines file is streamed from read_json into the write (no table: at 2 M events it
     # spilled); its record count is checked on the written partition instead.
@@ -119,7 +121,8 @@ def land_source(settings: Settings, source: str, dt: date | str) -> LandResult:
             _check_encoding(path)
         before = _landed(con, fast)
         try:
-            landed = _read_jsonl_fast(con, src, path, i, stream=stream) if fmt == "jsonl" else None
+            fast_reader = {"jsonl": _read_jsonl_fast, "csv": _read_csv_fast}.get(fmt)
+            landed = fast_reader(con, src, path, i, stream=stream) if fast_reader else None
             if landed:
                 fast.append((path, *landed))
             else:
@@ -139,7 +142,7 @@ def land_source(settings: Settings, source: str, dt: date | str) -> LandResult:
         # Checked on the written file before it is published: a wrong partition is never visible.
         n = con.execute(f"SELECT count(*) FROM read_parquet('{_q(written)}')").fetchone()[0]
         if n != fast[0][3]:
-            raise _StreamMismatch(f"{fast[0][0]}: read_json gave {n} records for {fast[0][3]} lines")
+            raise _StreamMismatch(f"{fast[0][0]}: the fast path gave {n} records for {fast[0][3]}")
 
     try:
         target = lake.write_query(con, typed_select(src, fast, only_fast=only_fast), "raw", source, dt,
@@ -151,15 +154,16 @@ def land_source(settings: Settings, source: str, dt: date | str) -> LandResult:
         log.debug("%s: streamed fast path failed (%s)", fast[0][0], exc)
         stream_failed = True
     if stream_failed:
-        # read_json failed or did not give one record per line: nothing was published; land the file by
-        # the line path.
+        # read_json (read_csv) failed or did not give one record per line (per counted record): nothing was
+        # published; land the file by the line path.
         path, table = fast[0][:2]
+        fmt = contract.file_format(path)
         fast = []
         con.execute(f"DROP VIEW IF EXISTS {table}")
         try:
-            _read_jsonl(con, src, path, 0)
+            (_read_jsonl if fmt == "jsonl" else _read_csv)(con, src, path, 0)
         except Exception as exc:
-            raise LandingError(f"{path}: cannot be read as jsonl{_locate(path, 'jsonl', exc)}: {exc}") from exc
+            raise LandingError(f"{path}: cannot be read as {fmt}{_locate(path, fmt, exc)}: {exc}") from exc
         file_stats[-1]["rows"] = _landed(con, fast)
         target = lake.write_query(con, typed_select(src, fast), "raw", source, dt)
     rows_read = _landed(con, fast)

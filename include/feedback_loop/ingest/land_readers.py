@@ -2,7 +2,8 @@
 
 JSON Lines: a fast path (read_json with the contract's columns, when every line parses to an object of
 few key shapes) and the line path (every line kept as text, parsed one by one, unparseable lines kept with
-a `_parse_error`); CSV with a sniffed delimiter; Parquet. Wide-encoding and zero-byte checks, and the
+a `_parse_error`); CSV with a sniffed delimiter: a fast path (read_csv's text fields typed directly, when
+no record is rejected) and the line path (each record as a JSON object in `rows`); Parquet. Wide-encoding and zero-byte checks, and the
 line/record a DuckDB error points at, so a LandingError names the file and the place.
 """
 
@@ -184,6 +185,68 @@ def _read_csv(con, src: Source, path: str, idx: int) -> None:
     )
     _insert_rejects(con, path, bad)
     con.execute(f"DROP TABLE csv_{idx}")
+
+
+def _read_csv_fast(con, src: Source, path: str, idx: int, stream: bool = False) -> tuple | None:
+    """Land a CSV file whose records all read cleanly straight from `read_csv`, without the line path.
+
+    Returns what `_read_jsonl_fast` returns, or None when the caller must take `_read_csv` (a record DuckDB
+    could not read, or a column named like the stream's line number). The line path turns every record
+    into a JSON object (`to_json`), keeps it in the `rows` table and parses it again for each field, then
+    sorts the day's rows: at 10 M events the cases' CSV took 22 s of CPU where reading it took 3.4. Here
+    the file is read twice: once to count its records and collect DuckDB's rejects (any sends it to the
+    line path), then, when the partition is written, as the record's text fields, which the line path's
+    typing SQL reads as it reads the JSON object's: a field's text is the same, a nested field's JSON value
+    is a JSON string (SQL NULL for an empty field, which that SQL treats as JSON null), a column the file
+    lacks is NULL, and `_extra` maps the non-contract columns, in the header's order, to their JSON
+    values. tests/ingest/test_land_fast_path.py compares both paths' rows."""
+    import duckdb
+
+    if is_remote(path):
+        return None
+    delim, cols = _csv_header(src, path)
+    _check_columns(src, path, cols)
+    if STREAM_LINE.strip('"') in cols:
+        return None
+    columns = "{" + ", ".join(f"'{_q(c)}': 'VARCHAR'" for c in cols) + "}"
+    options = (f"header=true, auto_detect=false, columns={columns}, delim='{_q(delim)}', quote='\"', escape='\"', "
+               "max_line_size=67108864, buffer_size=134217728, hive_partitioning=false")
+    rejects, table = f"fast_csv_rejects_{idx}", f"csv_fast_{idx}"
+    landed = None
+    try:
+        records = con.execute(
+            f"""SELECT count(*) FROM read_csv('{_q(path)}', {options}, ignore_errors=true, store_rejects=true,
+                rejects_table='{rejects}', rejects_scan='fast_csv_scan_{idx}')""").fetchall()[0][0]
+        # (fetchall: the rejects table is written when the result is read to its end, not at fetchone)
+        rejected = con.execute(f"SELECT count(*) FROM duckdb_tables() WHERE table_name = '{rejects}'").fetchone()[0]
+        if rejected and con.execute(f"SELECT count(*) FROM {rejects}").fetchone()[0]:
+            return None
+        nested = {f.name for f in src.fields if f.type not in _SCALAR_TYPES}
+        present = set(cols)
+        fields = [(f"to_json(t.{_ident(f.name)})" if f.name in nested else f"t.{_ident(f.name)}") if f.name in present
+                  else ("NULL::JSON" if f.name in nested else "NULL::VARCHAR") for f in src.fields]
+        extra = [c for c in cols if c not in src.columns]
+        select = ", ".join([f"{v} AS {_ident(f.name)}" for v, f in zip(fields, src.fields)]
+                           + [f"to_json(t.{_ident(c)}) AS {_ident(c)}" for c in extra])
+        relation = f"read_csv('{_q(path)}', {options}, ignore_errors=false) t"
+        make = f"VIEW {table} AS SELECT row_number() OVER () AS {STREAM_LINE}, " if stream else f"TABLE {table} AS SELECT "
+        con.execute(f"CREATE TEMP {make}{select} FROM {relation}")
+        if stream:
+            line = STREAM_LINE
+        else:
+            line = "rowid + 1"
+            if con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] != records:
+                return None
+        entries = ", ".join(f"{{'key': '{_q(k)}', 'value': {_ident(k)}}}" for k in extra)
+        landed = table, f"to_json(map_from_entries([{entries}]))::VARCHAR" if extra else "NULL::VARCHAR", records, line
+        return landed
+    except duckdb.Error as exc:  # the line path reads the file again and names the problem, if there is one
+        log.debug("%s: fast path not taken (%s)", path, exc)
+        return None
+    finally:
+        con.execute(f"DROP TABLE IF EXISTS {rejects}")
+        if landed is None:
+            con.execute(f"DROP {'VIEW' if stream else 'TABLE'} IF EXISTS {table}")
 
 
 def _csv_header(src: Source, path: str) -> tuple[str, list[str]]:
