@@ -47,23 +47,32 @@ DECLINED = {
 
 
 def _land_both_ways(settings, monkeypatch, text: bytes, gz: bool):
-    folder = f"{settings.landing}/agent_events/dt={DAY}"
+    name = "part.jsonl" + (".gz" if gz else "")
+    return _land_files_both_ways(settings, monkeypatch, "agent_events", "_read_jsonl_fast",
+                                 {name: gzip.compress(text) if gz else text})
+
+
+def _land_files_both_ways(settings, monkeypatch, source: str, fast_reader: str, files: dict[str, bytes]):
+    """Land `files` as `source`'s day with the fast path `fast_reader` (spied on), then with it turned off:
+    (the fast path's results per file, rows in one and not the other both ways, connection, fast file)."""
+    folder = f"{settings.landing}/{source}/dt={DAY}"
     os.makedirs(folder, exist_ok=True)
-    with open(f"{folder}/part.jsonl" + (".gz" if gz else ""), "wb") as fh:
-        fh.write(gzip.compress(text) if gz else text)
+    for name, data in files.items():
+        with open(f"{folder}/{name}", "wb") as fh:
+            fh.write(data)
     calls = []
-    real = land._read_jsonl_fast
+    real = getattr(land, fast_reader)
 
     def spy(*args, **kw):
         calls.append(result := real(*args, **kw))
         return result
 
-    monkeypatch.setattr(land, "_read_jsonl_fast", spy)
-    fast = land_source(settings, "agent_events", DAY)
-    part = f"{settings.lake}/raw/agent_events/dt={DAY}/part.parquet"
+    monkeypatch.setattr(land, fast_reader, spy)
+    fast = land_source(settings, source, DAY)
+    part = f"{settings.lake}/raw/{source}/dt={DAY}/part.parquet"
     os.rename(part, part.replace("part.parquet", "fast.parquet"))
-    monkeypatch.setattr(land, "_read_jsonl_fast", lambda *a, **kw: None)
-    line = land_source(settings, "agent_events", DAY)
+    monkeypatch.setattr(land, fast_reader, lambda *a, **kw: None)
+    line = land_source(settings, source, DAY)
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     a, b = "'" + part.replace("part.parquet", "fast.parquet") + "'", f"'{part}'"
@@ -71,7 +80,7 @@ def _land_both_ways(settings, monkeypatch, text: bytes, gz: bool):
                        f" (SELECT count(*) FROM (FROM {b} EXCEPT ALL FROM {a}))").fetchone()
     assert con.execute(f"DESCRIBE FROM {a}").fetchall() == con.execute(f"DESCRIBE FROM {b}").fetchall()
     assert (fast.rows_read, fast.parse_errors) == (line.rows_read, line.parse_errors)
-    return calls, diff, con, b
+    return calls, diff, con, a
 
 
 @pytest.mark.parametrize("gz", [False, True])
@@ -150,32 +159,8 @@ CSV_DECLINED = {
 
 
 def _land_csv_both_ways(settings, monkeypatch, files: dict[str, str]):
-    folder = f"{settings.landing}/crm_cases/dt={DAY}"
-    os.makedirs(folder, exist_ok=True)
-    for name, text in files.items():
-        with open(f"{folder}/{name}", "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-    calls = []
-    real = land._read_csv_fast
-
-    def spy(*args, **kw):
-        calls.append(result := real(*args, **kw))
-        return result
-
-    monkeypatch.setattr(land, "_read_csv_fast", spy)
-    fast = land_source(settings, "crm_cases", DAY)
-    part = f"{settings.lake}/raw/crm_cases/dt={DAY}/part.parquet"
-    os.rename(part, part.replace("part.parquet", "fast.parquet"))
-    monkeypatch.setattr(land, "_read_csv_fast", lambda *a, **kw: None)
-    line = land_source(settings, "crm_cases", DAY)
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    a, b = "'" + part.replace("part.parquet", "fast.parquet") + "'", f"'{part}'"
-    diff = con.execute(f"SELECT (SELECT count(*) FROM (FROM {a} EXCEPT ALL FROM {b})),"
-                       f" (SELECT count(*) FROM (FROM {b} EXCEPT ALL FROM {a}))").fetchone()
-    assert con.execute(f"DESCRIBE FROM {a}").fetchall() == con.execute(f"DESCRIBE FROM {b}").fetchall()
-    assert (fast.rows_read, fast.parse_errors) == (line.rows_read, line.parse_errors)
-    return calls, diff, con, a
+    return _land_files_both_ways(settings, monkeypatch, "crm_cases", "_read_csv_fast",
+                                 {name: text.encode() for name, text in files.items()})
 
 
 def test_clean_csv_takes_the_fast_path_with_the_line_paths_rows(settings, monkeypatch):

@@ -101,32 +101,42 @@ def _read_jsonl_fast(con, src: Source, path: str, idx: int, stream: bool = False
         types = {f.name: "JSON" if f.name in nested else "VARCHAR" for f in src.fields} | {k: "JSON" for k in extra}
         cols = "{" + ", ".join(f"'{_q(c)}': '{t}'" for c, t in types.items()) + "}"
         stream = stream and STREAM_LINE.strip('"') not in names
-        # Streamed: a view that numbers the records as read_json gives them, in file order (row_number()
-        # OVER () keeps the scan's order); read when the partition is written.
-        make = f"VIEW {table} AS SELECT row_number() OVER () AS {STREAM_LINE}, *" if stream else f"TABLE {table} AS SELECT *"
-        con.execute(
-            f"""CREATE TEMP {make} FROM read_json('{_q(path)}', columns={cols},
-                format='newline_delimited', records=true, ignore_errors=false, hive_partitioning=false,
-                maximum_object_size=67108864)"""
-        )
-        records = sum(n for _, n in shapes)
-        if stream:
-            line = STREAM_LINE
-        else:
-            line = "rowid + 1"
-            if con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] != records:
-                return None
-        # The line path's `_extra`: the non-contract keys in record order, each with its JSON value.
-        entries = ", ".join(f"{{'key': '{_q(k)}', 'value': {_ident(k)}}}" for k in extra)
-        landed = table, f"to_json(map_from_entries([{entries}]))::VARCHAR" if extra else "NULL::VARCHAR", records, line
+        relation = (f"read_json('{_q(path)}', columns={cols}, format='newline_delimited', records=true, "
+                    "ignore_errors=false, hive_partitioning=false, maximum_object_size=67108864)")
+        landed = _fast_table(con, table, "*", relation, stream, sum(n for _, n in shapes), list(extra))
         return landed
     except duckdb.Error as exc:  # the line path reads the file again and names the problem, if there is one
         log.debug("%s: fast path not taken (%s)", path, exc)
         return None
     finally:
-        con.execute(f"DROP TABLE IF EXISTS {rejects}")
-        if landed is None:
-            con.execute(f"DROP {'VIEW' if stream else 'TABLE'} IF EXISTS {table}")
+        _drop_unless_landed(con, rejects, table, stream, landed)
+
+
+def _fast_table(con, table: str, select: str, relation: str, stream: bool, records: int,
+                extra: list[str]) -> tuple | None:
+    """A fast path's records as `table`, and what `typed_select` needs of it: (table, SQL of `_extra`,
+    records, SQL of `_line`), or None when the table does not hold `records` records.
+
+    Streamed (a day of one file): a view that numbers the records as the reader gives them, in file order
+    (row_number() OVER () keeps the scan's order), read when the partition is written; its count is
+    checked on the written partition instead."""
+    make = f"VIEW {table} AS SELECT row_number() OVER () AS {STREAM_LINE}, " if stream else f"TABLE {table} AS SELECT "
+    con.execute(f"CREATE TEMP {make}{select} FROM {relation}")
+    line = STREAM_LINE
+    if not stream:
+        line = "rowid + 1"
+        if con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] != records:
+            return None
+    # The line path's `_extra`: the non-contract keys in record order, each with its JSON value.
+    entries = ", ".join(f"{{'key': '{_q(k)}', 'value': {_ident(k)}}}" for k in extra)
+    return table, f"to_json(map_from_entries([{entries}]))::VARCHAR" if extra else "NULL::VARCHAR", records, line
+
+
+def _drop_unless_landed(con, rejects: str, table: str, stream: bool, landed) -> None:
+    """A fast path's rejects table always, and its records' table or view when it did not land the file."""
+    con.execute(f"DROP TABLE IF EXISTS {rejects}")
+    if landed is None:
+        con.execute(f"DROP {'VIEW' if stream else 'TABLE'} IF EXISTS {table}")
 
 
 def _read_jsonl(con, src: Source, path: str, idx: int) -> None:
@@ -228,25 +238,14 @@ def _read_csv_fast(con, src: Source, path: str, idx: int, stream: bool = False) 
         extra = [c for c in cols if c not in src.columns]
         select = ", ".join([f"{v} AS {_ident(f.name)}" for v, f in zip(fields, src.fields)]
                            + [f"to_json(t.{_ident(c)}) AS {_ident(c)}" for c in extra])
-        relation = f"read_csv('{_q(path)}', {options}, ignore_errors=false) t"
-        make = f"VIEW {table} AS SELECT row_number() OVER () AS {STREAM_LINE}, " if stream else f"TABLE {table} AS SELECT "
-        con.execute(f"CREATE TEMP {make}{select} FROM {relation}")
-        if stream:
-            line = STREAM_LINE
-        else:
-            line = "rowid + 1"
-            if con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] != records:
-                return None
-        entries = ", ".join(f"{{'key': '{_q(k)}', 'value': {_ident(k)}}}" for k in extra)
-        landed = table, f"to_json(map_from_entries([{entries}]))::VARCHAR" if extra else "NULL::VARCHAR", records, line
+        landed = _fast_table(con, table, select, f"read_csv('{_q(path)}', {options}, ignore_errors=false) t",
+                             stream, records, extra)
         return landed
     except duckdb.Error as exc:  # the line path reads the file again and names the problem, if there is one
         log.debug("%s: fast path not taken (%s)", path, exc)
         return None
     finally:
-        con.execute(f"DROP TABLE IF EXISTS {rejects}")
-        if landed is None:
-            con.execute(f"DROP {'VIEW' if stream else 'TABLE'} IF EXISTS {table}")
+        _drop_unless_landed(con, rejects, table, stream, landed)
 
 
 def _csv_header(src: Source, path: str) -> tuple[str, list[str]]:
