@@ -55,14 +55,13 @@ def _read_jsonl_fast(con, src: Source, path: str, idx: int, stream: bool = False
     or invalid line, a duplicate key or keys differing only in case, non-contract keys that differ
     between records, too many key lists, a read_json error, a count that does not match - keeps
     nothing and returns None."""
-    import duckdb
 
     if is_remote(path):
         return None
     core = [f.name for f in src.fields]
     rejects, table = f"fast_rejects_{idx}", f"json_{idx}"
-    landed = None
-    try:
+
+    def read(stream: bool = stream) -> tuple | None:
         # One parse per line: json_keys raises on a line that is not JSON (the same reader as json_valid,
         # so the same lines), which sends the file to the line path; a non-object gives no keys (an empty
         # list, which `{}` gives too: both go to the line path). Grouped by the key list's 64-bit hash:
@@ -103,13 +102,9 @@ def _read_jsonl_fast(con, src: Source, path: str, idx: int, stream: bool = False
         stream = stream and STREAM_LINE.strip('"') not in names
         relation = (f"read_json('{_q(path)}', columns={cols}, format='newline_delimited', records=true, "
                     "ignore_errors=false, hive_partitioning=false, maximum_object_size=67108864)")
-        landed = _fast_table(con, table, "*", relation, stream, sum(n for _, n in shapes), list(extra))
-        return landed
-    except duckdb.Error as exc:  # the line path reads the file again and names the problem, if there is one
-        log.debug("%s: fast path not taken (%s)", path, exc)
-        return None
-    finally:
-        _drop_unless_landed(con, rejects, table, stream, landed)
+        return _fast_table(con, table, "*", relation, stream, sum(n for _, n in shapes), list(extra))
+
+    return _fast_path(con, path, rejects, table, read)
 
 
 def _fast_table(con, table: str, select: str, relation: str, stream: bool, records: int,
@@ -132,11 +127,26 @@ def _fast_table(con, table: str, select: str, relation: str, stream: bool, recor
     return table, f"to_json(map_from_entries([{entries}]))::VARCHAR" if extra else "NULL::VARCHAR", records, line
 
 
-def _drop_unless_landed(con, rejects: str, table: str, stream: bool, landed) -> None:
-    """A fast path's rejects table always, and its records' table or view when it did not land the file."""
-    con.execute(f"DROP TABLE IF EXISTS {rejects}")
-    if landed is None:
-        con.execute(f"DROP {'VIEW' if stream else 'TABLE'} IF EXISTS {table}")
+def _fast_path(con, path: str, rejects: str, table: str, read) -> tuple | None:
+    """What one fast path's `read()` landed, or None, a DuckDB error included (the line path reads the file
+    again and names the problem, if there is one). Its rejects table is dropped either way, and its records'
+    table or view when it landed nothing."""
+    import duckdb
+
+    landed = None
+    try:
+        landed = read()
+    except duckdb.Error as exc:
+        log.debug("%s: fast path not taken (%s)", path, exc)
+    finally:
+        con.execute(f"DROP TABLE IF EXISTS {rejects}")
+        if landed is None:
+            for (kind,) in con.execute(
+                    "SELECT 'VIEW' FROM duckdb_views() WHERE view_name = $name AND NOT internal "
+                    "UNION ALL SELECT 'TABLE' FROM duckdb_tables() WHERE table_name = $name", {"name": table}
+            ).fetchall():
+                con.execute(f"DROP {kind} {table}")
+    return landed
 
 
 def _read_jsonl(con, src: Source, path: str, idx: int) -> None:
@@ -210,7 +220,6 @@ def _read_csv_fast(con, src: Source, path: str, idx: int, stream: bool = False) 
     is a JSON string (SQL NULL for an empty field, which that SQL treats as JSON null), a column the file
     lacks is NULL, and `_extra` maps the non-contract columns, in the header's order, to their JSON
     values. tests/ingest/test_land_fast_path.py compares both paths' rows."""
-    import duckdb
 
     if is_remote(path):
         return None
@@ -222,8 +231,8 @@ def _read_csv_fast(con, src: Source, path: str, idx: int, stream: bool = False) 
     options = (f"header=true, auto_detect=false, columns={columns}, delim='{_q(delim)}', quote='\"', escape='\"', "
                "max_line_size=67108864, buffer_size=134217728, hive_partitioning=false")
     rejects, table = f"fast_csv_rejects_{idx}", f"csv_fast_{idx}"
-    landed = None
-    try:
+
+    def read() -> tuple | None:
         records = con.execute(
             f"""SELECT count(*) FROM read_csv('{_q(path)}', {options}, ignore_errors=true, store_rejects=true,
                 rejects_table='{rejects}', rejects_scan='fast_csv_scan_{idx}')""").fetchall()[0][0]
@@ -238,14 +247,10 @@ def _read_csv_fast(con, src: Source, path: str, idx: int, stream: bool = False) 
         extra = [c for c in cols if c not in src.columns]
         select = ", ".join([f"{v} AS {_ident(f.name)}" for v, f in zip(fields, src.fields)]
                            + [f"to_json(t.{_ident(c)}) AS {_ident(c)}" for c in extra])
-        landed = _fast_table(con, table, select, f"read_csv('{_q(path)}', {options}, ignore_errors=false) t",
-                             stream, records, extra)
-        return landed
-    except duckdb.Error as exc:  # the line path reads the file again and names the problem, if there is one
-        log.debug("%s: fast path not taken (%s)", path, exc)
-        return None
-    finally:
-        _drop_unless_landed(con, rejects, table, stream, landed)
+        return _fast_table(con, table, select, f"read_csv('{_q(path)}', {options}, ignore_errors=false) t",
+                           stream, records, extra)
+
+    return _fast_path(con, path, rejects, table, read)
 
 
 def _csv_header(src: Source, path: str) -> tuple[str, list[str]]:
