@@ -22,9 +22,7 @@ from feedback_loop.ingest.land_readers import (
     _check_encoding,
     _landed,
     _locate,
-    _read_csv,
     _read_csv_fast,
-    _read_jsonl,
     _read_jsonl_fast,
     _size,
     _StreamMismatch,
@@ -100,8 +98,8 @@ def land_source(settings: Settings, source: str, dt: date | str) -> LandResult:
     )
     fast = []  # (path, table, SQL of _extra, records, SQL of _line) of the files read by a fast path
     file_stats = []
-    # A day of one JSON Lines file is streamed from read_json into the write (no table: at 2 M events it
-    # spilled); its record count is checked on the written partition instead.
+    # A day of one clean JSON Lines or CSV file is streamed from its reader into the write (no table: at 2 M
+    # events it spilled); its record count is checked on the written partition instead.
     stream = len(files or []) == 1
     for i, path in enumerate(files or []):
         fmt = contract.file_format(path)
@@ -161,7 +159,7 @@ def land_source(settings: Settings, source: str, dt: date | str) -> LandResult:
         fast = []
         con.execute(f"DROP VIEW IF EXISTS {table}")
         try:
-            (_read_jsonl if fmt == "jsonl" else _read_csv)(con, src, path, 0)
+            _READERS[fmt](con, src, path, 0)
         except Exception as exc:
             raise LandingError(f"{path}: cannot be read as {fmt}{_locate(path, fmt, exc)}: {exc}") from exc
         file_stats[-1]["rows"] = _landed(con, fast)
