@@ -12,7 +12,7 @@ import shutil
 import uuid
 from collections import Counter
 
-from feedback_loop.datasets import actions, curation, formats, pii, tokens
+from feedback_loop.datasets import actions, curation, formats, json_text, pii, tokens
 from feedback_loop.datasets.config import (
     ACTION_DATASETS,
     HUMAN_LABEL_SOURCES,
@@ -89,7 +89,7 @@ def _example_id(name: str, e: Example) -> str:
     r = dict(e.records[_main_format(name)])
     for volatile in ("example_id", "n_copies", "reviewers", "weight"):
         r.pop(volatile, None)
-    blob = json.dumps([name, e.conversation_id, e.source, r], sort_keys=True, ensure_ascii=False, default=str)
+    blob = json_text.dumps([name, e.conversation_id, e.source, r], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
@@ -97,7 +97,7 @@ def _example_id(name: str, e: Example) -> str:
 
 
 def _jsonl(records: list[dict]) -> bytes:
-    return "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records).encode()
+    return "".join(json_text.dumps(r, default=str) + "\n" for r in records).encode()
 
 
 def _records_of(e: Example) -> dict:

@@ -15,6 +15,8 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
+from feedback_loop.datasets import json_text
+
 ENCODING = "cl100k_base"
 RANKS_FILE = Path(__file__).resolve().parents[1] / "data" / "tokenizers" / "cl100k_base.tiktoken"
 RANKS_SHA256 = "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"  # tiktoken's own pin
@@ -88,11 +90,14 @@ def count_json(obj) -> int:
     stop at whitespace, and a "," only joins a letter run that follows it at once), and pieces are encoded
     one by one, so the text's count is the sum of its parts cut after each ", " between members. A tool
     example's catalogue (~5 KB of its ~7 KB JSON, the same in every example of a night) is one part, so it
-    is encoded once, not once per example. tests/datasets/test_tokens.py compares with the whole text's count.
+    is encoded once, not once per example (and its JSON text made once: `json_text`).
+    tests/datasets/test_tokens.py compares with the whole text's count.
     """
     if not isinstance(obj, dict) or len(obj) < 2 or not all(isinstance(k, str) for k in obj):
         return count_unique(json.dumps(obj, ensure_ascii=False))
-    members = [json.dumps(k, ensure_ascii=False) + ": " + json.dumps(v, ensure_ascii=False) for k, v in obj.items()]
+    members = [json.dumps(k, ensure_ascii=False) + ": " + (json_text.catalogue(v) if k == json_text.CATALOGUE
+                                                           else json.dumps(v, ensure_ascii=False))
+               for k, v in obj.items()]
     last = len(members) - 1
     return sum(_by_key(("{" if i == 0 else " ") + m + ("}" if i == last else ","))
                for i, m in enumerate(members))
