@@ -726,6 +726,60 @@ def test_a_stored_candidate_entry_is_read_as_plain_data_only():
         candidate_store.load_plain(pickle.dumps(os.system))
 
 
+def test_the_nights_catalogue_is_pickled_by_reference_and_the_stored_values_follow_it(tmp_path):
+    """A tool-calling example's records hold the night's catalogue (the builder's own object) as a reference,
+    not ~5 KB of it; read back, it is that object again. Two nights with other catalogues pickle the same
+    records to the same bytes, so the stored token count and id of one (`value_store`) must not serve the
+    other: the content hash covers the catalogue."""
+    import pickle
+
+    from feedback_loop.datasets import candidate_store, value_store
+
+    def catalogue(*names):
+        return [{"type": "function", "function": {"name": n, "description": f"Back-end action {n}." * 20,
+                                                  "parameters": {"type": "object", "properties": {}}}}
+                for n in names]
+
+    def records_offering(tools):
+        return {fmt: {"messages": [{"role": "user", "content": "where is my order"}], "tools": tools}
+                for fmt in ("trl_tool_messages", "openai_chat")}
+
+    one, other = catalogue("refund"), catalogue("refund", "cancel_order")
+    records = records_offering(one)
+    a, b = candidates._Spill(one), candidates._Spill(other)
+    ref = a.put(records)
+    assert b.put(records_offering(other)).blob() == ref.blob()
+    assert b"catalogue" in ref.blob() and len(ref.blob()) < len(pickle.dumps(one)) / 2
+    back = ref.load()
+    assert back == records and back["trl_tool_messages"]["tools"] is one and back["openai_chat"]["tools"] is one
+    assert b.load(*_put_blob_at(b, ref.blob()))["openai_chat"]["tools"] is other  # the same bytes, another night
+    equal = json.loads(json.dumps(one))  # equal but not the night's object: pickled whole
+    assert candidates._Spill(one).put({"x": {"tools": equal}}).load() == {"x": {"tools": equal}}
+    with pytest.raises(pickle.UnpicklingError, match="catalogue"):
+        candidate_store.load_plain(ref.blob())  # a reference read without a catalogue is refused
+
+    def example(spill):
+        return Example("tool_sft", "c1", "action_correction", key="k", records=spill.put(records_offering(spill.catalogue)))
+
+    counted = []
+    for spill, day in ((a, "2026-11-20"), (b, "2026-11-21")):
+        store = value_store.ExampleValues(duckdb.connect(), Lake(str(tmp_path / "lake")), "2026-11-20", day)
+        e = example(spill)
+        store.fill([e], lambda e, day=day: counted.append(day) or len(counted), lambda e, day=day: f"id-{day}")
+        store.save(day)
+        store.close()
+    assert counted == ["2026-11-20", "2026-11-21"]  # the second night's catalogue differs: computed again
+    store = value_store.ExampleValues(duckdb.connect(), Lake(str(tmp_path / "lake")), "2026-11-20", "2026-11-21")
+    e = example(b)
+    store.fill([e], lambda e: pytest.fail("a stored value was computed again"), lambda e: pytest.fail("again"))
+    assert (e.tokens, e.example_id) == (2, "id-2026-11-21")
+
+
+def _put_blob_at(spill, blob: bytes) -> tuple[int, int]:
+    ref = spill.put_blob(blob)
+    return ref.offset, ref.length
+
+
 def test_hugging_face_datasets_loads_the_files_offline(built, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")

@@ -179,6 +179,12 @@ def call_key(call: dict) -> str:
 class ActionExamples:
     """Tool-calling candidates of one conversation; mixed into `candidates._Candidates`."""
 
+    def _offered(self, *calls: dict | None) -> list[dict]:
+        """The catalogue offered with these calls: the night's own object (`self.catalogue`, pickled by
+        reference) unless a call names a tool it lacks."""
+        tools = offered(self.tools, *calls)
+        return self.catalogue if tools is self.tools else tools_openai(tools)
+
     def _agent_call(self, conv, name: str | None = None, before=None):
         """(ts, call) of the agent's action: executed before proposed, the named one if given, the last before
         `before`."""
@@ -210,7 +216,7 @@ class ActionExamples:
                        provenance: dict, evidence) -> None:
         from feedback_loop.datasets.candidates import _fact_date
 
-        cid, tools = conv.conversation_id, tools_openai(offered(self.tools, chosen, rejected))
+        cid, tools = conv.conversation_id, self._offered(chosen, rejected)
         meta = {"fact_date": _fact_date(conv)}
         if chosen is not None:
             self.cands["tool_sft"].append(Example(
@@ -241,7 +247,7 @@ class ActionExamples:
             group=str(label).lower(), label=str(label).lower(), reviewer=conv.conversation_id,
             meta=meta,
             records={"trl_tool_unpaired": {"prompt": prompt, "completion": [trl_message(call)], "label": label,
-                                           "tools": tools_openai(offered(self.tools, call))},
+                                           "tools": self._offered(call)},
                      PROVENANCE: {**provenance, "label": label}}))
 
     def _action_correction(self, conv, o: dict) -> None:

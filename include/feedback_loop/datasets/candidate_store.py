@@ -15,7 +15,9 @@ only those are built again; a night reprocessed with the same data finds every f
 The fingerprint is computed in SQL (`fingerprint_sql`): an md5 over the conversation's outcome row, its
 corrections and a digest of its events' contents, prefixed by `global_key` (configuration, KB, tools,
 redactor, code). Entries are pickles
-read back with an unpickler that only builds plain data (`load_plain`): the lake is data, never code.
+read back with an unpickler that only builds plain data (`load_plain`): the lake is data, never code. A
+candidate's records hold the night's tool catalogue as a reference (`dumps_records`), which a night with
+the same `global_key` (the same catalogue) resolves to its own.
 """
 
 from __future__ import annotations
@@ -98,20 +100,53 @@ def fingerprint_sql(global_key: str, outcome: str) -> str:
     WHERE o.keep"""
 
 
+CATALOGUE = "catalogue"  # the persistent id of the night's tool catalogue in a candidate's records
+
+
+class _ByReference(pickle.Pickler):
+    """Pickles the night's tool catalogue (~5 KB, the same list in nearly every tool-calling example) as a
+    reference: what a record is built from besides it is its own."""
+
+    def __init__(self, fh, catalogue):
+        super().__init__(fh, protocol=PROTOCOL)
+        self.catalogue = catalogue
+
+    def persistent_id(self, obj):
+        return CATALOGUE if obj is self.catalogue and obj is not None else None
+
+
+def dumps_records(records: dict, catalogue: list | None = None) -> bytes:
+    """A candidate's records, pickled with `catalogue` (the very object) by reference."""
+    out = io.BytesIO()
+    _ByReference(out, catalogue).dump(records)
+    return out.getvalue()
+
+
 class _PlainData(pickle.Unpickler):
-    """Builds only plain data: containers, numbers, strings, bytes and the datetime types."""
+    """Builds only plain data: containers, numbers, strings, bytes and the datetime types (and the
+    catalogue given, for its reference)."""
 
     ALLOWED = {("datetime", n) for n in ("datetime", "date", "time", "timedelta", "timezone")} | {("decimal", "Decimal")}
+
+    def __init__(self, fh, catalogue):
+        super().__init__(fh)
+        self.catalogue = catalogue
 
     def find_class(self, module: str, name: str):
         if (module, name) in self.ALLOWED:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"a stored candidate entry names {module}.{name}: not plain data, refused")
 
+    def persistent_load(self, pid):
+        if pid == CATALOGUE and self.catalogue is not None:
+            return self.catalogue
+        raise pickle.UnpicklingError(f"a stored candidate entry refers to {pid!r}, which this reading has not")
 
-def load_plain(blob: bytes):
-    """A stored entry, or a candidate's records (what `candidates._Spill` holds), built as plain data only."""
-    return _PlainData(io.BytesIO(blob)).load()
+
+def load_plain(blob: bytes, catalogue: list | None = None):
+    """A stored entry, or a candidate's records (what `candidates._Spill` holds), built as plain data only;
+    a reference to the catalogue is `catalogue` (the same object: it is shared, never changed)."""
+    return _PlainData(io.BytesIO(blob), catalogue).load()
 
 
 def entry(candidates: list, unusable: dict, redaction) -> bytes:

@@ -4,13 +4,14 @@ Part of the dataset stage (`feedback_loop.datasets.build`, docs/datasets.md)."""
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 
 from feedback_loop.datasets import candidate_store, curation
-from feedback_loop.datasets.actions import BUILTIN_TOOLS, ActionExamples
+from feedback_loop.datasets.actions import BUILTIN_TOOLS, ActionExamples, tools_openai
 from feedback_loop.datasets.config import ALL_DATASETS, Config
 from feedback_loop.datasets.curation import Example
 
@@ -129,12 +130,17 @@ class _Spill:
     included; read back as plain data only (`candidate_store.load_plain`), since a stored night's records
     come from the lake."""
 
-    def __init__(self):
+    def __init__(self, catalogue: list | None = None):
         self.fh = tempfile.TemporaryFile()  # noqa: SIM115 - anonymous, lives as long as the spill (closed on collection)
         self.end = 0
+        # The night's tool catalogue, pickled by reference (`candidate_store.dumps_records`); `catalogue_key`
+        # stands for it where a content hash of the records must cover it (`value_store.content_hash`).
+        self.catalogue = catalogue
+        self.catalogue_key = hashlib.blake2b(pickle.dumps(catalogue, protocol=candidate_store.PROTOCOL),
+                                             digest_size=16).digest()
 
     def put(self, records: dict) -> _Spilled:
-        return self.put_blob(pickle.dumps(records, protocol=candidate_store.PROTOCOL))
+        return self.put_blob(candidate_store.dumps_records(records, self.catalogue))
 
     def put_blob(self, blob: bytes) -> _Spilled:
         self.fh.seek(self.end)
@@ -145,7 +151,7 @@ class _Spill:
 
     def load(self, offset: int, length: int) -> dict:
         self.fh.seek(offset)
-        return candidate_store.load_plain(self.fh.read(length))
+        return candidate_store.load_plain(self.fh.read(length), self.catalogue)
 
     def blob(self, ref: _Spilled) -> bytes:
         self.fh.seek(ref.offset)
@@ -198,11 +204,12 @@ class _Ordered:
         self.spill, self.name, self.builder = spill, name, builder
 
     def append(self, example: Example) -> None:
-        example.records = self.spill.put(example.records)
+        blob = candidate_store.dumps_records(example.records, self.spill.catalogue)
+        example.records = self.spill.put_blob(blob)
         self.push(self.key, example)
         if self.builder.recording is not None:  # what the conversation gave, before curation changes it
             self.builder.recording.append((self.name, self.key[0], self.builder.ordinal,
-                                           candidate_store.example_fields(example), example.records))
+                                           candidate_store.example_fields(example), blob))
 
     def push(self, key: tuple, example: Example) -> None:
         """Add a candidate whose records are in the spill, at place `key`."""
@@ -259,7 +266,8 @@ class _Candidates(ActionExamples):
         self.cfg, self.kb = cfg, kb
         self.held = 0  # candidates in memory, not parked
         self.tools = tools or dict(BUILTIN_TOOLS)
-        self.spill = _Spill()
+        self.catalogue = tools_openai(self.tools)  # what every example offering no other tool carries
+        self.spill = _Spill(self.catalogue)
         self.cands: dict[str, _Ordered] = {n: _Ordered(self.spill, n, self) for n in ALL_DATASETS}
         self.unusable: dict[str, Counter] = {n: Counter() for n in ALL_DATASETS}
         self.response_fixed = {o["conversation_id"] for o in corrections if o["stage"] == "response"}
@@ -316,7 +324,7 @@ class _Candidates(ActionExamples):
                 self.unusable = totals
         if not record:
             return None
-        return [(n, phase, j, values, self.spill.blob(ref)) for n, phase, j, values, ref in recorded], mine_unusable
+        return recorded, mine_unusable
 
     def add_stored(self, conversation_id: str, stored: list, unusable: dict) -> None:
         """What `add(record=True)` gave for the conversation on an earlier night, in the same places: the

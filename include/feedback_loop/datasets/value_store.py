@@ -39,12 +39,16 @@ def values_key() -> str:
     return h.hexdigest()[:20]
 
 
-def content_hash(dataset: str, conversation_id: str, source: str, records_blob: bytes) -> bytes:
-    """What an example's token count and id are computed from (its records as pickled when built)."""
+def content_hash(dataset: str, conversation_id: str, source: str, records_blob: bytes,
+                 catalogue_key: bytes = b"") -> bytes:
+    """What an example's token count and id are computed from: its records as pickled when built, and the
+    catalogue they refer to (`candidates._Spill.catalogue_key`: the pickle holds a reference to it)."""
     h = hashlib.blake2b(digest_size=16)
     for part in (dataset, conversation_id, source):
         h.update(part.encode("utf-8", "surrogatepass"))
         h.update(b"\0")
+    h.update(catalogue_key)
+    h.update(b"\0")
     h.update(records_blob)
     return h.digest()
 
@@ -70,7 +74,8 @@ class ExampleValues(NightlyStore):
         for e in examples:
             if hasattr(e.records, "blob"):  # the records' pickle, read back from the spill without unpickling
                 todo.append(e)
-                contents.append(content_hash(e.dataset, e.conversation_id, e.source, e.records.blob()))
+                contents.append(content_hash(e.dataset, e.conversation_id, e.source, e.records.blob(),
+                                             e.records.spill.catalogue_key))
             else:
                 e.tokens, e.example_id = count(e), identify(e)
         if not todo:
