@@ -134,12 +134,17 @@ def candidate_sql(settings: Settings, src: Source, dt: str, lake: Lake) -> str:
     lookback = [
         str(date.fromisoformat(dt) - timedelta(days=i)) for i in range(1, settings.reference_lookback_days + 1)
     ]
+    # The earlier days are read for the day's own keys only (`IN` the raw partition's): a month of history
+    # is ~30x the day, and grouping all of it (every id ever staged, every conversation ever opened) ran a
+    # 2 M-event day out of its memory limit once 30 days were there; the day's keys are the hash side.
     if _unique_across_days(src):
         earlier = _existing(lake, "staged", src.name, lookback)
         if earlier:
+            ids = f"{src.id_column} IN (SELECT {src.id_column} FROM read_parquet({literal(raw)}))"
             joins.append(
                 f"LEFT JOIN (SELECT {src.id_column} AS _k, min(dt)::VARCHAR AS _seen_on_day FROM "
-                f"read_parquet({earlier}, hive_partitioning=true) GROUP BY 1) seen ON seen._k = r.{src.id_column}"
+                f"read_parquet({earlier}, hive_partitioning=true) WHERE {ids} GROUP BY 1) seen "
+                f"ON seen._k = r.{src.id_column}"
             )
             cols.append("seen._seen_on_day")
         else:
@@ -149,7 +154,8 @@ def candidate_sql(settings: Settings, src: Source, dt: str, lake: Lake) -> str:
         target_days = lake.days("raw", ref.target)
         window_start = str(date.fromisoformat(dt) - timedelta(days=settings.reference_lookback_days))
         history_complete = bool(target_days) and target_days[0] <= window_start
-        where = f"WHERE {ref.where}" if ref.where else ""
+        ours = f"{ref.target_column} IN (SELECT {ref.column} FROM read_parquet({literal(raw)}))"
+        where = f"WHERE ({ref.where}) AND {ours}" if ref.where else f"WHERE {ours}"
         known = (
             f"(SELECT DISTINCT {ref.target_column} AS _k FROM read_parquet({files}) {where})"
             if files else "(SELECT NULL::VARCHAR AS _k WHERE false)"
