@@ -154,6 +154,35 @@ def test_an_id_staged_on_an_earlier_day_is_a_duplicate(settings):
     assert q == [("e1", "duplicate_id_across_days", f"already staged on {PREV}")]
 
 
+def test_references_resolve_through_earlier_days_and_only_their_own_ids_are_read(settings):
+    """A conversation opened the day before and a case exported the day before resolve today's rows; one
+    opened nowhere is unknown (the lookback holds the whole history). The earlier days are read for the
+    day's own keys only: other ids there neither resolve nor duplicate anything."""
+    settings = replace(settings, max_bad_row_share=0.9, reference_lookback_days=1)
+    _jsonl(settings, "agent_events", [_ev(1, conv="c9", ts=f"{PREV}T10:00:00Z"),
+                                      _ev(2, conv="other", ts=f"{PREV}T10:00:00Z")], day=PREV)
+    _jsonl(settings, "agent_events", [_ev(3, conv="c9", etype="agent_response"),
+                                      _ev(4, conv="c8", etype="agent_response"), _ev(5, conv="c7"),
+                                      _ev(6, conv="c7", etype="agent_response")])
+    _jsonl(settings, "crm_cases", [_case("k9", conversation_id="c9", updated_at=f"{PREV}T11:00:00Z",
+                                         created_at=f"{PREV}T09:00:00Z")], day=PREV)
+    _jsonl(settings, "crm_cases", [_case("k7", conversation_id="c7")])
+    survey = {"survey_id": "s9", "case_id": "k9", "conversation_id": "c9", "submitted_at": f"{DAY}T12:00:00Z",
+              "kind": "csat", "score": 5}
+    _jsonl(settings, "surveys", [survey, {**survey, "survey_id": "s8", "case_id": "k8"}])
+    for day in (PREV, DAY):
+        for source in ("agent_events", "crm_cases"):
+            nightly.land(settings, source, day)
+            nightly.validate(settings, source, day)
+    nightly.land(settings, "surveys", DAY)
+    nightly.validate(settings, "surveys", DAY)
+    assert _quarantine(settings, "agent_events") == {"e4": "unknown_conversation_id"}
+    assert _quarantine(settings, "surveys") == {"s8": "unknown_case_id"}
+    staged = duckdb.sql(f"SELECT event_id FROM '{settings.lake}/staged/agent_events/dt={DAY}/part.parquet' "
+                        "ORDER BY 1").fetchall()
+    assert staged == [("e3",), ("e5",), ("e6",)]
+
+
 def test_rerunning_a_day_gives_identical_outputs(day_with_every_problem):
     settings = replace(day_with_every_problem, max_bad_row_share=0.9)
     nightly.run_day(settings, DAY, data_docs=False)
