@@ -5,10 +5,16 @@
 CREATE OR REPLACE TEMP TABLE {{table}} AS
 SELECT u.*, k.conversation_id, d.d_intent, coalesce(k.channel, d.d_channel) AS d_channel,
     d.d_strategy, d.d_mode
-FROM (WITH res AS (SELECT DISTINCT case_id, resolved_at FROM cases WHERE resolved_at IS NOT NULL),
+FROM (WITH -- A cohort row is one case's resolution or reopen dated in [$first, $last] and depends on that case's
+           -- states only: the window's other cases (a month of them) are not read further.
+           ours AS (SELECT DISTINCT case_id FROM cases
+                    WHERE resolved_at::DATE BETWEEN $first::DATE AND $last::DATE
+                       OR last_reopened_at::DATE BETWEEN $first::DATE AND $last::DATE),
+           res AS (SELECT DISTINCT case_id, resolved_at FROM cases
+                   WHERE resolved_at IS NOT NULL AND case_id IN (SELECT case_id FROM ours)),
            reo AS (SELECT case_id, t, lag(t) OVER (PARTITION BY case_id ORDER BY t) AS prev_t
                    FROM (SELECT DISTINCT case_id, last_reopened_at AS t FROM cases
-                         WHERE last_reopened_at IS NOT NULL))
+                         WHERE last_reopened_at IS NOT NULL AND case_id IN (SELECT case_id FROM ours)))
       SELECT case_id, resolved_at AS cohort_ts, case_id || '@' || strftime(resolved_at, '%Y-%m-%dT%H:%M:%S') AS unit,
           EXISTS (SELECT 1 FROM reo WHERE reo.case_id = res.case_id AND reo.t > res.resolved_at
                   AND reo.t <= res.resolved_at + INTERVAL 24 HOUR) AS reopened
