@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,3 +55,25 @@ def test_bench_steady_state_measures_the_night_after_its_history(tmp_path):
     for figures in steady["stages"].values():
         assert figures["wall_s"] > 0 and figures["peak_rss_mib"] > 0
     assert steady["vs_empty_lake"]["whole_run"] > 0
+
+
+def test_steady_history_measures_the_lookback_stages_with_and_without_history(tmp_path, monkeypatch):
+    """bench/steady_history.py on a tiny landed, validated and modelled day: each stage measured on the day
+    alone and with synthetic earlier days, in fresh processes, figures printed as JSON."""
+    from feedback_loop import nightly
+    from feedback_loop.settings import Settings
+    from feedback_loop_sample.generator import generate
+
+    run = tmp_path / "run"
+    monkeypatch.setenv("ACSR_DATA_DIR", str(run))
+    settings = Settings.load()
+    generate(settings.landing, date(2026, 11, 20), date(2026, 11, 20), conversations_per_day=40, seed=3)
+    nightly.land_validate_model(settings, "2026-11-20")
+    p = subprocess.run([sys.executable, str(ROOT / "bench" / "steady_history.py"), str(run), "--days", "2",
+                        "--facts-days", "3"], check=False, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    figures = json.loads(p.stdout.strip().splitlines()[-1])
+    assert set(figures) == {"validate", "model", "signals"}
+    for stage in figures.values():
+        for side in ("day_alone", "with_history"):
+            assert stage[side]["cpu_s"] > 0 and stage[side]["peak_mib"] > 0
