@@ -6,8 +6,8 @@ copies a lake kept by `run_bench.py --keep` and writes its day again as each ear
 that day's rows suffixed (a new set of conversations, cases and events every day) and its times shifted,
 plus a share of rows that keep the day's ids (a case with states on several days, a conversation active on
 several days, an event id staged twice): the sizes and the key overlaps of a steady lake, not its
-statistics. Then it runs validate (every source), model and signals of the kept day on the lake without
-history and on the lake with it, each in a fresh process, and prints CPU, wall and peak RSS side by side.
+statistics. Then it runs validate (every source), model, signals and gaps of the kept day on the lake
+without history and on the lake with it, each in a fresh process, and prints CPU, wall and peak RSS side by side.
 
     .venv/bin/python bench/run_bench.py --events 2000000 --keep --no-airflow   # once
     .venv/bin/python bench/steady_history.py bench/.cache/run-c215054-*/empty
@@ -29,7 +29,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 DAY = "2026-11-20"
-STAGES = ("validate", "model", "signals")
+STAGES = ("validate", "model", "signals", "gaps")
 
 
 def _history(lake: Path, day: str, days: int, facts_days: int) -> None:
@@ -81,6 +81,8 @@ def _child(stage: str, day: str) -> None:
             nightly.validate(s, source, day)
     elif stage == "model":
         nightly.model(s, day)
+    elif stage == "gaps":
+        nightly.detect_gaps(s, day)
     else:
         nightly.signals(s, day)
 

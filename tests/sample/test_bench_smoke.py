@@ -73,7 +73,7 @@ def test_steady_history_measures_the_lookback_stages_with_and_without_history(tm
                         "--facts-days", "3"], check=False, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     figures = json.loads(p.stdout.strip().splitlines()[-1])
-    assert set(figures) == {"validate", "model", "signals"}
+    assert set(figures) == {"validate", "model", "signals", "gaps"}
     for stage in figures.values():
         for side in ("day_alone", "with_history"):
             assert stage[side]["cpu_s"] > 0 and stage[side]["peak_mib"] > 0
