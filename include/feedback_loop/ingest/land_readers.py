@@ -37,6 +37,12 @@ def _landed(con, fast: list) -> int:
     return con.execute("SELECT count(*) FROM rows").fetchone()[0] + sum(f[3] for f in fast)
 
 
+def _rejected_any(con, rejects: str) -> bool:
+    """Whether a fast path's scan stored any rejected record in `rejects` (a table that may not exist)."""
+    exists = con.execute(f"SELECT count(*) FROM duckdb_tables() WHERE table_name = '{rejects}'").fetchone()[0]
+    return bool(exists and con.execute(f"SELECT count(*) FROM {rejects}").fetchone()[0])
+
+
 STREAM_LINE = '"__acsr_line"'  # the line number column of a streamed fast-path file
 
 
@@ -79,8 +85,7 @@ def _read_jsonl_fast(con, src: Source, path: str, idx: int, stream: bool = False
         if any(keys is None or n_keys != n for keys, n_keys, n in groups):
             return None  # a blank line (no key list)
         shapes = [(keys, n) for keys, _, n in groups]
-        rejected = con.execute(f"SELECT count(*) FROM duckdb_tables() WHERE table_name = '{rejects}'").fetchone()[0]
-        if rejected and con.execute(f"SELECT count(*) FROM {rejects}").fetchone()[0]:
+        if _rejected_any(con, rejects):
             return None
         # A blank line has no key list (NULL), a non-object an empty one
         if not shapes or len(shapes) > MAX_KEY_SHAPES or any(not keys for keys, _ in shapes):
@@ -237,8 +242,7 @@ def _read_csv_fast(con, src: Source, path: str, idx: int, stream: bool = False) 
             f"""SELECT count(*) FROM read_csv('{_q(path)}', {options}, ignore_errors=true, store_rejects=true,
                 rejects_table='{rejects}', rejects_scan='fast_csv_scan_{idx}')""").fetchall()[0][0]
         # (fetchall: the rejects table is written when the result is read to its end, not at fetchone)
-        rejected = con.execute(f"SELECT count(*) FROM duckdb_tables() WHERE table_name = '{rejects}'").fetchone()[0]
-        if rejected and con.execute(f"SELECT count(*) FROM {rejects}").fetchone()[0]:
+        if _rejected_any(con, rejects):
             return None
         nested = {f.name for f in src.fields if f.type not in _SCALAR_TYPES}
         present = set(cols)
