@@ -752,7 +752,7 @@ def test_the_nights_catalogue_is_pickled_by_reference_and_the_stored_values_foll
     assert b"catalogue" in ref.blob() and len(ref.blob()) < len(pickle.dumps(one)) / 2
     back = ref.load()
     assert back == records and back["trl_tool_messages"]["tools"] is one and back["openai_chat"]["tools"] is one
-    assert b.load(*_put_blob_at(b, ref.blob()))["openai_chat"]["tools"] is other  # the same bytes, another night
+    assert b.put_blob(ref.blob()).load()["openai_chat"]["tools"] is other  # the same bytes, another night
     equal = json.loads(json.dumps(one))  # equal but not the night's object: pickled whole
     assert candidates._Spill(one).put({"x": {"tools": equal}}).load() == {"x": {"tools": equal}}
     with pytest.raises(pickle.UnpicklingError, match="catalogue"):
@@ -773,11 +773,6 @@ def test_the_nights_catalogue_is_pickled_by_reference_and_the_stored_values_foll
     e = example(b)
     store.fill([e], lambda e: pytest.fail("a stored value was computed again"), lambda e: pytest.fail("again"))
     assert (e.tokens, e.example_id) == (2, "id-2026-11-21")
-
-
-def _put_blob_at(spill, blob: bytes) -> tuple[int, int]:
-    ref = spill.put_blob(blob)
-    return ref.offset, ref.length
 
 
 def test_hugging_face_datasets_loads_the_files_offline(built, tmp_path, monkeypatch):
