@@ -4,11 +4,14 @@ at the top, above everything else, with no personal data on its page."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 from collections import Counter
 from datetime import date
 from pathlib import Path
 
+import duckdb
 import pytest
 from generated_night import gap_night
 
@@ -45,6 +48,33 @@ def test_planted_gaps_found_and_ranked_above_noise(generated):
     assert max(ranks) < min(others, default=10**6)
     # Every missing-article gap reported is a planted one (no noise reported as a missing article).
     assert all(_majority(r, intents) in planted for r in open_rows if r["kind"] == "missing_article")
+
+
+def test_window_past_the_caps_still_finds_the_planted_gaps(generated, tmp_path):
+    """A big team's window is past every cap: the heaviest `max_signals` are clustered, the traffic sample
+    is a floor of `max_texts`, the text space is fitted on a sample and every message projected into it. The
+    minimum topic size is what a big window makes it (0.3 % of 1.3 M signals is 3,900: more than a topic
+    holds of the 6,000 clustered, and such a night found no topic at all); here 8 of 274 signals with 90
+    clustered: the clustering must ask a topic for its share of the sample, not for 8 of the 90."""
+    from feedback_loop import nightly
+
+    settings, truth, summary, _rows, intents = generated
+    shutil.copytree(settings.lake, tmp_path / "lake")
+    n = summary["n_signals"]
+    capped = dataclasses.replace(settings, lake=str(tmp_path / "lake"), gap_params={
+        "max_signals": n // 3, "max_texts": n + 26, "max_fit_texts": n - 24, "min_topic_size": 8})
+    out = nightly.detect_gaps(capped, END.isoformat(), window_days=DAYS)
+    assert out["clustered"] == n // 3 and out["cluster_min_size"] == 4 and out["min_topic_size"] == 8
+    # The traffic sample keeps its floor (a quarter of max_texts, not the 26 left after the signals), and
+    # the text space was fitted on a sample of the messages, not on all of them.
+    assert out["n_traffic_sample"] == (n + 26) // 4
+    assert out["fitted_texts"] < n + out["n_traffic_sample"] + out["kb_published"]
+    rows = duckdb.connect().execute("SELECT * FROM read_parquet($f) ORDER BY rank", {"f": out["mart"]}).fetchdf()
+    planted = set(truth["gap_intents"])
+    asked = Counter(intents[c] for c in intents if intents[c] in planted)
+    found = {_majority(r, intents) for r in rows.to_dict("records")
+             if r["status"] == "open" and r["kind"] == "missing_article"}
+    assert {i for i, k in asked.items() if k >= 10} <= found, asked
 
 
 def test_no_personal_data_on_the_page_or_in_the_mart(generated):

@@ -27,6 +27,7 @@ from feedback_loop.gaps.params import SIGNALS, GapParams
 from feedback_loop.settings import Settings
 
 log = logging.getLogger(__name__)
+ASSIGN_BLOCK = 50000  # rows whose vectors are built at a time to join their nearest topic
 
 COLUMNS = ["conversation_id", "customer_id", "text", "final_intent", "final_confidence", "human_intent",
            "human_category", "kb_articles", "kb_max_score", "started_at", "escalated", "handle_time_s", "weight"] + \
@@ -68,7 +69,9 @@ def find_gaps(con, p: GapParams, settings: Settings | None = None) -> tuple[list
     sig = fetch(f"{select} AND weight >= $w ORDER BY weight DESC, conversation_id", {"w": p.min_weight})
     # The rest of the traffic gives each topic its size and each label what it answers: a sample at scale.
     n_other = con.execute(f"SELECT count(*) FROM ({select} AND weight < $w)", {"w": p.min_weight}).fetchall()[0][0]
-    budget = max(1, p.max_texts - len(sig))
+    # At least a quarter of `max_texts` however many signals there are: a topic's traffic is scaled up from
+    # this sample, and a handful of rows would make every failure rate noise.
+    budget = max(p.max_texts - len(sig), p.max_texts // 4, 1)
     other = fetch(f"{select} AND weight < $w ORDER BY hash(conversation_id), conversation_id LIMIT $n",
                   {"w": p.min_weight, "n": budget})
     other.sort(key=lambda r: r["conversation_id"])
@@ -79,14 +82,16 @@ def find_gaps(con, p: GapParams, settings: Settings | None = None) -> tuple[list
     has_prev_window = bool(con.execute("SELECT count(*) > 0 FROM conv WHERE NOT in_window").fetchall()[0][0])
     kb = con.execute("SELECT article_id, title, body, intents, status, updated_at FROM kb ORDER BY article_id").fetchall()
     published = [a for a in kb if a[4] == "published"]
-    stats = {"n_conversations": n_total, "n_signals": len(sig), "n_topics": 0, "n_noise": 0,
+    stats = {"n_conversations": n_total, "n_signals": len(sig), "n_topics": 0, "n_noise": 0, "n_traffic_sample": len(other),
              "kb_published": len(published)}
     rows: list[dict] = stale_articles(con, p, published)
     all_rows = sig + other + prev_rows
     n_conv = len(all_rows)
+    nc = min(len(sig), p.max_signals)
     space = gt.fit_text_space([r["text"] for r in all_rows] + [article_text(a) for a in published] or [""],
                               backend=p.backend, lsa_components=p.lsa_components,
-                              sentence_model=p.sentence_model or None, seed=p.seed)
+                              sentence_model=p.sentence_model or None, seed=p.seed,
+                              fit_rows=_fit_rows(p, n_conv, nc, range(len(sig), len(sig) + len(other)), len(published)))
     art_tfidf = space.tfidf[n_conv:n_conv + len(published)]
     rows.extend(contradictory_articles(con, p, published, art_tfidf))
     if len(sig) < 2:
@@ -99,21 +104,32 @@ def find_gaps(con, p: GapParams, settings: Settings | None = None) -> tuple[list
     cents = trust.answered_centroids(sem, answer_label, answered)
     agree = trust.agreement(sem, [r.get("final_intent") for r in all_rows], cents)
     labels_of = trust.weighted_labels(all_rows, agree, p)
-    x = gt.combine(sem, gt.label_features(labels_of, normalise=False)[0], p.label_weight)
+    vocab = gt.label_vocab(labels_of)
 
-    nc = min(len(sig), p.max_signals)
+    def vectors(rows: np.ndarray) -> np.ndarray:
+        # Text and label vectors of these rows only: the whole window's, at 2.4 M messages and ~150 labels,
+        # would be 2.4 GB beside a 1.4 GB label matrix (each row is built alone, so the values are the same).
+        return gt.combine(sem[rows], gt.label_features([labels_of[i] for i in rows], normalise=False,
+                                                       vocab=vocab)[0], p.label_weight)
+
+
     min_size = p.min_topic_size or max(4, round(0.003 * len(sig)))
-    topic = gt.cluster(x[:nc], algorithm=p.algorithm, distance_threshold=p.distance_threshold, min_size=min_size)
+    # Only `nc` signals are clustered: there a topic needs its share of them, not its size among all the
+    # signals (0.3 % of 1.3 M signals is 3,900, more than most topics hold of the 6,000 clustered).
+    cluster_min = min_size if nc == len(sig) else max(4, round(min_size * nc / len(sig)))
+    x_clustered = vectors(np.arange(nc))
+    topic = gt.cluster(x_clustered, algorithm=p.algorithm, distance_threshold=p.distance_threshold, min_size=cluster_min)
     topic = _merge_same_anchor(topic, labels_of[:nc], p)
-    cent = gt.centroids(x[:nc], topic)
+    cent = gt.centroids(x_clustered, topic)
     # Everything else (signals past the cap, other traffic, the previous window) joins its nearest topic
     # when it is within the distance that built the topics.
-    assigned = gt.assign(x[nc:], cent, p.distance_threshold)
+    assigned = np.concatenate([gt.assign(vectors(np.arange(i, min(i + ASSIGN_BLOCK, n_conv))), cent, p.distance_threshold)
+                               for i in range(nc, n_conv, ASSIGN_BLOCK)] or [np.zeros(0, dtype=np.int64)])
     sig_topic = np.concatenate([topic, assigned[: len(sig) - nc]])
     other_topic = assigned[len(sig) - nc: len(sig) - nc + len(other)]
     prev_topic = assigned[len(sig) - nc + len(other):]
     stats.update(n_topics=int(cent.shape[0]), n_noise=int((sig_topic == gt.NOISE).sum()), min_topic_size=min_size,
-                 clustered=nc, labels_trusted=round(float(np.mean([bool(lab) and lab[0][1] >= 0.5 for lab in labels_of[:len(sig)]])), 3))
+                 clustered=nc, cluster_min_size=cluster_min, fitted_texts=space.n_fitted, labels_trusted=round(float(np.mean([bool(lab) and lab[0][1] >= 0.5 for lab in labels_of[:len(sig)]])), 3))
     if cent.shape[0] == 0:
         return rows, stats
 
@@ -147,10 +163,24 @@ def find_gaps(con, p: GapParams, settings: Settings | None = None) -> tuple[list
         if len(tp.idx) < min_size:
             continue  # a topic that handed its conversations to a missing-article gap is too small now
         row = topic_row(p, tp, [sig[i] for i in tp.idx], terms[tp.t], published, base_rate,
-                        int((prev_topic == tp.t).sum()), has_prev_window, x[tp.idx], cent[tp.t])
+                        int((prev_topic == tp.t).sum()), has_prev_window, vectors(tp.idx), cent[tp.t])
         if row:
             rows.append(row)
     return rows, stats
+
+
+def _fit_rows(p: GapParams, n_conv: int, n_clustered: int, traffic: range, n_articles: int) -> np.ndarray | None:
+    """The rows the text space is fitted on, or None for all of them (a window of up to `max_fit_texts`
+    messages). Beyond, the clustered signals, the traffic sample, the articles and a seeded sample of the
+    other signals and the previous window: fitting the vocabulary of 2.4 M messages took 5.8 GB."""
+    if n_conv <= p.max_fit_texts:
+        return None
+    fixed = np.concatenate([np.arange(n_clustered), np.arange(traffic.start, traffic.stop),
+                            np.arange(n_conv, n_conv + n_articles)]).astype(np.int64)
+    rest = np.setdiff1d(np.arange(n_conv, dtype=np.int64), fixed)
+    take = max(0, min(rest.size, p.max_fit_texts - n_clustered - len(traffic)))
+    sample = np.random.default_rng(p.seed).choice(rest, size=take, replace=False)
+    return np.sort(np.concatenate([fixed, sample]))
 
 
 _POSITION = {c: i for i, c in enumerate(COLUMNS)}

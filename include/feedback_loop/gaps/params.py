@@ -52,9 +52,12 @@ class GapParams:
     misroute_weight: float = 0.7  # weight of "routed to X but unlike X" (label ~X) for the part not trusted
     algorithm: str = "agglomerative"  # or "hdbscan"
     distance_threshold: float = 0.55  # cosine distance that joins clusters (agglomerative)
-    min_topic_size: int = 0  # 0: max(4, 0.3 % of the signals)
+    min_topic_size: int = 0  # 0: max(4, 0.3 % of the signals); the clustered sample needs its share
     max_signals: int = 6000  # above this, the heaviest signals are clustered and the rest assigned
     max_texts: int = 60000  # conversations vectorised for topic traffic (a seeded sample beyond)
+    # The text space (TF-IDF vocabulary, LSA) is fitted on at most this many messages: the clustered
+    # signals, the traffic sample and a seeded sample of the rest; every message is then projected into it.
+    max_fit_texts: int = 120000
     # Knowledge-base comparison.
     label_anchor_share: float = 0.5  # a topic whose trusted main label has this share is anchored on it
     answered_cover_rel: float = 0.9  # topic messages as typical of an article's answered questions as this

@@ -48,28 +48,40 @@ class TextSpace:
     tfidf: object  # sparse (n_texts, n_terms), rows L2-normalised
     semantic: np.ndarray  # dense (n_texts, d), rows L2-normalised
     terms: np.ndarray
+    n_fitted: int = 0  # how many of the texts the vocabulary and LSA were fitted on
+
+
+TRANSFORM_BLOCK = 50000  # texts projected at a time into a space fitted on a sample
 
 
 def fit_text_space(texts: list[str], *, backend: str = "tfidf", lsa_components: int = 100,
-                   sentence_model: str | None = None, seed: int = 0) -> TextSpace:
-    """Fit TF-IDF on `texts` and give each text a semantic vector (LSA or a sentence embedding)."""
+                   sentence_model: str | None = None, seed: int = 0, fit_rows=None) -> TextSpace:
+    """Fit TF-IDF on `texts` (on `texts[fit_rows]` when given, then project every text into that space a
+    block at a time) and give each text a semantic vector (LSA or a sentence embedding)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     vec = TfidfVectorizer(preprocessor=_without_masks, stop_words=stop_words(), ngram_range=(1, 2), min_df=2, sublinear_tf=True,
                           token_pattern=r"(?u)\b[a-zA-Z][a-zA-Z]+\b", dtype=np.float32)
+    fitted = texts if fit_rows is None else [texts[i] for i in fit_rows]
     try:
-        tfidf = vec.fit_transform(texts)
+        tfidf = vec.fit_transform(fitted)
     except ValueError:  # too few texts for min_df=2: keep every term
         vec.set_params(min_df=1)
-        tfidf = vec.fit_transform(texts)
+        tfidf = vec.fit_transform(fitted)
     terms = vec.get_feature_names_out()
+    if fit_rows is not None:
+        from scipy import sparse
+
+        fitted_tfidf = tfidf
+        tfidf = sparse.vstack([vec.transform(texts[i:i + TRANSFORM_BLOCK])
+                               for i in range(0, len(texts), TRANSFORM_BLOCK)], format="csr")
     if backend == "sentence":
         semantic = sentence_embeddings(texts, sentence_model)
     elif backend == "tfidf":
-        semantic = _lsa(tfidf, lsa_components, seed)
+        semantic = _lsa(tfidf, lsa_components, seed) if fit_rows is None else _lsa_projected(fitted_tfidf, tfidf, lsa_components, seed)
     else:
         raise ValueError(f"unknown gap topic backend {backend!r}: use 'tfidf' or 'sentence'")
-    return TextSpace(vec, tfidf, semantic, terms)
+    return TextSpace(vec, tfidf, semantic, terms, len(fitted))
 
 
 def _lsa(tfidf, components: int, seed: int) -> np.ndarray:
@@ -80,6 +92,20 @@ def _lsa(tfidf, components: int, seed: int) -> np.ndarray:
         return _normalise(tfidf.toarray())
     svd = TruncatedSVD(n_components=n_components, random_state=seed, algorithm="randomized", n_iter=5)
     return _normalise(svd.fit_transform(tfidf))
+
+
+def _lsa_projected(fitted, tfidf, components: int, seed: int) -> np.ndarray:
+    """LSA fitted on the sample's TF-IDF rows, every row of `tfidf` projected a block at a time."""
+    from sklearn.decomposition import TruncatedSVD
+
+    n_components = min(components, fitted.shape[1] - 1, fitted.shape[0] - 1)
+    if n_components < 2:
+        return _normalise(tfidf.toarray())
+    svd = TruncatedSVD(n_components=n_components, random_state=seed, algorithm="randomized", n_iter=5).fit(fitted)
+    out = np.empty((tfidf.shape[0], n_components), dtype=np.float32)
+    for i in range(0, tfidf.shape[0], TRANSFORM_BLOCK):
+        out[i:i + TRANSFORM_BLOCK] = svd.transform(tfidf[i:i + TRANSFORM_BLOCK])
+    return _normalise(out, in_place=True)
 
 
 def sentence_embeddings(texts: list[str], model: str | None) -> np.ndarray:
@@ -124,12 +150,14 @@ def _packaged_minilm() -> str | None:
     return None
 
 
-def label_features(labels: list[list[tuple[str, float]]], normalise: bool = True) -> tuple[np.ndarray, list[str]]:
-    """One column per label; each row holds the weights of the labels given to that conversation.
+def label_features(labels: list[list[tuple[str, float]]], normalise: bool = True,
+                   vocab: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
+    """One column per label (of `vocab`, by default every label given); each row holds the weights of the
+    labels given to that conversation.
 
     With `normalise=False` a row keeps its weights, so a label trusted at 0.2 pulls a fifth as hard as a
     person's label (gaps.trust) instead of being scaled back up to full weight."""
-    vocab = sorted({name for row in labels for name, _ in row if name})
+    vocab = label_vocab(labels) if vocab is None else vocab
     index = {name: i for i, name in enumerate(vocab)}
     out = np.zeros((len(labels), len(vocab)), dtype=np.float32)
     for r, row in enumerate(labels):
@@ -137,6 +165,10 @@ def label_features(labels: list[list[tuple[str, float]]], normalise: bool = True
             if name:
                 out[r, index[name]] = max(out[r, index[name]], w)
     return (_normalise(out) if normalise else out), vocab
+
+
+def label_vocab(labels: list[list[tuple[str, float]]]) -> list[str]:
+    return sorted({name for row in labels for name, _ in row if name})
 
 
 def combine(semantic: np.ndarray, labels: np.ndarray | None, label_weight: float) -> np.ndarray:
