@@ -1,6 +1,7 @@
 -- One row per conversation of the current and the previous gap window, with its evidence signals and
 -- weight (docs/gaps.md, "Gap signals"). Reads the temp views facts, ovr, cases and surveys that
--- gaps/window.py creates over the lake; every value is a bound parameter.
+-- gaps/window.py creates over the lake; every value is a bound parameter. Unordered: every reader of
+-- `conv` orders what it fetches (conversation_id is unique in it).
 CREATE OR REPLACE TEMP TABLE conv AS
 WITH f AS (
     SELECT * FROM facts
@@ -71,4 +72,3 @@ SELECT *,
     + sig_reopen::INT * $w_reopen + sig_reengaged::INT * $w_reengaged
     + sig_low_csat::INT * $w_low_csat + sig_thumbs_down::INT * $w_thumbs_down AS weight
 FROM g
-ORDER BY conversation_id
