@@ -28,6 +28,7 @@ from feedback_loop.settings import Settings
 
 log = logging.getLogger(__name__)
 ASSIGN_BLOCK = 50000  # rows whose vectors are built at a time to join their nearest topic
+FETCH_BLOCK = 50000  # window rows fetched from DuckDB at a time
 
 COLUMNS = ["conversation_id", "customer_id", "text", "final_intent", "final_confidence", "human_intent",
            "human_category", "kb_articles", "kb_max_score", "started_at", "escalated", "handle_time_s", "weight"] + \
@@ -207,14 +208,17 @@ def _fetch_rows(con, redact, shared: dict, sql: str, params: dict) -> list[Windo
     text = _POSITION["text"]
     shared_at = [_POSITION[c] for c in SHARED_COLUMNS]
     out = []
-    for values in con.execute(sql, params).fetchall():
-        values = list(values)
-        values[text] = redact(values[text])
-        for i in shared_at:
-            v = values[i]
-            if v is not None:
-                values[i] = shared.setdefault(tuple(v) if isinstance(v, list) else v, v)
-        out.append(WindowRow(values))
+    cur = con.execute(sql, params)
+    # A block at a time: fetchall() would hold every row twice (DuckDB's tuples and these) at the peak.
+    while block := cur.fetchmany(FETCH_BLOCK):
+        for values in block:
+            values = list(values)
+            values[text] = redact(values[text])
+            for i in shared_at:
+                v = values[i]
+                if v is not None:
+                    values[i] = shared.setdefault(tuple(v) if isinstance(v, list) else v, v)
+            out.append(WindowRow(values))
     return out
 
 
