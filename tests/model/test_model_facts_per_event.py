@@ -36,3 +36,28 @@ def test_counts_and_sums_are_per_event_and_kb_articles_are_the_results(landed_da
         FROM per LEFT JOIN arts USING (conversation_id) ORDER BY 1""").fetchall()
     assert len(got) == len(want) > 0
     assert got == want
+
+
+def test_cost_and_latency_sums_do_not_depend_on_the_order_rows_are_added(landed_day):
+    """0.1 + 0.2 + 0.3 is 0.6000000000000001 in doubles added left to right and 0.6 right to left: DuckDB's
+    threads meet the rows in any order, so a sum of doubles changed its last bits from run to run."""
+    from feedback_loop.model.conversations import build_model
+
+    s, day = landed_day.settings, landed_day.day
+    part = f"{s.lake}/staged/agent_events/dt={day.isoformat()}/part.parquet"
+    con = duckdb.connect()
+    (conv,) = con.execute(f"SELECT conversation_id FROM read_parquet('{part}') GROUP BY 1 HAVING count(*) >= 3 "
+                          "ORDER BY 1 LIMIT 1").fetchone()
+    con.execute(f"""CREATE TABLE ev AS SELECT * REPLACE (
+            CASE WHEN conversation_id = '{conv}' THEN [0.1, 0.2, 0.3, 0.0][least(row_number() OVER (
+                PARTITION BY conversation_id ORDER BY _row_id), 4)] ELSE cost_usd END AS cost_usd,
+            CASE WHEN conversation_id = '{conv}' THEN [0.1, 0.2, 0.3, 0.0][least(row_number() OVER (
+                PARTITION BY conversation_id ORDER BY _row_id), 4)] ELSE latency_ms END AS latency_ms)
+        FROM read_parquet('{part}') ORDER BY _row_id""")
+    con.execute(f"COPY ev TO '{part}' (FORMAT parquet)")
+    assert 0.1 + 0.2 + 0.3 != 0.6
+    build_model(s, day)
+    got = con.execute(f"""SELECT cost_usd, latency_ms_total FROM read_parquet(
+        '{s.lake}/marts/conversation_facts/dt={day.isoformat()}/part.parquet') WHERE conversation_id = $c""",
+                      {"c": conv}).fetchone()
+    assert got == (0.6, 0.6)
