@@ -363,7 +363,9 @@ def _incomplete_triads(con, lake: Lake, days: list[str]) -> dict:
         "policy clause or evidence": " AND ".join(f"{c} IS NULL" for c in contract.OVERRIDE_TRIAD["grounding_any"]),
     }
     sel = ", ".join(f"count(*) FILTER ({cond})" for cond in groups.values())
-    where = "list_contains(quarantine_reasons, 'incomplete_triad')"
+    # A correction once: a second copy of it (quarantined as a duplicate too) is not another correction.
+    where = ("list_contains(quarantine_reasons, 'incomplete_triad') "
+             "AND NOT list_has_any(quarantine_reasons, ['duplicate_id', 'duplicate_id_across_days'])")
     row = con.execute(f"SELECT count(*), {sel} FROM qovr WHERE {where}").fetchone()
     out["incomplete_total"] = row[0]
     out["incomplete_by_missing"] = dict(zip(groups, row[1:]))
