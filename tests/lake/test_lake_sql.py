@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import duckdb
 import pytest
 from feedback_loop.lake.sql import fill, literal, literal_list, load_sql
@@ -16,7 +18,7 @@ def test_every_stage_sql_file_loads_and_names_only_filled_markers():
     assert "{{" not in filled
     conversations = load_sql("feedback_loop.model", "sql/conversations.sql")
     assert conversations.count("{{bucket}}") == 1  # only in the SQL: comments name markers as <bucket>
-    assert "{{" not in fill(conversations, bucket="")
+    assert "{{" not in fill(conversations, bucket="", cost_sum="0", latency_sum="0")
 
 
 def test_a_path_with_quotes_reads_through_literal(tmp_path):
@@ -33,3 +35,22 @@ def test_a_path_with_quotes_reads_through_literal(tmp_path):
     # what the old f"'{path}'" produced is not SQL for such a path
     with pytest.raises(duckdb.ParserException):
         con.execute(f"SELECT count(*) FROM read_parquet('{paths[0]}')")
+
+
+def test_exact_sum_is_the_same_in_any_order_and_falls_back_for_what_no_decimal_holds():
+    import duckdb
+    from feedback_loop.lake.sql import exact_sum
+
+    con = duckdb.connect()
+
+    def total(values: list) -> float | None:
+        rows = ", ".join(f"({v}::DOUBLE, {i})" for i, v in enumerate(values))
+        return con.execute(f"SELECT {exact_sum('x', 10)} FROM (VALUES {rows}) t(x, i)").fetchone()[0]
+
+    assert 0.1 + 0.2 + 0.3 != 0.3 + 0.2 + 0.1  # doubles: the order shows
+    assert total([0.1, 0.2, 0.3]) == total([0.3, 0.2, 0.1]) == 0.6
+    assert total(["NULL", 1.5]) == 1.5 and total(["NULL"]) is None
+    # NaN, infinities and values past the decimal's range: the double sum, not a cast error.
+    assert math.isnan(total(["'nan'", 1.0]))
+    assert total(["'inf'", 1.0]) == math.inf
+    assert total([1e16, 1.0]) == 1e16 + 1.0

@@ -36,3 +36,12 @@ def literal(text: str) -> str:
 def literal_list(texts) -> str:
     """`[...]` of quoted string literals (a list of partition files for `read_parquet`)."""
     return "[" + ", ".join(literal(t) for t in texts) + "]"
+
+
+def exact_sum(expr: str, scale: int) -> str:
+    """SQL for `sum(expr)` of doubles that is the same whatever order DuckDB's threads add the rows in (a sum
+    of doubles is not: re-running a day changed its last bits): added as DECIMAL(38, scale), exactly. A
+    group holding a value no such decimal holds (NaN, infinite, 1e15 or more) falls back to the double sum."""
+    fits = f"(abs({expr}) < 1e15)"  # false for NaN and infinities too (DuckDB orders NaN above everything)
+    return (f"CASE WHEN count(*) FILTER (NOT {fits}) = 0 THEN sum(CASE WHEN {fits} THEN ({expr})::DECIMAL(38, {scale}) "
+            f"END)::DOUBLE ELSE sum({expr}) END")

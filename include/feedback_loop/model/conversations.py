@@ -11,12 +11,14 @@ from datetime import date, timedelta
 
 from feedback_loop.lake.duck import connect
 from feedback_loop.lake.files import Lake
-from feedback_loop.lake.sql import fill, literal, literal_list, load_sql
+from feedback_loop.lake.sql import exact_sum, fill, literal, literal_list, load_sql
 from feedback_loop.settings import Settings
 
 
 def _sql(name: str, **identifiers: str) -> str:
     """model/sql/`name` with its `{{markers}}` filled (values are bound parameters, never markers)."""
+    if name == "conversations.sql":
+        identifiers = {"cost_sum": exact_sum("cost_usd", 12), "latency_sum": exact_sum("latency_ms", 6), **identifiers}
     return fill(load_sql("feedback_loop.model", f"sql/{name}"), **identifiers)
 
 

@@ -33,7 +33,7 @@ import logging
 from datetime import date
 
 from feedback_loop.lake.files import Lake
-from feedback_loop.lake.sql import literal
+from feedback_loop.lake.sql import exact_sum, literal
 from feedback_loop.settings import Settings
 from feedback_loop.signals.registry import (  # noqa: F401 - re-exported: the names other modules import from here
     AB_MART,
@@ -165,11 +165,26 @@ def _aggregate(con, p: Plan) -> int:
     # scope (six copies of millions of rows, which no longer fit the memory limit and spilled).
     # Ratio of sums R = sum(num) / sum(den); its standard error by the delta method:
     # se = sqrt(var(num - R den) / n) / mean(den), var(num - R den) = var(num) + R^2 var(den) - 2 R cov.
+    # Every sum as a decimal (lake.sql.exact_sum), which adds exactly in any order: doubles summed by DuckDB's
+    # threads in the order they meet the rows changed the last bits of 72 numerators (and a standard error)
+    # from one run of a day to the next. The variances and the covariance from those exact moments.
     ratio = [m.name for m in METRICS if m.agg == "ratio"]
+    both = "CASE WHEN num IS NOT NULL AND den IS NOT NULL THEN {} END"
+    # (Products to 14 decimals: a unit's value of 0.001 squared keeps its digits.)
+    moments = ", ".join(f"{exact_sum(expr, scale)} AS {name}" for name, expr, scale in (
+        ("s_num", "num", 10), ("s_den", "den", 10), ("s_num2", "num * num", 14), ("s_den2", "den * den", 14),
+        ("s_num_b", both.format("num"), 10), ("s_den_b", both.format("den"), 10), ("s_nd", "num * den", 14)))
     con.execute(f"""CREATE TEMP TABLE ratio AS {_by_scope_sql(
-        "count(*) AS sample_size, sum(num) AS numerator, sum(den) AS denominator, "
-        "sum(num) / nullif(sum(den), 0) AS value, var_samp(num) AS v_num, var_samp(den) AS v_den, "
-        "covar_samp(num, den) AS c_nd, avg(den) AS m_den, count(*) FILTER (NOT base) AS n_not_base", ratio)}""")
+        f"count(*) AS sample_size, {moments}, count(num) AS n_num, count(den) AS n_den, count(num * den) AS n_nd, "
+        "count(*) FILTER (NOT base) AS n_not_base", ratio)}""")
+    con.execute("""CREATE TEMP TABLE ratio_se AS
+        SELECT * EXCLUDE (s_num, s_den, s_num2, s_den2, s_num_b, s_den_b, s_nd, n_num, n_den, n_nd),
+            s_num AS numerator, s_den AS denominator, s_num / nullif(s_den, 0) AS value,
+            CASE WHEN n_num > 1 THEN (s_num2 - s_num * s_num / n_num) / (n_num - 1) END AS v_num,
+            CASE WHEN n_den > 1 THEN (s_den2 - s_den * s_den / n_den) / (n_den - 1) END AS v_den,
+            CASE WHEN n_nd > 1 THEN (s_nd - s_num_b * s_den_b / n_nd) / (n_nd - 1) END AS c_nd,
+            s_den / nullif(n_den, 0) AS m_den
+        FROM ratio""")
     # Quantiles are holistic (a group's every value is held until the end, and cannot spill): one metric at
     # a time, so a 10 M-event day stays within the memory limit (all at once ran out of 1 GB).
     parts = [(q, m.name) for q, agg in ((0.5, "p50"), (0.95, "p95")) for m in METRICS if m.agg == agg]
@@ -182,13 +197,13 @@ def _aggregate(con, p: Plan) -> int:
             CASE WHEN sample_size > 1 AND m_den > 0 THEN
                 sqrt(greatest(v_num + value * value * v_den - 2 * value * c_nd, 0) / sample_size) / m_den END
                 AS std_error
-        FROM ratio r
+        FROM ratio_se r
         UNION ALL
         SELECT * FROM quant""")
     con.execute(sql("cur.sql"), {"day": str(p.day)})
     n_units = con.execute("SELECT (SELECT sum(sample_size) FROM cur0 WHERE dimension = 'all') "
                           "+ (SELECT sum(n_not_base) FROM ratio)").fetchall()[0][0]
-    con.execute("DROP TABLE ratio; DROP TABLE cur0; DROP TABLE quant")
+    con.execute("DROP TABLE ratio; DROP TABLE ratio_se; DROP TABLE cur0; DROP TABLE quant")
     return int(n_units or 0)
 
 

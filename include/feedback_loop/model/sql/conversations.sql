@@ -39,10 +39,10 @@ SELECT conversation_id,
     max(model) AS model,
     coalesce(sum(input_tokens), 0) AS input_tokens,
     coalesce(sum(output_tokens), 0) AS output_tokens,
-    -- Summed as decimals (pico-dollars, nanoseconds), which add exactly in any order: a sum of doubles
-    -- depends on the order DuckDB's threads meet the rows, and re-running a day changed its last bits.
-    coalesce(sum(cost_usd::DECIMAL(38, 12))::DOUBLE, 0) AS cost_usd,
-    coalesce(sum(latency_ms::DECIMAL(38, 6))::DOUBLE, 0) AS latency_ms_total
+    -- <cost_sum>, <latency_sum>: lake.sql.exact_sum (pico-dollars, nanoseconds as decimals, which add
+    -- exactly in any order: re-running a day gives the same bits).
+    coalesce({{cost_sum}}, 0) AS cost_usd,
+    coalesce({{latency_sum}}, 0) AS latency_ms_total
 -- One row per event: every count and sum above is per event. (Until 2026-12-06 the KB results were
 -- unnested here, one row per result, which counted a search with n results n times in n_events,
 -- n_kb_queries and its tokens, cost and latency.)
