@@ -9,5 +9,6 @@ SELECT article_id,
     list(conversation_id ORDER BY conversation_id) FILTER (in_window AND len(override_clauses) > 0) AS overridden_ids,
     count(DISTINCT customer_id) FILTER (in_window AND len(override_clauses) > 0) AS overridden_customers,
     flatten(list(override_clauses) FILTER (in_window AND len(override_clauses) > 0)) AS clauses,
-    sum(weight) FILTER (in_window AND len(override_clauses) > 0) AS evidence
+    -- As a decimal: a sum of doubles changes its last bits with the order DuckDB's threads add the rows.
+    CAST(sum(weight::DECIMAL(38, 10)) FILTER (in_window AND len(override_clauses) > 0) AS DOUBLE) AS evidence
 FROM u GROUP BY article_id
