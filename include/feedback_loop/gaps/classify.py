@@ -14,9 +14,11 @@ A topic is built from what the customers wrote; intent labels join the text weig
 
 from __future__ import annotations
 
+import bisect
 import functools
 import json
 import logging
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -276,9 +278,9 @@ def _describe(p: GapParams, sig, sig_tfidf, art_tfidf, sem, labels_of, art_cents
         members = [sig[i] for i in idx]
         # Retrieved = returned by a search that found something it scored as an answer (above low_kb_score):
         # low-score results are the KB saying it has nothing on the question.
-        hits = [set(m["kb_articles"] or []) if (m.get("kb_max_score") or 0.0) >= p.low_kb_score else set()
-                for m in members]
-        retrieved = np.array([np.mean([a[0] in h for h in hits]) for a in published])
+        hits = Counter(a for m in members if (m.get("kb_max_score") or 0.0) >= p.low_kb_score
+                       for a in set(m["kb_articles"] or []))
+        retrieved = np.array([hits.get(a[0], 0) / len(members) for a in published])
         routed = trust.routed_shares(members)
         label_share = trust.label_shares([labels_of[i] for i in idx])
         anchors = trust.anchor_shares([labels_of[i] for i in idx])
@@ -326,8 +328,9 @@ def _covering(p: GapParams, tp: Topic, published: list) -> int | None:
     # empty or low: the KB then says nothing answers the question, whatever class the agent picked. Unless
     # the routing is trusted (tp.trusted_routing: a trusted label, and searches that returned the article).
     # (Nor when the article is newer than most of the topic's failures: they missed because it did not exist.)
-    newer = np.array([a[5] is not None and np.mean([m["started_at"] is not None and m["started_at"] < a[5]
-                                                    for m in tp.members]) > 0.5 for a in published])
+    starts = sorted(m["started_at"] for m in tp.members if m["started_at"] is not None)
+    newer = np.array([a[5] is not None and bisect.bisect_left(starts, a[5]) / len(tp.members) > 0.5
+                      for a in published])
     routed_ok = (intents_share >= p.routed_share) & ((tp.miss < p.absorb_miss_share) | newer | tp.trusted_routing)
     used = routed_ok | (tp.retrieved >= p.retrieved_share)
     # A person's label is a person's reading of the text: it covers the topic by itself.
