@@ -79,8 +79,11 @@ def find_gaps(con, p: GapParams, settings: Settings | None = None) -> tuple[list
                   {"w": p.min_weight, "n": budget})
     other.sort(key=lambda r: r["conversation_id"])
     scale = n_other / len(other) if other else 1.0
-    prev_rows = fetch(f"SELECT {', '.join(COLUMNS)} FROM conv WHERE NOT in_window AND weight >= $w AND text IS NOT NULL "
-                      "AND trim(text) <> '' ORDER BY conversation_id", {"w": p.min_weight})
+    # The previous window's signals only join a topic (their text and labels): the other columns stay NULL,
+    # ~300 bytes a row less at a million rows.
+    prev_columns = ", ".join(c if c in PREVIOUS_WINDOW_COLUMNS else f"NULL AS {c}" for c in COLUMNS)
+    prev_rows = fetch(f"SELECT {prev_columns} FROM conv WHERE NOT in_window AND weight >= $w AND text IS NOT NULL "
+                      "AND trim(text) <> '' ORDER BY conv.conversation_id", {"w": p.min_weight})  # not the NULL alias
     n_total = con.execute("SELECT count(*) FROM conv WHERE in_window").fetchall()[0][0]
     has_prev_window = bool(con.execute("SELECT count(*) > 0 FROM conv WHERE NOT in_window").fetchall()[0][0])
     kb = con.execute("SELECT article_id, title, body, intents, status, updated_at FROM kb ORDER BY article_id").fetchall()
@@ -187,6 +190,7 @@ def _fit_rows(p: GapParams, n_conv: int, n_clustered: int, traffic: range, n_art
 
 
 _POSITION = {c: i for i, c in enumerate(COLUMNS)}
+PREVIOUS_WINDOW_COLUMNS = ("text", "final_intent", "final_confidence", "human_intent", "human_category")
 SHARED_COLUMNS = ("final_intent", "human_intent", "human_category", "kb_articles")
 
 
