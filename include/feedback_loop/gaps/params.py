@@ -79,6 +79,9 @@ class GapParams:
     # this share of distinct messages it is chit-chat or noise, not a question the KB should answer.
     domain_min_share: float = 0.25
     min_distinct_share: float = 0.3
+    # ... of its first `distinct_cap` conversations' worth: distinct phrasings grow slower than a topic, and a
+    # real question asked 5,000 times in a big team's month has a few hundred wordings, not 1,500.
+    distinct_cap: int = 200
     out_of_scope_terms: tuple = field(default_factory=tuple)
     # Missing-article topics that are one gap split by clustering: merged when their centroids are this
     # close, or this close and routed by the agent mostly to the same intent.

@@ -16,7 +16,7 @@ def _out_of_scope(p: GapParams, tp, terms: list[str], members: list[dict]) -> st
         if hits >= len(members) / 2:
             return f"{hits} of {len(members)} messages name configured out-of-scope terms ({', '.join(listed[:3])})"
     distinct = len({" ".join((m["text"] or "").lower().split()) for m in members})
-    if distinct < p.min_distinct_share * len(members):
+    if distinct < p.min_distinct_share * min(len(members), p.distinct_cap):
         return (f"{len(members)} conversations but only {distinct} distinct messages: chit-chat or a repeated "
                 "template, not a question people ask in their own words")
     if tp.domain < p.domain_min_share:
