@@ -118,7 +118,6 @@ def find_gaps(con, p: GapParams, settings: Settings | None = None) -> tuple[list
         return gt.combine(sem[rows], gt.label_features([labels_of[i] for i in rows], normalise=False,
                                                        vocab=vocab)[0], p.label_weight)
 
-
     min_size = p.min_topic_size or max(4, round(0.003 * len(sig)))
     # Only `nc` signals are clustered: there a topic needs its share of them, not its size among all the
     # signals (0.3 % of 1.3 M signals is 3,900, more than most topics hold of the 6,000 clustered).

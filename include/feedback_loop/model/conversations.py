@@ -17,9 +17,14 @@ from feedback_loop.settings import Settings
 
 def _sql(name: str, **identifiers: str) -> str:
     """model/sql/`name` with its `{{markers}}` filled (values are bound parameters, never markers)."""
-    if name == "conversations.sql":
-        identifiers = {"cost_sum": exact_sum("cost_usd", 12), "latency_sum": exact_sum("latency_ms", 6), **identifiers}
     return fill(load_sql("feedback_loop.model", f"sql/{name}"), **identifiers)
+
+
+def _per_conversation_sql(bucket: str) -> str:
+    """conversations.sql for the conversations `bucket` keeps (a WHERE clause, or empty for all); its cost
+    and latency added exactly (pico-dollars, nanoseconds: lake.sql.exact_sum)."""
+    return _sql("conversations.sql", bucket=bucket, cost_sum=exact_sum("cost_usd", 12),
+                latency_sum=exact_sum("latency_ms", 6))
 
 
 def _files(lake: Lake, layer: str, name: str, first: str, last: str) -> str | None:
@@ -83,8 +88,8 @@ def _conversations(con, settings: Settings, shard: int = 0, shards: int = 1) -> 
         in_shard, params = "WHERE hash(conversation_id) % $shards = $shard", {"shards": shards, "shard": shard}
         in_bucket = in_shard + " AND hash(conversation_id) // $shards % $buckets = $bucket"
     if buckets == 1:
-        return _sql("conversations.sql", bucket=in_shard), params
-    by_bucket = _sql("conversations.sql", bucket=in_bucket)
+        return _per_conversation_sql(in_shard), params
+    by_bucket = _per_conversation_sql(in_bucket)
     for b in range(buckets):
         verb = "CREATE TEMP TABLE conv_buckets AS" if b == 0 else "INSERT INTO conv_buckets"
         con.execute(f"{verb} {by_bucket}", {**params, "buckets": buckets, "bucket": b})

@@ -177,7 +177,7 @@ def _aggregate(con, p: Plan) -> int:
     con.execute(f"""CREATE TEMP TABLE ratio AS {_by_scope_sql(
         f"count(*) AS sample_size, {moments}, count(num) AS n_num, count(den) AS n_den, count(num * den) AS n_nd, "
         "count(*) FILTER (NOT base) AS n_not_base", ratio)}""")
-    con.execute("""CREATE TEMP TABLE ratio_se AS
+    con.execute("""CREATE TEMP VIEW ratio_se AS
         SELECT * EXCLUDE (s_num, s_den, s_num2, s_den2, s_num_b, s_den_b, s_nd, n_num, n_den, n_nd),
             s_num AS numerator, s_den AS denominator, s_num / nullif(s_den, 0) AS value,
             CASE WHEN n_num > 1 THEN (s_num2 - s_num * s_num / n_num) / (n_num - 1) END AS v_num,
@@ -203,7 +203,7 @@ def _aggregate(con, p: Plan) -> int:
     con.execute(sql("cur.sql"), {"day": str(p.day)})
     n_units = con.execute("SELECT (SELECT sum(sample_size) FROM cur0 WHERE dimension = 'all') "
                           "+ (SELECT sum(n_not_base) FROM ratio)").fetchall()[0][0]
-    con.execute("DROP TABLE ratio; DROP TABLE ratio_se; DROP TABLE cur0; DROP TABLE quant")
+    con.execute("DROP VIEW ratio_se; DROP TABLE ratio; DROP TABLE cur0; DROP TABLE quant")
     return int(n_units or 0)
 
 
