@@ -85,3 +85,37 @@ def test_no_personal_data_on_the_page_or_in_the_mart(generated):
     mart = json.dumps(rows, default=str)
     for value in seeded:
         assert value not in page and value not in mart
+
+
+def test_previous_window_streamed_past_the_caps_equals_held(generated, tmp_path, monkeypatch):
+    """Past `max_fit_texts` the previous window's vectors are built a block at a time, twice (for the label
+    names, then to join the topics), never all held: the gaps, their trends and their ids are the ones the
+    held vectors give. Blocks of 7 rows, so that every block boundary moves."""
+    from feedback_loop import nightly
+    from feedback_loop.gaps import classify
+
+    settings, _truth, _summary, _rows, _intents = generated
+    monkeypatch.setattr(classify, "ASSIGN_BLOCK", 7)
+    # Two-day windows: the previous one is the two days before, inside the five generated. 30 signals
+    # clustered, a traffic sample of 10, and the fit sample takes 80 more of the others and the previous
+    # window's messages.
+    params = {"max_signals": 30, "max_texts": 40, "max_fit_texts": 120, "min_topic_size": 4}
+    marts, outs = {}, {}
+    for stream in (True, False):
+        monkeypatch.setattr(classify, "STREAM_PREVIOUS", stream)
+        shutil.copytree(settings.lake, tmp_path / f"lake-{stream}")
+        run = dataclasses.replace(settings, lake=str(tmp_path / f"lake-{stream}"), gap_params=params)
+        outs[stream] = nightly.detect_gaps(run, END.isoformat(), window_days=2)
+        marts[stream] = outs[stream]["mart"]
+    out = outs[True]
+    held = out["n_signals"] + out["n_traffic_sample"] + out["kb_published"]
+    assert out["n_prev_signals"] > 50 and out["fitted_texts"] < held + out["n_prev_signals"] and out["n_topics"] >= 2
+    con = duckdb.connect()
+    trends = con.execute("SELECT count(*), count(*) FILTER (prev_window_conversations > 0) FROM read_parquet($f)",
+                         {"f": marts[True]}).fetchone()
+    assert trends[0] >= 2 and trends[1] >= 1, trends
+    for a, b in ((marts[True], marts[False]), (marts[False], marts[True])):
+        assert con.execute("SELECT count(*) FROM (SELECT * FROM read_parquet($a) EXCEPT ALL "
+                           "SELECT * FROM read_parquet($b))", {"a": a, "b": b}).fetchone()[0] == 0
+    assert {k: v for k, v in outs[True].items() if k not in ("mart", "page")} == \
+        {k: v for k, v in outs[False].items() if k not in ("mart", "page")}

@@ -22,6 +22,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import sparse
 
 from feedback_loop.gaps import trust
 from feedback_loop.gaps.kb import article_text, contradictory_articles, stale_articles
@@ -31,6 +32,8 @@ from feedback_loop.settings import Settings
 log = logging.getLogger(__name__)
 ASSIGN_BLOCK = 50000  # rows whose vectors are built at a time to join their nearest topic
 FETCH_BLOCK = 50000  # window rows fetched from DuckDB at a time
+REDACT_CACHE = 1 << 16  # distinct messages whose redaction is remembered
+STREAM_PREVIOUS = True  # past `max_fit_texts`, the previous window's vectors a block at a time (False: held)
 
 COLUMNS = ["conversation_id", "customer_id", "text", "final_intent", "final_confidence", "human_intent",
            "human_category", "kb_articles", "kb_max_score", "started_at", "escalated", "handle_time_s", "weight"] + \
@@ -65,10 +68,12 @@ def find_gaps(con, p: GapParams, settings: Settings | None = None) -> tuple[list
     from feedback_loop.datasets.pii import redactor
     from feedback_loop.gaps import topics as gt
 
-    # Redaction is a pure function of the text, and first messages repeat a lot: each distinct text once.
-    redact = functools.lru_cache(maxsize=None)(redactor(settings).redact)
+    # Redaction is a pure function of the text, and first messages repeat a lot: each distinct text once
+    # (the most recent ones: a window of a million distinct messages would hold each twice more).
+    redact = functools.lru_cache(maxsize=REDACT_CACHE)(redactor(settings).redact)
     select = f"""SELECT {", ".join(COLUMNS)} FROM conv WHERE in_window AND text IS NOT NULL AND trim(text) <> ''"""
-    fetch = functools.partial(_fetch_rows, con, redact, {})
+    shared: dict = {}
+    fetch = functools.partial(_fetch_rows, con, redact, shared)
     sig = fetch(f"{select} AND weight >= $w ORDER BY weight DESC, conversation_id", {"w": p.min_weight})
     # The rest of the traffic gives each topic its size and each label what it answers: a sample at scale.
     n_other = con.execute(f"SELECT count(*) FROM ({select} AND weight < $w)", {"w": p.min_weight}).fetchall()[0][0]
@@ -79,11 +84,8 @@ def find_gaps(con, p: GapParams, settings: Settings | None = None) -> tuple[list
                   {"w": p.min_weight, "n": budget})
     other.sort(key=lambda r: r["conversation_id"])
     scale = n_other / len(other) if other else 1.0
-    # The previous window's signals only join a topic (their text and labels): the other columns stay NULL,
-    # ~300 bytes a row less at a million rows.
-    prev_columns = ", ".join(c if c in PREVIOUS_WINDOW_COLUMNS else f"NULL AS {c}" for c in COLUMNS)
-    prev_rows = fetch(f"SELECT {prev_columns} FROM conv WHERE NOT in_window AND weight >= $w AND text IS NOT NULL "
-                      "AND trim(text) <> '' ORDER BY conv.conversation_id", {"w": p.min_weight})  # not the NULL alias
+    # The previous window's signals only join a topic, for its trend: their text and labels, held as columns.
+    prev = _Previous.fetch(con, redact, shared, p.min_weight)
     n_total = con.execute("SELECT count(*) FROM conv WHERE in_window").fetchall()[0][0]
     has_prev_window = bool(con.execute("SELECT count(*) > 0 FROM conv WHERE NOT in_window").fetchall()[0][0])
     kb = con.execute("SELECT article_id, title, body, intents, status, updated_at FROM kb ORDER BY article_id").fetchall()
@@ -91,26 +93,47 @@ def find_gaps(con, p: GapParams, settings: Settings | None = None) -> tuple[list
     stats = {"n_conversations": n_total, "n_signals": len(sig), "n_topics": 0, "n_noise": 0, "n_traffic_sample": len(other),
              "kb_published": len(published)}
     rows: list[dict] = stale_articles(con, p, published)
-    all_rows = sig + other + prev_rows
-    n_conv = len(all_rows)
+    n_held = len(sig) + len(other)
+    n_conv = n_held + prev.n
     nc = min(len(sig), p.max_signals)
-    space = gt.fit_text_space([r["text"] for r in all_rows] + [article_text(a) for a in published] or [""],
-                              backend=p.backend, lsa_components=p.lsa_components,
-                              sentence_model=p.sentence_model or None, seed=p.seed,
-                              fit_rows=_fit_rows(p, n_conv, nc, range(len(sig), len(sig) + len(other)), len(published)))
-    art_tfidf = space.tfidf[n_conv:n_conv + len(published)]
+    art_texts = [article_text(a) for a in published]
+    fit_rows = _fit_rows(p, n_conv, nc, range(len(sig), n_held), len(published))
+    # Past `max_fit_texts` the space is fitted on a sample and every text projected into it row by row: the
+    # previous window's then get their vectors a block at a time when needed (twice: for the label names
+    # every vector has a column for, then to join the topics), not all at once (~1 GB at 1 M signals).
+    stream_prev = STREAM_PREVIOUS and fit_rows is not None and p.backend == "tfidf"
+    all_rows = sig + other if stream_prev else sig + other + prev.rows(0, prev.n)
+    n_rows = len(all_rows)  # the rows whose vectors the space holds
+    texts = [r["text"] for r in all_rows] + art_texts or [""]
+    # Positions as `_fit_rows` counts them: current window's rows, previous window's, then the articles.
+    fit_texts = None if fit_rows is None else [
+        texts[i] if i < n_rows else prev.text[i - n_held] if i < n_conv else art_texts[i - n_conv] for i in fit_rows]
+    space = gt.fit_text_space(texts, backend=p.backend, lsa_components=p.lsa_components,
+                              sentence_model=p.sentence_model or None, seed=p.seed, fit_texts=fit_texts)
+    del texts, fit_texts
+    art_tfidf = space.tfidf[n_rows:n_rows + len(published)]
     rows.extend(contradictory_articles(con, p, published, art_tfidf))
+    stats["n_prev_signals"] = prev.n
     if len(sig) < 2:
         return rows, stats
 
-    sem = space.semantic[:n_conv]
+    sem = space.semantic[:n_rows]
     # What each label answers: the text centroid of the conversations that carried it and did not fail.
-    answered = np.array([False] * len(sig) + [float(r["weight"]) == 0.0 for r in other] + [False] * len(prev_rows))
+    answered = np.array([False] * len(sig) + [float(r["weight"]) == 0.0 for r in other] + [False] * (n_rows - n_held))
     answer_label = [r.get("human_intent") or r.get("human_category") or r.get("final_intent") for r in all_rows]
     cents = trust.answered_centroids(sem, answer_label, answered)
     agree = trust.agreement(sem, [r.get("final_intent") for r in all_rows], cents)
     labels_of = trust.weighted_labels(all_rows, agree, p)
-    vocab = gt.label_vocab(labels_of)
+    names = set(gt.label_vocab(labels_of))
+    if stream_prev:
+        background = [space.tfidf[:n_rows]]
+        for tfidf_b, _sem_b, labels_b in prev.blocks(space, cents, p):
+            names.update(gt.label_vocab(labels_b))
+            background.append(tfidf_b)
+        background = gt.column_mean(sparse.vstack(background, format="csr"))
+    else:
+        background = gt.column_mean(space.tfidf[:n_rows])
+    vocab = sorted(names)
 
     def vectors(rows: np.ndarray) -> np.ndarray:
         # Text and label vectors of these rows only: the whole window's, at 2.4 M messages and ~150 labels,
@@ -128,11 +151,16 @@ def find_gaps(con, p: GapParams, settings: Settings | None = None) -> tuple[list
     cent = gt.centroids(x_clustered, topic)
     # Everything else (signals past the cap, other traffic, the previous window) joins its nearest topic
     # when it is within the distance that built the topics.
-    assigned = np.concatenate([gt.assign(vectors(np.arange(i, min(i + ASSIGN_BLOCK, n_conv))), cent, p.distance_threshold)
-                               for i in range(nc, n_conv, ASSIGN_BLOCK)] or [np.zeros(0, dtype=np.int64)])
+    assigned = np.concatenate([gt.assign(vectors(np.arange(i, min(i + ASSIGN_BLOCK, n_rows))), cent, p.distance_threshold)
+                               for i in range(nc, n_rows, ASSIGN_BLOCK)] or [np.zeros(0, dtype=np.int64)])
     sig_topic = np.concatenate([topic, assigned[: len(sig) - nc]])
     other_topic = assigned[len(sig) - nc: len(sig) - nc + len(other)]
     prev_topic = assigned[len(sig) - nc + len(other):]
+    if stream_prev:
+        prev_topic = np.concatenate([gt.assign(gt.combine(sem_b, gt.label_features(labels_b, normalise=False, vocab=vocab)[0],
+                                                          p.label_weight), cent, p.distance_threshold)
+                                     for _tfidf_b, sem_b, labels_b in prev.blocks(space, cents, p)]
+                                    or [np.zeros(0, dtype=np.int64)])
     stats.update(n_topics=int(cent.shape[0]), n_noise=int((sig_topic == gt.NOISE).sum()), min_topic_size=min_size,
                  clustered=nc, cluster_min_size=cluster_min, fitted_texts=space.n_fitted, labels_trusted=round(float(np.mean([bool(lab) and lab[0][1] >= 0.5 for lab in labels_of[:len(sig)]])), 3))
     if cent.shape[0] == 0:
@@ -140,7 +168,7 @@ def find_gaps(con, p: GapParams, settings: Settings | None = None) -> tuple[list
 
     art_cents = _article_centroids(published, cents, sem.shape[1])
     # The business's vocabulary: every word of the KB, and the words the answered conversations use.
-    kb_vocab = np.asarray((space.tfidf[:n_conv][np.flatnonzero(answered)] > 0).sum(axis=0)).ravel() >= 2
+    kb_vocab = np.asarray((space.tfidf[:n_rows][np.flatnonzero(answered)] > 0).sum(axis=0)).ravel() >= 2
     if art_tfidf.shape[0]:
         kb_vocab |= np.asarray(art_tfidf.sum(axis=0)).ravel() > 0
     sig_tfidf = space.tfidf[: len(sig)]
@@ -153,7 +181,7 @@ def find_gaps(con, p: GapParams, settings: Settings | None = None) -> tuple[list
     if moved:
         topics = describe(sig_topic)
         stats["moved_to_missing"] = moved
-    terms = gt.characteristic_terms(sig_tfidf, sig_topic, space.terms, k=p.top_terms, background=space.tfidf[:n_conv])
+    terms = gt.characteristic_terms(sig_tfidf, sig_topic, space.terms, k=p.top_terms, background_mean=background)
     for tp in topics:
         tp.traffic = len(tp.idx) + float((other_topic == tp.t).sum()) * scale
     # The base failure rate: conversations outside the topics no article covers.
@@ -189,7 +217,6 @@ def _fit_rows(p: GapParams, n_conv: int, n_clustered: int, traffic: range, n_art
 
 
 _POSITION = {c: i for i, c in enumerate(COLUMNS)}
-PREVIOUS_WINDOW_COLUMNS = ("text", "final_intent", "final_confidence", "human_intent", "human_category")
 SHARED_COLUMNS = ("final_intent", "human_intent", "human_category", "kb_articles")
 
 
@@ -204,6 +231,52 @@ class WindowRow(tuple):
 
     def get(self, key, default=None):
         return tuple.__getitem__(self, _POSITION[key]) if key in _POSITION else default
+
+
+class _Previous:
+    """The previous window's signals, which only join a topic (for its trend): their text (redacted) and
+    labels as columns, ~40 bytes a row beside their text instead of a ~240-byte row."""
+
+    COLUMNS = ("text", "final_intent", "final_confidence", "human_intent", "human_category")
+
+    def __init__(self, columns: dict):
+        self.columns = columns
+        self.text = columns["text"]
+        self.n = len(self.text)
+
+    @classmethod
+    def fetch(cls, con, redact, shared: dict, min_weight: float) -> _Previous:
+        columns = {c: [] for c in cls.COLUMNS}
+        cur = con.execute(f"SELECT {', '.join(cls.COLUMNS)} FROM conv WHERE NOT in_window AND weight >= $w "
+                          "AND text IS NOT NULL AND trim(text) <> '' ORDER BY conv.conversation_id", {"w": min_weight})
+        lists = [columns[c] for c in cls.COLUMNS]
+        while block := cur.fetchmany(FETCH_BLOCK):
+            for values in block:
+                lists[0].append(redact(values[0]))
+                for out, v in zip(lists[1:], values[1:]):
+                    out.append(shared.setdefault(v, v) if isinstance(v, str) else v)
+        return cls(columns)
+
+    def rows(self, start: int, stop: int) -> list[WindowRow]:
+        """Rows `start:stop` as window rows (the columns not held are NULL)."""
+        held = [_POSITION[c] for c in self.COLUMNS]
+        cols = [self.columns[c][start:stop] for c in self.COLUMNS]
+        out = []
+        for values in zip(*cols):
+            row = [None] * len(COLUMNS)
+            for i, v in zip(held, values):
+                row[i] = v
+            out.append(WindowRow(row))
+        return out
+
+    def blocks(self, space, cents: dict, p: GapParams):
+        """(TF-IDF, semantic vectors, weighted labels) of the rows, `ASSIGN_BLOCK` at a time, each exactly
+        what the rows would get among the space's own texts (projection, agreement and labels are per row)."""
+        for start in range(0, self.n, ASSIGN_BLOCK):
+            block = self.rows(start, min(start + ASSIGN_BLOCK, self.n))
+            tfidf, sem = space.project([r["text"] for r in block])
+            agree = trust.agreement(sem, [r.get("final_intent") for r in block], cents)
+            yield tfidf, sem, trust.weighted_labels(block, agree, p)
 
 
 def _fetch_rows(con, redact, shared: dict, sql: str, params: dict) -> list[WindowRow]:
@@ -246,18 +319,18 @@ class _Searches:
     """Which articles each signal's KB searches returned, at any score (one column per article id)."""
 
     index: dict  # article id -> column
-    returned: np.ndarray  # (n_signals, n_articles), 1 where the article came back
+    returned: np.ndarray  # (n_signals, n_articles) uint8, 1 where the article came back (means: float32)
     background: np.ndarray  # share of all signals that got each article back
 
 
 def _searched(sig: list[dict]) -> _Searches:
     ids = sorted({a for r in sig for a in (r.get("kb_articles") or [])})
     index = {a: i for i, a in enumerate(ids)}
-    out = np.zeros((len(sig), len(ids)), dtype=np.float32)
+    out = np.zeros((len(sig), len(ids)), dtype=np.uint8)  # a quarter of float32's size (1.3 M signals: 80 MB)
     for i, r in enumerate(sig):
         for a in r.get("kb_articles") or []:
-            out[i, index[a]] = 1.0
-    return _Searches(index, out, out.mean(axis=0) if len(sig) else np.zeros(len(ids), dtype=np.float32))
+            out[i, index[a]] = 1
+    return _Searches(index, out, out.mean(axis=0, dtype=np.float32) if len(sig) else np.zeros(len(ids), dtype=np.float32))
 
 
 def _describe(p: GapParams, sig, sig_tfidf, art_tfidf, sem, labels_of, art_cents, published, kb_vocab,
@@ -300,12 +373,12 @@ def _describe(p: GapParams, sig, sig_tfidf, art_tfidf, sem, labels_of, art_cents
         found = searched.returned[idx]
         tp.n_searched = int((found.sum(axis=1) > 0).sum())
         # The near misses typical of this topic rather than of every failing search.
-        tp.search_profile = found.mean(axis=0) - searched.background if found.shape[1] else np.zeros(0)
+        tp.search_profile = found.mean(axis=0, dtype=np.float32) - searched.background if found.shape[1] else np.zeros(0)
         # Routing to an article is trusted when the label is (its messages read like what that label's
         # answered conversations said) *and* the customers' own searches returned the article, if at a low
         # score, for most of the topic: a look-alike intent the KB lacks ("verify my identity" sent to "why
         # verify identity") reads like the article's questions too, but its searches mostly return others.
-        returned = np.array([found[:, searched.index[a[0]]].mean() if a[0] in searched.index and idx.size else 0.0
+        returned = np.array([found[:, searched.index[a[0]]].mean(dtype=np.float32) if a[0] in searched.index and idx.size else 0.0
                              for a in published])
         trusted_share = np.array([sum(label_share.get(i, 0.0) for i in (a[3] or [])) for a in published])
         tp.trusted_routing = (trusted_share >= p.trusted_cover_share) & (returned >= p.routed_share)

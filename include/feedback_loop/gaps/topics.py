@@ -49,39 +49,57 @@ class TextSpace:
     semantic: np.ndarray  # dense (n_texts, d), rows L2-normalised
     terms: np.ndarray
     n_fitted: int = 0  # how many of the texts the vocabulary and LSA were fitted on
+    svd: object = None  # the LSA fitted on a sample (`fit_texts`), which more texts can be projected into
+
+    def project(self, texts: list[str]) -> tuple[object, np.ndarray]:
+        """TF-IDF and semantic vectors of more texts, exactly the rows they would have had among the fitted
+        space's own texts (every step works row by row). Only for a space fitted on a sample."""
+        if self.svd is None:
+            raise ValueError("only a text space fitted on a sample (fit_texts) projects more texts")
+        tfidf = _transform(self.vectorizer, texts)
+        return tfidf, _project_lsa(self.svd, tfidf)
 
 
 TRANSFORM_BLOCK = 50000  # texts projected at a time into a space fitted on a sample
 
 
 def fit_text_space(texts: list[str], *, backend: str = "tfidf", lsa_components: int = 100,
-                   sentence_model: str | None = None, seed: int = 0, fit_rows=None) -> TextSpace:
-    """Fit TF-IDF on `texts` (on `texts[fit_rows]` when given, then project every text into that space a
-    block at a time) and give each text a semantic vector (LSA or a sentence embedding)."""
+                   sentence_model: str | None = None, seed: int = 0, fit_texts: list[str] | None = None) -> TextSpace:
+    """Fit TF-IDF on `texts` (on `fit_texts` when given, a sample: then every text is projected into that
+    space a block at a time, and more can be later with `TextSpace.project`) and give each text a semantic
+    vector (LSA or a sentence embedding)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     vec = TfidfVectorizer(preprocessor=_without_masks, stop_words=stop_words(), ngram_range=(1, 2), min_df=2, sublinear_tf=True,
                           token_pattern=r"(?u)\b[a-zA-Z][a-zA-Z]+\b", dtype=np.float32)
-    fitted = texts if fit_rows is None else [texts[i] for i in fit_rows]
+    fitted = texts if fit_texts is None else fit_texts
     try:
         tfidf = vec.fit_transform(fitted)
     except ValueError:  # too few texts for min_df=2: keep every term
         vec.set_params(min_df=1)
         tfidf = vec.fit_transform(fitted)
     terms = vec.get_feature_names_out()
-    if fit_rows is not None:
-        from scipy import sparse
-
+    svd = None
+    if fit_texts is not None:
         fitted_tfidf = tfidf
-        tfidf = sparse.vstack([vec.transform(texts[i:i + TRANSFORM_BLOCK])
-                               for i in range(0, len(texts), TRANSFORM_BLOCK)], format="csr")
+        tfidf = _transform(vec, texts)
     if backend == "sentence":
         semantic = sentence_embeddings(texts, sentence_model)
+    elif backend == "tfidf" and fit_texts is None:
+        semantic = _lsa(tfidf, lsa_components, seed)
     elif backend == "tfidf":
-        semantic = _lsa(tfidf, lsa_components, seed) if fit_rows is None else _lsa_projected(fitted_tfidf, tfidf, lsa_components, seed)
+        svd = _fit_lsa(fitted_tfidf, lsa_components, seed)
+        semantic = _project_lsa(svd, tfidf)
     else:
         raise ValueError(f"unknown gap topic backend {backend!r}: use 'tfidf' or 'sentence'")
-    return TextSpace(vec, tfidf, semantic, terms, len(fitted))
+    return TextSpace(vec, tfidf, semantic, terms, len(fitted), svd)
+
+
+def _transform(vec, texts: list[str]):
+    from scipy import sparse
+
+    return sparse.vstack([vec.transform(texts[i:i + TRANSFORM_BLOCK]) for i in range(0, len(texts), TRANSFORM_BLOCK)]
+                         or [vec.transform([])], format="csr")
 
 
 def _lsa(tfidf, components: int, seed: int) -> np.ndarray:
@@ -94,15 +112,25 @@ def _lsa(tfidf, components: int, seed: int) -> np.ndarray:
     return _normalise(svd.fit_transform(tfidf))
 
 
-def _lsa_projected(fitted, tfidf, components: int, seed: int) -> np.ndarray:
-    """LSA fitted on the sample's TF-IDF rows, every row of `tfidf` projected a block at a time."""
+class _Dense:
+    """The LSA of a sample too small for one (fewer than 3 terms or texts): the TF-IDF vectors themselves."""
+
+
+def _fit_lsa(fitted, components: int, seed: int):
+    """LSA fitted on the sample's TF-IDF rows."""
     from sklearn.decomposition import TruncatedSVD
 
     n_components = min(components, fitted.shape[1] - 1, fitted.shape[0] - 1)
     if n_components < 2:
+        return _Dense()
+    return TruncatedSVD(n_components=n_components, random_state=seed, algorithm="randomized", n_iter=5).fit(fitted)
+
+
+def _project_lsa(svd, tfidf) -> np.ndarray:
+    """Every row of `tfidf` projected into a fitted LSA a block at a time, rows L2-normalised."""
+    if isinstance(svd, _Dense):
         return _normalise(tfidf.toarray())
-    svd = TruncatedSVD(n_components=n_components, random_state=seed, algorithm="randomized", n_iter=5).fit(fitted)
-    out = np.empty((tfidf.shape[0], n_components), dtype=np.float32)
+    out = np.empty((tfidf.shape[0], svd.n_components), dtype=np.float32)
     for i in range(0, tfidf.shape[0], TRANSFORM_BLOCK):
         out[i:i + TRANSFORM_BLOCK] = svd.transform(tfidf[i:i + TRANSFORM_BLOCK])
     return _normalise(out, in_place=True)
@@ -238,13 +266,13 @@ def assign(x: np.ndarray, cents: np.ndarray, max_distance: float) -> np.ndarray:
 
 
 def characteristic_terms(tfidf, labels: np.ndarray, terms: np.ndarray, k: int = 8,
-                         background=None) -> list[list[str]]:
-    """Per cluster, the terms most over-represented against the background (class-based TF-IDF).
+                         background_mean: np.ndarray | None = None) -> list[list[str]]:
+    """Per cluster, the terms most over-represented against the background (class-based TF-IDF;
+    `background_mean`: `column_mean` of the background's TF-IDF rows, by default `tfidf`'s).
 
     Bigrams win over the unigrams they contain, so a label reads "card arrive" rather than "card".
     """
-    background = tfidf if background is None else background
-    bg = np.asarray(background.mean(axis=0)).ravel() + 1e-4
+    bg = (column_mean(tfidf) if background_mean is None else background_mean) + 1e-4
     out = []
     for c in range(int(labels.max()) + 1 if labels.size else 0):
         rows = tfidf[labels == c]
@@ -271,6 +299,11 @@ def characteristic_terms(tfidf, labels: np.ndarray, terms: np.ndarray, k: int = 
                 break
         out.append(picked)
     return out
+
+
+def column_mean(tfidf) -> np.ndarray:
+    """The mean of each column of a sparse matrix (the background of `characteristic_terms`)."""
+    return np.asarray(tfidf.mean(axis=0)).ravel()
 
 
 def _normalise(x: np.ndarray, in_place: bool = False) -> np.ndarray:
