@@ -344,13 +344,15 @@ def _describe(p: GapParams, sig, sig_tfidf, art_tfidf, sem, labels_of, art_cents
         norm = np.linalg.norm(tf)
         text_cos = (np.asarray(art_tfidf @ (tf / norm)).ravel() if (norm > 0 and art_tfidf.shape[0])
                     else np.zeros(len(published)))
-        centroid = sem[idx].mean(axis=0)
+        member_sem = sem[idx]  # once: per article, a topic of 150,000 members copied 60 MB again
+        centroid = member_sem.mean(axis=0)
         centroid /= max(float(np.linalg.norm(centroid)), 1e-9)
         answered_cos = np.array([np.nan if c is None else float(c[0] @ centroid) for c in art_cents])
         # How typical of each article's answered questions the topic's messages are (1 = as typical as
         # those questions themselves): size-independent, unlike the centroid cosine of a small topic.
-        answered_rel = np.array([np.nan if c is None else float(np.mean(sem[idx] @ c[0])) / max(c[1], 1e-6)
+        answered_rel = np.array([np.nan if c is None else float(np.mean(member_sem @ c[0])) / max(c[1], 1e-6)
                                  for c in art_cents])
+        del member_sem
         members = [sig[i] for i in idx]
         # Retrieved = returned by a search that found something it scored as an answer (above low_kb_score):
         # low-score results are the KB saying it has nothing on the question.

@@ -69,8 +69,12 @@ def weighted_labels(rows: list[dict], agree: np.ndarray, p: GapParams) -> list[l
             miss = conf * (1.0 - fit) * p.misroute_weight * (0.3 if labels else 1.0)
             if miss > 0:
                 labels[MISROUTED + agent] = miss
-        out.append(sorted(labels.items(), key=lambda kv: (-kv[1], kv[0])))
+        out.append(sorted(labels.items(), key=_by_weight) if len(labels) > 1 else list(labels.items()))
     return out
+
+
+def _by_weight(kv: tuple[str, float]) -> tuple[float, str]:
+    return -kv[1], kv[0]
 
 
 def label_shares(labels: list[list[tuple[str, float]]]) -> dict[str, float]:
