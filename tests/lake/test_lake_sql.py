@@ -54,3 +54,34 @@ def test_exact_sum_is_the_same_in_any_order_and_falls_back_for_what_no_decimal_h
     assert math.isnan(total(["'nan'", 1.0]))
     assert total(["'inf'", 1.0]) == math.inf
     assert total([1e16, 1.0]) == 1e16 + 1.0
+
+
+@pytest.mark.parametrize("values", [
+    [0.1, 0.2, 0.3, 1e-9, 123456.789, -0.7, 2.5e-10, 3.0],
+    ["NULL", 1.5, "NULL", 0.25],
+    ["NULL", "NULL"],
+    ["'nan'", 1.0, 2.0],
+    ["'inf'", 1.0, "NULL"],
+    [1e16, 1.0, 0.1],
+])
+def test_exact_sum_over_partial_sums_is_exact_sum_over_the_rows(values):
+    """Signals sums each cell of units first, then each scope's cells (exact_sum_parts, exact_sum_total):
+    the same value as exact_sum over the rows, whatever the cells, the fallback cases included."""
+    import random
+
+    from feedback_loop.lake.sql import exact_sum, exact_sum_parts, exact_sum_total
+
+    con = duckdb.connect()
+    rng = random.Random(5)
+    for cells in (1, 2, 3, len(values)):
+        rows = ", ".join(f"({v}::DOUBLE, {rng.randrange(cells)})" for v in values)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE t AS SELECT * FROM (VALUES {rows}) t(x, cell)")
+        whole = con.execute(f"SELECT {exact_sum('x', 10)} FROM t").fetchone()[0]
+        two = con.execute(f"SELECT {exact_sum_total('s')} FROM (SELECT {exact_sum_parts('x', 10, 's')} "
+                          "FROM t GROUP BY cell)").fetchone()[0]
+        if whole is not None and math.isnan(whole):
+            assert math.isnan(two)
+        elif whole is None or any(isinstance(v, float) and abs(v) >= 1e15 for v in values):
+            assert two == whole or (whole is not None and two == pytest.approx(whole))  # the double fallback
+        else:
+            assert two == whole and isinstance(two, float)

@@ -45,3 +45,17 @@ def exact_sum(expr: str, scale: int) -> str:
     fits = f"(abs({expr}) < 1e15)"  # false for NaN and infinities too (DuckDB orders NaN above everything)
     return (f"CASE WHEN count(*) FILTER (NOT {fits}) = 0 THEN sum(CASE WHEN {fits} THEN ({expr})::DECIMAL(38, {scale}) "
             f"END)::DOUBLE ELSE sum({expr}) END")
+
+
+def exact_sum_parts(expr: str, scale: int, name: str) -> str:
+    """`exact_sum` in two steps, for sums taken over partial sums (the same value): these aggregates per fine
+    group (`{name}_dec`, `{name}_bad`, `{name}_dbl`), then `exact_sum_total(name)` over those groups."""
+    fits = f"(abs({expr}) < 1e15)"
+    return (f"sum(CASE WHEN {fits} THEN ({expr})::DECIMAL(38, {scale}) END) AS {name}_dec, "
+            f"count(*) FILTER (NOT {fits}) AS {name}_bad, sum({expr}) AS {name}_dbl")
+
+
+def exact_sum_total(name: str) -> str:
+    """The `exact_sum` of a group from the partial sums `exact_sum_parts(..., name)` of its fine groups: the
+    decimal sums add exactly, so this is `exact_sum` over the group's rows, bit for bit."""
+    return f"CASE WHEN sum({name}_bad) = 0 THEN sum({name}_dec)::DOUBLE ELSE sum({name}_dbl) END"

@@ -33,7 +33,7 @@ import logging
 from datetime import date
 
 from feedback_loop.lake.files import Lake
-from feedback_loop.lake.sql import exact_sum, literal
+from feedback_loop.lake.sql import exact_sum_parts, exact_sum_total, literal
 from feedback_loop.settings import Settings
 from feedback_loop.signals.registry import (  # noqa: F401 - re-exported: the names other modules import from here
     AB_MART,
@@ -138,20 +138,41 @@ def _defs_table(con, settings: Settings, p: Plan) -> None:
                     [(m, d, v, c[0], c[1]) for (m, d, v), c in ROUTES.items()])
 
 
+# The scope of a GROUPING SETS row: 'all' or the one dimension it is grouped by, and that dimension's value.
+_SCOPE = ("metric, metric_date, CASE " + " ".join(f"WHEN grouping({d}) = 0 THEN '{d}'" for d in DIMENSIONS)
+          + " ELSE 'all' END AS dimension, CASE " + " ".join(f"WHEN grouping({d}) = 0 THEN {d}" for d in DIMENSIONS)
+          + " ELSE 'all' END AS dimension_value")
+_SETS = ", ".join(["(metric, metric_date)"] + [f"(metric, metric_date, {d})" for d in DIMENSIONS])
+
+
 def _by_scope_sql(aggregates: str, metrics: list[str]) -> str:
     """`aggregates` of the units of `metrics` per (metric, metric_date, dimension, dimension_value): the
     'all' scope and each of DIMENSIONS over the base units, and each extra breakdown over its own units."""
     names = _names(metrics)
-    dimension = " ".join(f"WHEN grouping({d}) = 0 THEN '{d}'" for d in DIMENSIONS)
-    value = " ".join(f"WHEN grouping({d}) = 0 THEN {d}" for d in DIMENSIONS)
-    sets = ", ".join(["(metric, metric_date)"] + [f"(metric, metric_date, {d})" for d in DIMENSIONS])
     return f"""
-        SELECT metric, metric_date, CASE {dimension} ELSE 'all' END AS dimension,
-            CASE {value} ELSE 'all' END AS dimension_value, {aggregates}
-        FROM units WHERE base AND metric IN ({names}) GROUP BY GROUPING SETS ({sets})
+        SELECT {_SCOPE}, {aggregates}
+        FROM units WHERE base AND metric IN ({names}) GROUP BY GROUPING SETS ({_SETS})
         UNION ALL
         SELECT metric, metric_date, extra_dim, extra_value, {aggregates}
         FROM units WHERE extra_dim IS NOT NULL AND metric IN ({names})
+        GROUP BY metric, metric_date, extra_dim, extra_value"""
+
+
+def _by_scope_of_cells_sql(cells: str, totals: str, metrics: list[str]) -> str:
+    """`_by_scope_sql` for aggregates that add up: `cells` aggregates the units per cell (metric, day, every
+    dimension, base, extra breakdown: thousands of rows for millions of units), `totals` adds a scope's cells.
+    Each scope then reads the cells, not every unit again: with the exact sums' decimals, five passes over
+    ~10 M units were a third of the signals stage at 2 M events."""
+    names, key = _names(metrics), f"metric, metric_date, {', '.join(DIMENSIONS)}, base, extra_dim, extra_value"
+    return f"""
+        WITH cells AS MATERIALIZED (
+            SELECT {key}, {cells} FROM units WHERE (base OR extra_dim IS NOT NULL) AND metric IN ({names})
+            GROUP BY {key})
+        SELECT {_SCOPE}, {totals}
+        FROM cells WHERE base GROUP BY GROUPING SETS ({_SETS})
+        UNION ALL
+        SELECT metric, metric_date, extra_dim, extra_value, {totals}
+        FROM cells WHERE extra_dim IS NOT NULL
         GROUP BY metric, metric_date, extra_dim, extra_value"""
 
 
@@ -170,13 +191,18 @@ def _aggregate(con, p: Plan) -> int:
     # from one run of a day to the next. The variances and the covariance from those exact moments.
     ratio = [m.name for m in METRICS if m.agg == "ratio"]
     both = "CASE WHEN num IS NOT NULL AND den IS NOT NULL THEN {} END"
-    # (Products to 14 decimals: a unit's value of 0.001 squared keeps its digits.)
-    moments = ", ".join(f"{exact_sum(expr, scale)} AS {name}" for name, expr, scale in (
-        ("s_num", "num", 10), ("s_den", "den", 10), ("s_num2", "num * num", 14), ("s_den2", "den * den", 14),
-        ("s_num_b", both.format("num"), 10), ("s_den_b", both.format("den"), 10), ("s_nd", "num * den", 14)))
-    con.execute(f"""CREATE TEMP TABLE ratio AS {_by_scope_sql(
-        f"count(*) AS sample_size, {moments}, count(num) AS n_num, count(den) AS n_den, count(num * den) AS n_nd, "
-        "count(*) FILTER (NOT base) AS n_not_base", ratio)}""")
+    # (Products to 14 decimals: a unit's value of 0.001 squared keeps its digits.) Sums of sums: the units are
+    # summed per cell first (`_by_scope_of_cells_sql`).
+    moments = (("s_num", "num", 10), ("s_den", "den", 10), ("s_num2", "num * num", 14), ("s_den2", "den * den", 14),
+               ("s_num_b", both.format("num"), 10), ("s_den_b", both.format("den"), 10), ("s_nd", "num * den", 14))
+    counts = {"sample_size": "*", "n_num": "num", "n_den": "den", "n_nd": "num * den"}
+    cells = ", ".join([exact_sum_parts(expr, scale, name) for name, expr, scale in moments]
+                      + [f"count({expr}) AS c_{name}" for name, expr in counts.items()])
+    totals = ", ".join(["sum(c_sample_size)::BIGINT AS sample_size"]
+                       + [f"{exact_sum_total(name)} AS {name}" for name, _, _ in moments]
+                       + [f"sum(c_{name})::BIGINT AS {name}" for name in counts if name != "sample_size"]
+                       + ["coalesce(sum(c_sample_size) FILTER (NOT base), 0)::BIGINT AS n_not_base"])
+    con.execute(f"CREATE TEMP TABLE ratio AS {_by_scope_of_cells_sql(cells, totals, ratio)}")
     con.execute("""CREATE TEMP VIEW ratio_se AS
         SELECT * EXCLUDE (s_num, s_den, s_num2, s_den2, s_num_b, s_den_b, s_nd, n_num, n_den, n_nd),
             s_num AS numerator, s_den AS denominator, s_num / nullif(s_den, 0) AS value,
