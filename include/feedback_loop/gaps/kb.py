@@ -8,7 +8,7 @@ import re
 import numpy as np
 
 from feedback_loop.gaps.params import GapParams
-from feedback_loop.lake.sql import load_sql
+from feedback_loop.lake.sql import exact_sum, fill, load_sql
 
 
 def article_text(a) -> str:
@@ -21,7 +21,8 @@ def stale_articles(con, p: GapParams, published: list) -> list[dict]:
     """Articles nothing retrieves any more, or whose conversations humans keep overriding on a clause."""
     if not published:
         return []
-    stats = con.execute(load_sql("feedback_loop.gaps", "stale.sql")).fetchall()
+    evidence = exact_sum("CASE WHEN in_window AND len(override_clauses) > 0 THEN weight END", 10)
+    stats = con.execute(fill(load_sql("feedback_loop.gaps", "stale.sql"), evidence_sum=evidence)).fetchall()
     by_article = {r[0]: r for r in stats}
     total_now = sum(r[1] for r in stats)
     has_prev = con.execute("SELECT count(*) > 0 FROM conv WHERE NOT in_window").fetchall()[0][0]

@@ -9,6 +9,7 @@ SELECT article_id,
     list(conversation_id ORDER BY conversation_id) FILTER (in_window AND len(override_clauses) > 0) AS overridden_ids,
     count(DISTINCT customer_id) FILTER (in_window AND len(override_clauses) > 0) AS overridden_customers,
     flatten(list(override_clauses) FILTER (in_window AND len(override_clauses) > 0)) AS clauses,
-    -- As a decimal: a sum of doubles changes its last bits with the order DuckDB's threads add the rows.
-    CAST(sum(weight::DECIMAL(38, 10)) FILTER (in_window AND len(override_clauses) > 0) AS DOUBLE) AS evidence
+    -- <evidence_sum>: lake.sql.exact_sum of the overridden conversations' weights (a sum of doubles changes
+    -- its last bits with the order DuckDB's threads add the rows).
+    {{evidence_sum}} AS evidence
 FROM u GROUP BY article_id

@@ -38,11 +38,17 @@ def literal_list(texts) -> str:
     return "[" + ", ".join(literal(t) for t in texts) + "]"
 
 
+def _fits(expr: str) -> str:
+    """True where a DECIMAL(38, scale) holds the double: false for NaN and infinities too (DuckDB orders NaN
+    above everything)."""
+    return f"(abs({expr}) < 1e15)"
+
+
 def exact_sum(expr: str, scale: int) -> str:
     """SQL for `sum(expr)` of doubles that is the same whatever order DuckDB's threads add the rows in (a sum
     of doubles is not: re-running a day changed its last bits): added as DECIMAL(38, scale), exactly. A
     group holding a value no such decimal holds (NaN, infinite, 1e15 or more) falls back to the double sum."""
-    fits = f"(abs({expr}) < 1e15)"  # false for NaN and infinities too (DuckDB orders NaN above everything)
+    fits = _fits(expr)
     return (f"CASE WHEN count(*) FILTER (NOT {fits}) = 0 THEN sum(CASE WHEN {fits} THEN ({expr})::DECIMAL(38, {scale}) "
             f"END)::DOUBLE ELSE sum({expr}) END")
 
@@ -50,7 +56,7 @@ def exact_sum(expr: str, scale: int) -> str:
 def exact_sum_parts(expr: str, scale: int, name: str) -> str:
     """`exact_sum` in two steps, for sums taken over partial sums (the same value): these aggregates per fine
     group (`{name}_dec`, `{name}_bad`, `{name}_dbl`), then `exact_sum_total(name)` over those groups."""
-    fits = f"(abs({expr}) < 1e15)"
+    fits = _fits(expr)
     return (f"sum(CASE WHEN {fits} THEN ({expr})::DECIMAL(38, {scale}) END) AS {name}_dec, "
             f"count(*) FILTER (NOT {fits}) AS {name}_bad, sum({expr}) AS {name}_dbl")
 

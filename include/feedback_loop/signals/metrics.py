@@ -186,7 +186,7 @@ def _aggregate(con, p: Plan) -> int:
     # scope (six copies of millions of rows, which no longer fit the memory limit and spilled).
     # Ratio of sums R = sum(num) / sum(den); its standard error by the delta method:
     # se = sqrt(var(num - R den) / n) / mean(den), var(num - R den) = var(num) + R^2 var(den) - 2 R cov.
-    # Every sum as a decimal (lake.sql.exact_sum), which adds exactly in any order: doubles summed by DuckDB's
+    # Every sum as a decimal (lake.sql.exact_sum_parts / exact_sum_total), which adds exactly in any order: doubles summed by DuckDB's
     # threads in the order they meet the rows changed the last bits of 72 numerators (and a standard error)
     # from one run of a day to the next. The variances and the covariance from those exact moments.
     ratio = [m.name for m in METRICS if m.agg == "ratio"]
