@@ -81,7 +81,7 @@ def test_conversation_dimensions_equal_the_plain_aggregate_over_the_window():
             con.execute(f"""CREATE VIEW {view} AS SELECT NULL::VARCHAR override_id, NULL::TIMESTAMPTZ ts,
                 NULL::VARCHAR conversation_id, NULL::VARCHAR stage, NULL::VARCHAR outcome, NULL::DATE dt,
                 NULL::VARCHAR quarantine_reason WHERE false""")
-        con.execute(sql("inputs.sql"))
+        con.execute(sql("inputs.sql", facts="facts", cases="cases"))
         con.execute(f"CREATE TABLE plain_case_now AS {PLAIN_CASE_NOW}")
         assert (con.execute("SELECT * FROM case_now ORDER BY ALL").fetchall()
                 == con.execute("SELECT case_id, conversation_id, channel FROM plain_case_now ORDER BY ALL").fetchall())

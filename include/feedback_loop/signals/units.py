@@ -80,6 +80,11 @@ def _view(con, lake: Lake, name: str, layer: str, dataset: str, first: str, last
     con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {body}")
 
 
+# True: case_now and conv_dims over every case and conversation of the window, as before signal_keys.sql (the
+# reference the restricted tables are tested against: same outputs).
+READ_EVERY_KEY = False
+
+
 def load_inputs(con, lake: Lake, settings: Settings, p: Plan) -> None:
     """Views over the lake partitions this run needs, and per-conversation tables shared by all families."""
     d0 = p.d(0)
@@ -93,7 +98,20 @@ def load_inputs(con, lake: Lake, settings: Settings, p: Plan) -> None:
           _empty("overrides", ", NULL::VARCHAR AS quarantine_reason"))
     _view(con, lake, "checks", "staged", "outcome_checks", d0, d0, _empty("outcome_checks"))
     _view(con, lake, "events", "staged", "agent_events", d0, d0, _empty("agent_events"))
-    con.execute(sql("inputs.sql"))  # case_now, conv_dims, reviews
+    # The keys are worth finding only when the window holds days older than any family reads (a steady
+    # lake): on a young lake they cost a few scans and drop nothing.
+    oldest_read = p.d(p.max_lag + p.ab_days - 1 + p.windows["reengagement"])
+    if READ_EVERY_KEY or not any(d < oldest_read for d in lake.days("marts", "conversation_facts") if d >= facts_first):
+        con.execute(sql("inputs.sql", facts="facts", cases="cases"))  # case_now, conv_dims, reviews
+        return
+    con.execute(sql("signal_keys.sql"), {  # the conversations and cases tonight's families can read
+        "days_first": p.d(p.ab_days - 1), "cohort_first": p.d(p.max_lag + p.ab_days - 1),
+        "reopen_first": p.d(p.final_lag("reopen") + p.ab_days - 1), "reengagement_days": int(p.windows["reengagement"])})
+    con.execute(sql(
+        "inputs.sql",
+        facts="(SELECT * FROM facts WHERE conversation_id IN (SELECT key FROM signal_keys WHERE kind = 'conversation') "
+              "OR conversation_id IS NULL)",
+        cases="(SELECT * FROM cases WHERE case_id IN (SELECT key FROM signal_keys WHERE kind = 'case') OR case_id IS NULL)"))
 
 
 # ----------------------------------------------------------------------------------------------- units

@@ -1,10 +1,11 @@
 -- Per-conversation tables every metric family reads (no values: the views facts, cases, ovr_* are the
--- partitions of the run's window, created by inputs.load_inputs).
+-- partitions of the run's window, created by inputs.load_inputs). {{facts}} and {{cases}}: those views, or
+-- their rows of the keys signal_keys.sql found (every row of a kept key, so its aggregate is the same).
 
 -- The latest state of every case in the window: the columns the metric families read of it (a month of
 -- case states sorted with all their columns was most of a steady night's signals stage at 2 M events).
 CREATE TEMP TABLE case_now AS
-SELECT case_id, conversation_id, channel FROM cases
+SELECT case_id, conversation_id, channel FROM {{cases}}
 QUALIFY row_number() OVER (PARTITION BY case_id ORDER BY updated_at DESC, dt DESC, _row_id DESC) = 1;
 
 -- One row per conversation over every fact day read: the dimensions of its first fact row (the
@@ -14,7 +15,8 @@ QUALIFY row_number() OVER (PARTITION BY case_id ORDER BY updated_at DESC, dt DES
 -- rows are aggregated. Aggregating every conversation of the window (~11 M at 2 M events a day, a dozen
 -- states each) was most of a steady night's signals stage, and counting rows per conversation is a fraction.
 CREATE TEMP TABLE conv_dims AS
-WITH multi AS (SELECT conversation_id FROM facts WHERE conversation_id IS NOT NULL
+WITH kept AS (SELECT * FROM {{facts}}),
+multi AS (SELECT conversation_id FROM kept WHERE conversation_id IS NOT NULL
                GROUP BY conversation_id HAVING count(*) > 1),
 f AS (
     SELECT conversation_id,
@@ -25,14 +27,14 @@ f AS (
         bool_or(agent_escalated) AS agent_escalated,
         sum(n_policy_pass + n_policy_fail + n_policy_waived) AS n_policy_checks,
         sum(n_policy_fail + n_policy_waived) AS n_policy_flags
-    FROM facts WHERE conversation_id IN (SELECT conversation_id FROM multi) OR conversation_id IS NULL
+    FROM kept WHERE conversation_id IN (SELECT conversation_id FROM multi) OR conversation_id IS NULL
     GROUP BY conversation_id
     UNION ALL
     SELECT conversation_id, customer_id, case_id, started_at, ended_at, dt AS first_fact_date,
         final_intent AS intent, channel, strategy, mode, agent_escalated,
         (n_policy_pass + n_policy_fail + n_policy_waived)::HUGEINT AS n_policy_checks,
         (n_policy_fail + n_policy_waived)::HUGEINT AS n_policy_flags
-    FROM facts WHERE conversation_id NOT IN (SELECT conversation_id FROM multi)),
+    FROM kept WHERE conversation_id NOT IN (SELECT conversation_id FROM multi)),
 -- A conversation's case is linked through case_now only when its facts have none, and the case's channel
 -- read only when its facts have no channel: the lookups are built for those conversations and cases, not
 -- for every case of the window.
