@@ -97,7 +97,7 @@ def test_reopen_cohorts_equal_the_plain_query_over_every_case_of_the_window():
     """The reopen cohort of days [first, last] reads the states of the cases it can hold (a resolution or a
     reopen dated in those days) and equals the query over every case of the window."""
     plain, n = re.subn(r"ours AS \(.*?\),(\s*)res AS", r"ours AS (SELECT DISTINCT case_id FROM cases),\1res AS",
-                       sql("reopen_cohort.sql", table="plain"), flags=re.DOTALL)
+                       sql("reopen_cohort.sql", table="plain", case_states="cases"), flags=re.DOTALL)
     assert n == 1
     for seed in range(5):
         rnd = random.Random(seed)
@@ -122,7 +122,7 @@ def test_reopen_cohorts_equal_the_plain_query_over_every_case_of_the_window():
         con.execute("CREATE TABLE conv_dims AS SELECT DISTINCT conversation_id, 'refund' AS d_intent, "
                     "'chat' AS d_channel, 'a' AS d_strategy, 'auto' AS d_mode FROM cases")
         days = {"first": "2026-11-05", "last": "2026-11-07"}
-        con.execute(sql("reopen_cohort.sql", table="ours"), days)
+        con.execute(sql("reopen_cohort.sql", table="ours", case_states="cases"), days)
         con.execute(plain, days)
         got = con.execute("SELECT * FROM ours ORDER BY ALL").fetchall()
         assert got == con.execute("SELECT * FROM plain ORDER BY ALL").fetchall()

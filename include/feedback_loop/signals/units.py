@@ -103,6 +103,7 @@ def load_inputs(con, lake: Lake, settings: Settings, p: Plan) -> None:
     oldest_read = p.d(p.max_lag + p.ab_days - 1 + p.windows["reengagement"])
     if READ_EVERY_KEY or not any(d < oldest_read for d in lake.days("marts", "conversation_facts") if d >= facts_first):
         con.execute(sql("inputs.sql", facts="facts", cases="cases"))  # case_now, conv_dims, reviews
+        con.execute("CREATE OR REPLACE TEMP VIEW reopen_case_states AS SELECT * FROM cases")
         return
     con.execute(sql("signal_keys.sql"), {  # the conversations and cases tonight's families can read
         "days_first": p.d(p.ab_days - 1), "cohort_first": p.d(p.max_lag + p.ab_days - 1),
@@ -112,6 +113,10 @@ def load_inputs(con, lake: Lake, settings: Settings, p: Plan) -> None:
         facts="(SELECT * FROM facts WHERE conversation_id IN (SELECT key FROM signal_keys WHERE kind = 'conversation') "
               "OR conversation_id IS NULL)",
         cases="(SELECT * FROM cases WHERE case_id IN (SELECT key FROM signal_keys WHERE kind = 'case') OR case_id IS NULL)"))
+    # The reopen cohorts' cases are key cases: their states read once, not from the whole window per purpose.
+    con.execute("CREATE OR REPLACE TEMP TABLE reopen_case_states AS SELECT case_id, resolved_at, last_reopened_at "
+                "FROM cases WHERE case_id IN (SELECT key FROM signal_keys WHERE kind = 'case') "
+                "AND (resolved_at IS NOT NULL OR last_reopened_at IS NOT NULL)")
 
 
 # ----------------------------------------------------------------------------------------------- units
@@ -244,7 +249,7 @@ def units_sql(con, settings: Settings, p: Plan, first: str, last: str, purpose: 
         return {"first": p.d(lag), "last": p.d(0)}  # every cohort not final yet, and the one that becomes final today
 
     if need("reopen_rate_24h"):
-        reopen = table("reopen", "reopen_cohort.sql", cohort("reopen"))
+        reopen = table("reopen", "reopen_cohort.sql", cohort("reopen"), case_states="reopen_case_states")
         parts.append(_u("reopen_rate_24h", reopen, "reopened::INT", unit="unit", on="cohort_ts"))
     if need("reengagement_rate_7d"):
         reeng = table("reeng", "reengagement_cohort.sql",
