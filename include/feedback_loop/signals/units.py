@@ -117,6 +117,7 @@ def load_inputs(con, lake: Lake, settings: Settings, p: Plan) -> None:
     con.execute("CREATE OR REPLACE TEMP TABLE reopen_case_states AS SELECT case_id, resolved_at, last_reopened_at "
                 "FROM cases WHERE case_id IN (SELECT key FROM signal_keys WHERE kind = 'case') "
                 "AND (resolved_at IS NOT NULL OR last_reopened_at IS NOT NULL)")
+    con.execute("DROP TABLE signal_keys")  # millions of keys on a steady lake: their memory is the queries' now
 
 
 # ----------------------------------------------------------------------------------------------- units
