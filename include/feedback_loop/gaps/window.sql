@@ -44,11 +44,30 @@ j AS (
     LEFT JOIN c ON c.case_id = f.case_id
     LEFT JOIN s ON s.case_id = f.case_id
 ),
+-- Re-engagement: the next conversation of the same customer and intent starts within $reengage_days. The
+-- window that finds it sorted every conversation of both windows with all its columns (the query's largest
+-- operator, spilling); it now runs on narrow rows, and only for the (customer, intent) keys with more than
+-- one fact row (a conversation alone in its key has no next one): `multi` counts keys over every fact row,
+-- a superset of the latest rows' counts, by hash (a collision only adds a key to the window's input).
+multi AS (
+    SELECT hash(customer_id, coalesce(human_intent, final_intent)) AS h FROM facts
+    WHERE conversation_id IS NOT NULL
+      AND ($sample_cut >= 1000000 OR hash(conversation_id) % 1000000 < $sample_cut)
+    GROUP BY h HAVING count(*) > 1
+),
+back AS (
+    SELECT conversation_id FROM (
+        SELECT conversation_id, started_at, lead(started_at) OVER (
+            PARTITION BY customer_id, coalesce(human_intent, final_intent) ORDER BY started_at, conversation_id) AS next_start
+        FROM (SELECT conversation_id, customer_id, human_intent, final_intent, started_at FROM facts
+              WHERE conversation_id IS NOT NULL
+                AND ($sample_cut >= 1000000 OR hash(conversation_id) % 1000000 < $sample_cut)
+              QUALIFY row_number() OVER (PARTITION BY conversation_id ORDER BY fact_date DESC) = 1)
+        WHERE hash(customer_id, coalesce(human_intent, final_intent)) IN (SELECT h FROM multi))
+    WHERE next_start - started_at <= to_days(CAST($reengage_days AS INTEGER))
+),
 r AS (
-    SELECT *,
-        coalesce(lead(started_at) OVER (PARTITION BY customer_id, coalesce(human_intent, final_intent)
-            ORDER BY started_at, conversation_id) - started_at <= to_days(CAST($reengage_days AS INTEGER)), false) AS reengaged
-    FROM j
+    SELECT j.*, b.conversation_id IS NOT NULL AS reengaged FROM j LEFT JOIN back b ON b.conversation_id = j.conversation_id
 ),
 g AS (
     SELECT *,
