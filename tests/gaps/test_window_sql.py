@@ -1,6 +1,7 @@
 """The gap window's conversation table (gaps/window.sql) equals the query it replaced, whose re-engagement
-window ran over every conversation with all its columns: the narrow window over the (customer, intent) keys
-seen more than once gives every row the same `reengaged` and every other column unchanged."""
+window ran over every conversation with all its columns and which grouped the states of every case of the
+lookback: the narrow window over the (customer, intent) keys seen more than once, and the states of the
+cases the facts name, give every row the same values."""
 
 from __future__ import annotations
 
@@ -25,9 +26,12 @@ PLAIN_R = """r AS (
 
 
 def _plain(sql: str) -> str:
-    """window.sql with its re-engagement CTEs (from `multi` to `r`) replaced by the window over every row."""
+    """window.sql with its re-engagement CTEs (from `multi` to `r`) replaced by the window over every row, and
+    its case states grouped for every case of the lookback."""
     out, n = re.subn(r"-- Re-engagement: .*?\nr AS \(.*?\n\),\n", PLAIN_R, sql, flags=re.DOTALL)
     assert n == 1
+    out, n = re.subn(r"FROM cases WHERE case_id IN \(SELECT case_id FROM facts [^\n]*\n", "FROM cases\n", out)
+    assert n == 1  # and the case states of every case, not only the window's conversations' cases
     return out.replace("CREATE OR REPLACE TEMP TABLE conv AS", "CREATE OR REPLACE TEMP TABLE plain AS")
 
 
@@ -60,7 +64,7 @@ def _window(con, seed: int) -> None:
     con.execute("""CREATE TABLE ovr AS SELECT 'conv-' || lpad((i * 7 % 400)::VARCHAR, 3, '0') AS conversation_id,
         CASE WHEN i % 3 = 0 THEN 'approved' ELSE 'corrected' END AS outcome, 'article missing' AS rationale,
         NULL::VARCHAR AS evidence, 'P-1' AS policy_clause_id, 'intent' AS stage FROM range(60) t(i)""")
-    con.execute("""CREATE TABLE cases AS SELECT 'case-' || (i % 300)::VARCHAR AS case_id,
+    con.execute("""CREATE TABLE cases AS SELECT 'case-' || (i % 450)::VARCHAR AS case_id,
         TIMESTAMPTZ '2026-11-01' + to_hours(i) AS updated_at, i % 5 = 0 AS escalated,
         NULL::VARCHAR AS escalation_reason, (i % 4)::BIGINT AS reopen_count, 30.0 AS handle_time_s FROM range(500) t(i)""")
     con.execute("""CREATE TABLE surveys AS SELECT 'case-' || (i % 300)::VARCHAR AS case_id, 'csat' AS kind,
