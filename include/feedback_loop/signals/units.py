@@ -59,9 +59,16 @@ class Plan:
 
 # ----------------------------------------------------------------------------------------------- inputs
 
-def partition_files(lake: Lake, layer: str, name: str, first: str, last: str) -> str | None:
-    """The partitions of days [first, last] as a quoted SQL list for `read_parquet`, None if there are none."""
-    days = [d for d in lake.days(layer, name) if first <= d <= last]
+def partition_days(lake: Lake, layer: str, name: str, first: str, last: str) -> list[str]:
+    """The days of [first, last] that have a partition of `layer/name`, oldest first."""
+    return [d for d in lake.days(layer, name) if first <= d <= last]
+
+
+def partition_files(lake: Lake, layer: str, name: str, first: str, last: str,
+                    days: list[str] | None = None) -> str | None:
+    """The partitions of days [first, last] (or of `days`) as a quoted SQL list for `read_parquet`, None if
+    there are none."""
+    days = partition_days(lake, layer, name, first, last) if days is None else days
     if not days:
         return None
     return literal_list(lake.partition_file(layer, name, d) for d in days)
@@ -74,10 +81,13 @@ def _empty(source: str, extra: str = "") -> str:
     return "SELECT " + ", ".join(cols) + extra + " WHERE false"
 
 
-def _view(con, lake: Lake, name: str, layer: str, dataset: str, first: str, last: str, empty: str) -> None:
-    files = partition_files(lake, layer, dataset, first, last)
+def _view(con, lake: Lake, name: str, layer: str, dataset: str, first: str, last: str, empty: str) -> list[str]:
+    """Temp view `name` over the partitions of days [first, last]; returns those days."""
+    days = partition_days(lake, layer, dataset, first, last)
+    files = partition_files(lake, layer, dataset, first, last, days)
     body = (f"SELECT * FROM read_parquet({files}, hive_partitioning=true, union_by_name=true)" if files else empty)
     con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {body}")
+    return days
 
 
 # True: case_now and conv_dims over every case and conversation of the window, as before signal_keys.sql (the
@@ -90,7 +100,7 @@ def load_inputs(con, lake: Lake, settings: Settings, p: Plan) -> None:
     d0 = p.d(0)
     ab_back = p.max_lag + p.ab_days
     facts_first = p.d(settings.reference_lookback_days + ab_back + p.windows["reengagement"])
-    _view(con, lake, "facts", "marts", "conversation_facts", facts_first, d0, "SELECT 1 WHERE false")
+    fact_days = _view(con, lake, "facts", "marts", "conversation_facts", facts_first, d0, "SELECT 1 WHERE false")
     _view(con, lake, "cases", "staged", "crm_cases", facts_first, d0, _empty("crm_cases"))
     _view(con, lake, "surveys", "staged", "surveys", p.d(p.ab_days), d0, _empty("surveys"))
     _view(con, lake, "ovr_staged", "staged", "overrides", p.d(ab_back), d0, _empty("overrides"))
@@ -100,23 +110,23 @@ def load_inputs(con, lake: Lake, settings: Settings, p: Plan) -> None:
     _view(con, lake, "events", "staged", "agent_events", d0, d0, _empty("agent_events"))
     # The keys are worth finding only when the window holds days older than any family reads (a steady
     # lake): on a young lake they cost a few scans and drop nothing.
-    oldest_read = p.d(p.max_lag + p.ab_days - 1 + p.windows["reengagement"])
-    if READ_EVERY_KEY or not any(d < oldest_read for d in lake.days("marts", "conversation_facts") if d >= facts_first):
+    cohort_days = p.max_lag + p.ab_days - 1  # the earliest cohort day any family reads, run or A/B
+    reengagement = int(p.windows["reengagement"])
+    if READ_EVERY_KEY or not any(d < p.d(cohort_days + reengagement) for d in fact_days):
         con.execute(sql("inputs.sql", facts="facts", cases="cases"))  # case_now, conv_dims, reviews
         con.execute("CREATE OR REPLACE TEMP VIEW reopen_case_states AS SELECT * FROM cases")
         return
     con.execute(sql("signal_keys.sql"), {  # the conversations and cases tonight's families can read
-        "days_first": p.d(p.ab_days - 1), "cohort_first": p.d(p.max_lag + p.ab_days - 1),
-        "reopen_first": p.d(p.final_lag("reopen") + p.ab_days - 1), "reengagement_days": int(p.windows["reengagement"])})
-    con.execute(sql(
-        "inputs.sql",
-        facts="(SELECT * FROM facts WHERE conversation_id IN (SELECT key FROM signal_keys WHERE kind = 'conversation') "
-              "OR conversation_id IS NULL)",
-        cases="(SELECT * FROM cases WHERE case_id IN (SELECT key FROM signal_keys WHERE kind = 'case') OR case_id IS NULL)"))
+        "days_first": p.d(p.ab_days - 1), "cohort_first": p.d(cohort_days),
+        "reopen_first": p.d(p.final_lag("reopen") + p.ab_days - 1), "reengagement_days": reengagement})
+    conversations, cases = ("(SELECT key FROM signal_keys WHERE kind = 'conversation')",
+                            "(SELECT key FROM signal_keys WHERE kind = 'case')")
+    con.execute(sql("inputs.sql",
+                    facts=f"(SELECT * FROM facts WHERE conversation_id IN {conversations} OR conversation_id IS NULL)",
+                    cases=f"(SELECT * FROM cases WHERE case_id IN {cases} OR case_id IS NULL)"))
     # The reopen cohorts' cases are key cases: their states read once, not from the whole window per purpose.
     con.execute("CREATE OR REPLACE TEMP TABLE reopen_case_states AS SELECT case_id, resolved_at, last_reopened_at "
-                "FROM cases WHERE case_id IN (SELECT key FROM signal_keys WHERE kind = 'case') "
-                "AND (resolved_at IS NOT NULL OR last_reopened_at IS NOT NULL)")
+                f"FROM cases WHERE case_id IN {cases} AND (resolved_at IS NOT NULL OR last_reopened_at IS NOT NULL)")
     con.execute("DROP TABLE signal_keys")  # millions of keys on a steady lake: their memory is the queries' now
 
 
