@@ -3,11 +3,15 @@
 -- gaps/window.py creates over the lake; every value is a bound parameter. Unordered: every reader of
 -- `conv` orders what it fetches (conversation_id is unique in it).
 CREATE OR REPLACE TEMP TABLE conv AS
-WITH f AS (
+-- `kept` and `f` are read twice (the joined rows, the narrow re-engagement rows): inlined, never materialised
+-- (a copy of 11 M wide rows on a steady lake), so each reader scans only the columns it uses.
+WITH kept AS NOT MATERIALIZED (
     SELECT * FROM facts
     WHERE conversation_id IS NOT NULL
       AND ($sample_cut >= 1000000 OR hash(conversation_id) % 1000000 < $sample_cut)
-    QUALIFY row_number() OVER (PARTITION BY conversation_id ORDER BY fact_date DESC) = 1
+),
+f AS NOT MATERIALIZED (
+    SELECT * FROM kept QUALIFY row_number() OVER (PARTITION BY conversation_id ORDER BY fact_date DESC) = 1
 ),
 o AS (
     SELECT conversation_id,
@@ -53,20 +57,13 @@ j AS (
 -- one fact row (a conversation alone in its key has no next one): `multi` counts keys over every fact row,
 -- a superset of the latest rows' counts, by hash (a collision only adds a key to the window's input).
 multi AS (
-    SELECT hash(customer_id, coalesce(human_intent, final_intent)) AS h FROM facts
-    WHERE conversation_id IS NOT NULL
-      AND ($sample_cut >= 1000000 OR hash(conversation_id) % 1000000 < $sample_cut)
-    GROUP BY h HAVING count(*) > 1
+    SELECT hash(customer_id, coalesce(human_intent, final_intent)) AS h FROM kept GROUP BY h HAVING count(*) > 1
 ),
 back AS (
     SELECT conversation_id FROM (
         SELECT conversation_id, started_at, lead(started_at) OVER (
             PARTITION BY customer_id, coalesce(human_intent, final_intent) ORDER BY started_at, conversation_id) AS next_start
-        FROM (SELECT conversation_id, customer_id, human_intent, final_intent, started_at FROM facts
-              WHERE conversation_id IS NOT NULL
-                AND ($sample_cut >= 1000000 OR hash(conversation_id) % 1000000 < $sample_cut)
-              QUALIFY row_number() OVER (PARTITION BY conversation_id ORDER BY fact_date DESC) = 1)
-        WHERE hash(customer_id, coalesce(human_intent, final_intent)) IN (SELECT h FROM multi))
+        FROM f WHERE hash(customer_id, coalesce(human_intent, final_intent)) IN (SELECT h FROM multi))
     WHERE next_start - started_at <= to_days(CAST($reengage_days AS INTEGER))
 ),
 r AS (
