@@ -34,3 +34,28 @@ def test_a_space_fitted_on_every_text_does_not_project():
     space = topics.fit_text_space(texts, lsa_components=5)
     with pytest.raises(ValueError, match="fitted on a sample"):
         space.project(texts[:3])
+
+
+@pytest.mark.parametrize("fit_every_third", [True, False])
+def test_each_distinct_text_projected_once_gives_the_same_bits_as_every_text(monkeypatch, fit_every_third):
+    monkeypatch.setattr(topics, "TRANSFORM_BLOCK", 97)
+    # Few distinct messages, repeated, with texts that have no topic word (empty TF-IDF rows) among them.
+    texts = _texts(150, 5) * 6 + ["", "ok", "hi!!"] * 20
+    random.Random(6).shuffle(texts)
+    fit = texts[::3] if fit_every_third else None
+    monkeypatch.setattr(topics, "DEDUPE_TEXTS", False)
+    plain = topics.fit_text_space(texts, lsa_components=20, seed=0, fit_texts=fit)
+    monkeypatch.setattr(topics, "DEDUPE_TEXTS", True)
+    assert topics._distinct(texts) is not None  # the path under test is taken
+    once = topics.fit_text_space(texts, lsa_components=20, seed=0, fit_texts=fit)
+    assert np.array_equal(once.semantic, plain.semantic) and once.semantic.dtype == plain.semantic.dtype
+    assert (once.tfidf != plain.tfidf).nnz == 0 and np.array_equal(once.tfidf.indptr, plain.tfidf.indptr)
+    if fit_every_third:
+        tfidf, sem = once.project(texts[40:700])
+        assert np.array_equal(sem, plain.semantic[40:700]) and (tfidf != plain.tfidf[40:700]).nnz == 0
+
+
+def test_texts_that_rarely_repeat_are_projected_as_they_come():
+    texts = _texts(100, 7)
+    assert topics._distinct(texts[:1] * 10) is not None
+    assert topics._distinct(list(dict.fromkeys(texts))) is None

@@ -56,11 +56,36 @@ class TextSpace:
         space's own texts (every step works row by row). Only for a space fitted on a sample."""
         if self.svd is None:
             raise ValueError("only a text space fitted on a sample (fit_texts) projects more texts")
-        tfidf = _transform(self.vectorizer, texts)
-        return tfidf, _project_lsa(self.svd, tfidf)
+        return _transform_and_project(self.vectorizer, self.svd, texts)
 
 
 TRANSFORM_BLOCK = 50000  # texts projected at a time into a space fitted on a sample
+DEDUPE_TEXTS = True  # project each distinct text once (False: every text, as it comes)
+DEDUPE_MAX_SHARE = 0.8  # ... when distinct texts are at most this share of them (else a copy for nothing)
+
+
+def _distinct(texts: list[str]) -> tuple[list[str], np.ndarray] | None:
+    """The distinct texts and each text's position among them, or None when too few repeat to pay."""
+    if not DEDUPE_TEXTS or not texts:
+        return None
+    index: dict[str, int] = {}
+    inverse = np.fromiter((index.setdefault(t, len(index)) for t in texts), dtype=np.int64, count=len(texts))
+    if len(index) > DEDUPE_MAX_SHARE * len(texts):
+        return None
+    return list(index), inverse
+
+
+def _transform_and_project(vec, svd, texts: list[str]) -> tuple[object, np.ndarray]:
+    """TF-IDF and LSA rows of `texts` in a fitted space. First messages repeat (a greeting, "where is my
+    order?"), and every step works row by row, so each distinct text is projected once and its rows copied:
+    the same values, bit for bit (tests/gaps/test_topics.py)."""
+    distinct = _distinct(texts)
+    if distinct is None:
+        tfidf = _transform(vec, texts)
+        return tfidf, _project_lsa(svd, tfidf)
+    once, inverse = distinct
+    tfidf = _transform(vec, once)
+    return tfidf[inverse], _project_lsa(svd, tfidf)[inverse]
 
 
 def fit_text_space(texts: list[str], *, backend: str = "tfidf", lsa_components: int = 100,
@@ -80,18 +105,17 @@ def fit_text_space(texts: list[str], *, backend: str = "tfidf", lsa_components: 
         tfidf = vec.fit_transform(fitted)
     terms = vec.get_feature_names_out()
     svd = None
-    if fit_texts is not None:
-        fitted_tfidf = tfidf
+    if backend not in ("tfidf", "sentence"):
+        raise ValueError(f"unknown gap topic backend {backend!r}: use 'tfidf' or 'sentence'")
+    if backend == "tfidf" and fit_texts is not None:
+        svd = _fit_lsa(tfidf, lsa_components, seed)
+        tfidf, semantic = _transform_and_project(vec, svd, texts)
+    elif fit_texts is not None:
         tfidf = _transform(vec, texts)
     if backend == "sentence":
         semantic = sentence_embeddings(texts, sentence_model)
-    elif backend == "tfidf" and fit_texts is None:
+    elif fit_texts is None:
         semantic = _lsa(tfidf, lsa_components, seed)
-    elif backend == "tfidf":
-        svd = _fit_lsa(fitted_tfidf, lsa_components, seed)
-        semantic = _project_lsa(svd, tfidf)
-    else:
-        raise ValueError(f"unknown gap topic backend {backend!r}: use 'tfidf' or 'sentence'")
     return TextSpace(vec, tfidf, semantic, terms, len(fitted), svd)
 
 

@@ -49,24 +49,28 @@ def agreement(sem: np.ndarray, labels: list, cents: dict) -> np.ndarray:
 
 def weighted_labels(rows: list[dict], agree: np.ndarray, p: GapParams) -> list[list[tuple[str, float]]]:
     """The (label, weight) pairs of each conversation, the most trusted first."""
+    # The fit to the label of every row at once: the same values as row by row, in the dtype of `agree`.
+    fits = np.clip((np.asarray(agree) - p.agreement_floor) / max(1e-6, 1.0 - p.agreement_floor),
+                   0.0, 1.0).tolist()
+    low, misroute = p.low_confidence, p.misroute_weight
     out = []
-    for r, a in zip(rows, agree):
+    for r, fit in zip(rows, fits):
         labels: dict[str, float] = {}
-        for human in (r.get("human_intent"), r.get("human_category")):
-            if human:
-                labels[human] = 1.0
-        agent = r.get("final_intent")
+        human_intent, human_category, agent = r.get("human_intent"), r.get("human_category"), r.get("final_intent")
+        if human_intent:
+            labels[human_intent] = 1.0
+        if human_category:
+            labels[human_category] = 1.0
         if agent and agent not in labels:
             conf = float(r.get("final_confidence") or 0.0)
-            conf = conf if conf >= p.low_confidence else 0.5 * conf
-            fit = float(np.clip((a - p.agreement_floor) / max(1e-6, 1.0 - p.agreement_floor), 0.0, 1.0))
+            conf = conf if conf >= low else 0.5 * conf
             w = conf * fit * (0.3 if labels else 1.0)
             if w > 0:
                 labels[agent] = w
             # Routed to `agent` but reading unlike it: that is evidence too, about a different topic. A
             # classifier without a class for a request sends it to the same nearest class every time, so
             # "sent to X, not an X question" groups those requests apart from X's own.
-            miss = conf * (1.0 - fit) * p.misroute_weight * (0.3 if labels else 1.0)
+            miss = conf * (1.0 - fit) * misroute * (0.3 if labels else 1.0)
             if miss > 0:
                 labels[MISROUTED + agent] = miss
         out.append(sorted(labels.items(), key=_by_weight) if len(labels) > 1 else list(labels.items()))
