@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import itertools
 import json
 import logging
 from collections import Counter
@@ -120,10 +121,13 @@ def find_gaps(con, p: GapParams, settings: Settings | None = None) -> tuple[list
     sem = space.semantic[:n_rows]
     # What each label answers: the text centroid of the conversations that carried it and did not fail.
     answered = np.array([False] * len(sig) + [float(r["weight"]) == 0.0 for r in other] + [False] * (n_rows - n_held))
-    answer_label = [r.get("human_intent") or r.get("human_category") or r.get("final_intent") for r in all_rows]
+    human_intent, human_category, final_intent = (_column(all_rows, c) for c in ("human_intent", "human_category", "final_intent"))
+    answer_label = [h or c or f for h, c, f in zip(human_intent, human_category, final_intent)]
     cents = trust.answered_centroids(sem, answer_label, answered)
-    agree = trust.agreement(sem, [r.get("final_intent") for r in all_rows], cents)
-    labels_of = trust.weighted_labels(all_rows, agree, p)
+    agree = trust.agreement(sem, final_intent, cents)
+    labels_of = trust.weighted_label_columns(human_intent, human_category, final_intent,
+                                             _column(all_rows, "final_confidence"), agree, p)
+    del human_intent, human_category, final_intent, answer_label
     names = set(gt.label_vocab(labels_of))
     if stream_prev:
         background = [space.tfidf[:n_rows]]
@@ -233,6 +237,11 @@ class WindowRow(tuple):
         return tuple.__getitem__(self, _POSITION[key]) if key in _POSITION else default
 
 
+def _column(rows: list[WindowRow], name: str) -> list:
+    """One column of window rows (their own `__getitem__` is a Python call per row: this is C's)."""
+    return list(map(tuple.__getitem__, rows, itertools.repeat(_POSITION[name], len(rows))))
+
+
 class _Previous:
     """The previous window's signals, which only join a topic (for its trend): their text (redacted) and
     labels as columns, ~40 bytes a row beside their text instead of a ~240-byte row."""
@@ -273,10 +282,11 @@ class _Previous:
         """(TF-IDF, semantic vectors, weighted labels) of the rows, `ASSIGN_BLOCK` at a time, each exactly
         what the rows would get among the space's own texts (projection, agreement and labels are per row)."""
         for start in range(0, self.n, ASSIGN_BLOCK):
-            block = self.rows(start, min(start + ASSIGN_BLOCK, self.n))
-            tfidf, sem = space.project([r["text"] for r in block])
-            agree = trust.agreement(sem, [r.get("final_intent") for r in block], cents)
-            yield tfidf, sem, trust.weighted_labels(block, agree, p)
+            col = {c: values[start:start + ASSIGN_BLOCK] for c, values in self.columns.items()}
+            tfidf, sem = space.project(col["text"])
+            agree = trust.agreement(sem, col["final_intent"], cents)
+            yield tfidf, sem, trust.weighted_label_columns(col["human_intent"], col["human_category"],
+                                                           col["final_intent"], col["final_confidence"], agree, p)
 
 
 def _fetch_rows(con, redact, shared: dict, sql: str, params: dict) -> list[WindowRow]:

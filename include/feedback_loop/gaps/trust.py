@@ -49,20 +49,27 @@ def agreement(sem: np.ndarray, labels: list, cents: dict) -> np.ndarray:
 
 def weighted_labels(rows: list[dict], agree: np.ndarray, p: GapParams) -> list[list[tuple[str, float]]]:
     """The (label, weight) pairs of each conversation, the most trusted first."""
+    return weighted_label_columns([r.get("human_intent") for r in rows], [r.get("human_category") for r in rows],
+                                  [r.get("final_intent") for r in rows], [r.get("final_confidence") for r in rows],
+                                  agree, p)
+
+
+def weighted_label_columns(human_intent: list, human_category: list, final_intent: list, final_confidence: list,
+                           agree: np.ndarray, p: GapParams) -> list[list[tuple[str, float]]]:
+    """`weighted_labels` of rows given as columns (the previous window is held as columns, not rows)."""
     # The fit to the label of every row at once: the same values as row by row, in the dtype of `agree`.
-    fits = np.clip((np.asarray(agree) - p.agreement_floor) / max(1e-6, 1.0 - p.agreement_floor),
-                   0.0, 1.0).tolist()
+    fits = np.clip((np.asarray(agree) - p.agreement_floor) / max(1e-6, 1.0 - p.agreement_floor), 0.0, 1.0).tolist()
     low, misroute = p.low_confidence, p.misroute_weight
     out = []
-    for r, fit in zip(rows, fits):
+    for human_i, human_c, agent, confidence, fit in zip(human_intent, human_category, final_intent, final_confidence,
+                                                         fits):
         labels: dict[str, float] = {}
-        human_intent, human_category, agent = r.get("human_intent"), r.get("human_category"), r.get("final_intent")
-        if human_intent:
-            labels[human_intent] = 1.0
-        if human_category:
-            labels[human_category] = 1.0
+        if human_i:
+            labels[human_i] = 1.0
+        if human_c:
+            labels[human_c] = 1.0
         if agent and agent not in labels:
-            conf = float(r.get("final_confidence") or 0.0)
+            conf = float(confidence or 0.0)
             conf = conf if conf >= low else 0.5 * conf
             w = conf * fit * (0.3 if labels else 1.0)
             if w > 0:
