@@ -256,14 +256,11 @@ class _Previous:
     @classmethod
     def fetch(cls, con, redact, shared: dict, min_weight: float) -> _Previous:
         columns = {c: [] for c in cls.COLUMNS}
-        cur = con.execute(f"SELECT {', '.join(cls.COLUMNS)} FROM conv WHERE NOT in_window AND weight >= $w "
-                          "AND text IS NOT NULL AND trim(text) <> '' ORDER BY conv.conversation_id", {"w": min_weight})
-        lists = [columns[c] for c in cls.COLUMNS]
-        while block := cur.fetchmany(FETCH_BLOCK):
-            for values in block:
-                lists[0].append(redact(values[0]))
-                for out, v in zip(lists[1:], values[1:]):
-                    out.append(shared.setdefault(v, v) if isinstance(v, str) else v)
+        sql = (f"SELECT {', '.join(cls.COLUMNS)} FROM conv WHERE NOT in_window AND weight >= $w "
+               "AND text IS NOT NULL AND trim(text) <> '' ORDER BY conv.conversation_id")
+        for block in _fetch_columns(con, redact, shared, sql, {"w": min_weight}):
+            for c, values in zip(cls.COLUMNS, block):
+                columns[c].extend(values)
         return cls(columns)
 
     def rows(self, start: int, stop: int) -> list[WindowRow]:
@@ -290,24 +287,36 @@ class _Previous:
 
 
 def _fetch_rows(con, redact, shared: dict, sql: str, params: dict) -> list[WindowRow]:
-    """The rows of `sql` over `COLUMNS`, their text redacted (before anything else sees it: no term or example
-    carries PII), a value that repeats from row to row (an intent, a list of article ids) held once in
-    `shared`. Lists are shared between rows, so nothing may change one in place."""
-    text = _POSITION["text"]
-    shared_at = [_POSITION[c] for c in SHARED_COLUMNS]
-    out = []
-    cur = con.execute(sql, params)
-    # A block at a time: fetchall() would hold every row twice (DuckDB's tuples and these) at the peak.
-    while block := cur.fetchmany(FETCH_BLOCK):
-        for values in block:
-            values = list(values)
-            values[text] = redact(values[text])
-            for i in shared_at:
-                v = values[i]
-                if v is not None:
-                    values[i] = shared.setdefault(tuple(v) if isinstance(v, list) else v, v)
-            out.append(WindowRow(values))
+    """The rows of `sql` over `COLUMNS` (`SELECT_COLUMNS`), their text redacted (before anything else sees it: no
+    term or example carries PII), a value that repeats from row to row (an intent, a list of article ids) held
+    once in `shared`. Lists are shared between rows, so nothing may change one in place."""
+    out: list[WindowRow] = []
+    for columns in _fetch_columns(con, redact, shared, sql, params):
+        out.extend(map(WindowRow, zip(*columns)))
     return out
+
+
+def _fetch_columns(con, redact, shared: dict, sql: str, params: dict):
+    """The result of `sql` as Python columns, `FETCH_BLOCK` rows at a time (a whole result would be held twice,
+    Arrow's and these). Read a column at a time: a text or a label is converted, redacted and looked up in
+    `shared` once per distinct value in the block, not once per row."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for batch in con.sql(sql, params=params).to_arrow_reader(FETCH_BLOCK):
+        columns = []
+        for name, col in zip(batch.schema.names, batch.columns):
+            is_list = pa.types.is_list(col.type) or pa.types.is_large_list(col.type)
+            if name == "text" or (name in SHARED_COLUMNS and not is_list):
+                encoded = pc.dictionary_encode(col)
+                once = encoded.dictionary.to_pylist()
+                once = [redact(v) for v in once] if name == "text" else [shared.setdefault(v, v) for v in once]
+                columns.append([None if i is None else once[i] for i in encoded.indices.to_pylist()])
+            elif name in SHARED_COLUMNS:
+                columns.append([None if v is None else shared.setdefault(tuple(v), v) for v in col.to_pylist()])
+            else:
+                columns.append(col.to_pylist())
+        yield columns
 
 
 def _article_centroids(published: list, cents: dict, dim: int) -> list:
