@@ -39,6 +39,9 @@ STREAM_PREVIOUS = True  # past `max_fit_texts`, the previous window's vectors a 
 COLUMNS = ["conversation_id", "customer_id", "text", "final_intent", "final_confidence", "human_intent",
            "human_category", "kb_articles", "kb_max_score", "started_at", "escalated", "handle_time_s", "weight"] + \
           [f"sig_{s}" for s in SIGNALS]
+# A start is only compared with an article's update: as epoch microseconds (DuckDB's precision), not as an
+# aware datetime, which cost more to fetch than the rest of the row.
+SELECT_COLUMNS = ", ".join("epoch_us(started_at) AS started_at" if c == "started_at" else c for c in COLUMNS)
 
 
 @dataclass
@@ -72,7 +75,7 @@ def find_gaps(con, p: GapParams, settings: Settings | None = None) -> tuple[list
     # Redaction is a pure function of the text, and first messages repeat a lot: each distinct text once
     # (the most recent ones: a window of a million distinct messages would hold each twice more).
     redact = functools.lru_cache(maxsize=REDACT_CACHE)(redactor(settings).redact)
-    select = f"""SELECT {", ".join(COLUMNS)} FROM conv WHERE in_window AND text IS NOT NULL AND trim(text) <> ''"""
+    select = f"""SELECT {SELECT_COLUMNS} FROM conv WHERE in_window AND text IS NOT NULL AND trim(text) <> ''"""
     shared: dict = {}
     fetch = functools.partial(_fetch_rows, con, redact, shared)
     sig = fetch(f"{select} AND weight >= $w ORDER BY weight DESC, conversation_id", {"w": p.min_weight})
@@ -89,7 +92,9 @@ def find_gaps(con, p: GapParams, settings: Settings | None = None) -> tuple[list
     prev = _Previous.fetch(con, redact, shared, p.min_weight)
     n_total = con.execute("SELECT count(*) FROM conv WHERE in_window").fetchall()[0][0]
     has_prev_window = bool(con.execute("SELECT count(*) > 0 FROM conv WHERE NOT in_window").fetchall()[0][0])
-    kb = con.execute("SELECT article_id, title, body, intents, status, updated_at FROM kb ORDER BY article_id").fetchall()
+    # An article: (id, title, body, intents, status, updated_at, updated_at in epoch microseconds).
+    kb = con.execute("SELECT article_id, title, body, intents, status, updated_at, epoch_us(updated_at) FROM kb "
+                     "ORDER BY article_id").fetchall()
     published = [a for a in kb if a[4] == "published"]
     stats = {"n_conversations": n_total, "n_signals": len(sig), "n_topics": 0, "n_noise": 0, "n_traffic_sample": len(other),
              "kb_published": len(published)}
@@ -426,7 +431,7 @@ def _covering(p: GapParams, tp: Topic, published: list) -> int | None:
     # the routing is trusted (tp.trusted_routing: a trusted label, and searches that returned the article).
     # (Nor when the article is newer than most of the topic's failures: they missed because it did not exist.)
     starts = sorted(m["started_at"] for m in tp.members if m["started_at"] is not None)
-    newer = np.array([a[5] is not None and bisect.bisect_left(starts, a[5]) / len(tp.members) > 0.5
+    newer = np.array([a[6] is not None and bisect.bisect_left(starts, a[6]) / len(tp.members) > 0.5
                       for a in published])
     routed_ok = (intents_share >= p.routed_share) & ((tp.miss < p.absorb_miss_share) | newer | tp.trusted_routing)
     used = routed_ok | (tp.retrieved >= p.retrieved_share)

@@ -45,8 +45,8 @@ def topic_row(p: GapParams, tp, members: list[dict], terms: list[str], published
     if tp.covering is not None:
         covering = published[tp.covering]
         article_id = covering[0]
-        updated = covering[5]
-        after = [m for m in members if updated is not None and m["started_at"] is not None and m["started_at"] > updated]
+        updated, updated_us = covering[5], covering[6]  # starts are epoch microseconds (classify.SELECT_COLUMNS)
+        after = [m for m in members if updated_us is not None and m["started_at"] is not None and m["started_at"] > updated_us]
         if updated is not None and len(after) < max(2, len(members) // 4) and len(after) < len(members) / 2:
             # The article came after most of these failures: the gap was addressed by adding it.
             status, closed_reason = "addressed", f"article {covering[0]} published {str(updated)[:10]}"
