@@ -61,7 +61,7 @@ class TextSpace:
 
 TRANSFORM_BLOCK = 50000  # texts projected at a time into a space fitted on a sample
 DEDUPE_TEXTS = True  # project each distinct text once (False: every text, as it comes)
-DEDUPE_MAX_SHARE = 0.8  # ... when distinct texts are at most this share of them (else a copy for nothing)
+DEDUPE_MAX_SHARE = 0.5  # ... when distinct texts are at most half of them (the copy then costs at most half again)
 
 
 def _distinct(texts: list[str]) -> tuple[list[str], np.ndarray] | None:
