@@ -3,7 +3,7 @@
 -- gaps/window.py creates over the lake; every value is a bound parameter. Unordered: every reader of
 -- `conv` orders what it fetches (conversation_id is unique in it).
 CREATE OR REPLACE TEMP TABLE conv AS
--- `kept` and `f` are read twice (the joined rows, the narrow re-engagement rows): inlined, never materialised
+-- `kept` is read by the joined rows and by the narrow re-engagement rows: inlined, never materialised
 -- (a copy of 11 M wide rows on a steady lake), so each reader scans only the columns it uses.
 WITH kept AS NOT MATERIALIZED (
     SELECT * FROM facts
@@ -55,15 +55,23 @@ j AS (
 -- window that finds it sorted every conversation of both windows with all its columns (the query's largest
 -- operator, spilling); it now runs on narrow rows, and only for the (customer, intent) keys with more than
 -- one fact row (a conversation alone in its key has no next one): `multi` counts keys over every fact row,
--- a superset of the latest rows' counts, by hash (a collision only adds a key to the window's input).
+-- a superset of the latest rows' counts, by hash (a collision only adds a key to the window's input). The
+-- latest rows of those keys are ranked among the rows of the conversations with any row of such a key (the
+-- latest row's key is one of them; the whole window's ranking, `f`, was a second group-by of every row).
 multi AS (
     SELECT hash(customer_id, coalesce(human_intent, final_intent)) AS h FROM kept GROUP BY h HAVING count(*) > 1
+),
+multi_latest AS (
+    SELECT conversation_id, customer_id, human_intent, final_intent, started_at FROM kept
+    WHERE conversation_id IN (SELECT conversation_id FROM kept
+                              WHERE hash(customer_id, coalesce(human_intent, final_intent)) IN (SELECT h FROM multi))
+    QUALIFY row_number() OVER (PARTITION BY conversation_id ORDER BY fact_date DESC) = 1
 ),
 back AS (
     SELECT conversation_id FROM (
         SELECT conversation_id, started_at, lead(started_at) OVER (
             PARTITION BY customer_id, coalesce(human_intent, final_intent) ORDER BY started_at, conversation_id) AS next_start
-        FROM f WHERE hash(customer_id, coalesce(human_intent, final_intent)) IN (SELECT h FROM multi))
+        FROM multi_latest WHERE hash(customer_id, coalesce(human_intent, final_intent)) IN (SELECT h FROM multi))
     WHERE next_start - started_at <= to_days(CAST($reengage_days AS INTEGER))
 ),
 r AS (
