@@ -169,3 +169,23 @@ def test_the_restriction_drops_keys_the_families_cannot_read(window, monkeypatch
         sizes[every] = con.execute("SELECT (SELECT count(*) FROM case_now), (SELECT count(*) FROM conv_dims)").fetchone()
         con.close()
     assert sizes[False][0] < sizes[True][0] and sizes[False][1] < sizes[True][1], sizes
+
+
+def test_reopen_cohorts_filtered_from_one_build_equal_each_built_for_its_days(window, monkeypatch):
+    """The run's and the A/B window's reopen cohorts are filters of one build over both their days
+    (units.SHARE_REOPEN_COHORTS): the marts equal those of a build per purpose, with reopen units in both."""
+    days = DAYS[-3:]
+    got = {}
+    for shared in (True, False):
+        root = window / f"reopen-shared-{shared}"
+        shutil.copytree(window / "lake", root / "lake")
+        monkeypatch.setattr(units, "SHARE_REOPEN_COHORTS", shared)
+        for day in days:
+            run_signals(_settings(root), date.fromisoformat(day))
+        got[shared] = _marts(root, days)
+    assert got[True] == got[False]
+    lake = Lake(str(window / "reopen-shared-True" / "lake"))
+    metrics, ab = (lake.partition_file("marts", m, days[-1]) for m in ("signal_metrics", "signal_ab_tests"))
+    assert duckdb.sql(f"SELECT count(*) FROM read_parquet('{metrics}') WHERE metric = 'reopen_rate_24h' "
+                      "AND sample_size > 0").fetchall()[0][0] > 0
+    assert duckdb.sql(f"SELECT count(*) FROM read_parquet('{ab}') WHERE metric = 'reopen_rate_24h'").fetchall()[0][0] > 0

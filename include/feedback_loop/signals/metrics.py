@@ -48,7 +48,7 @@ from feedback_loop.signals.registry import (  # noqa: F401 - re-exported: the na
     metric_docs,
     thresholds,
 )
-from feedback_loop.signals.units import Plan, load_inputs, partition_files, sql, units_sql
+from feedback_loop.signals.units import REOPEN_COHORTS, Plan, load_inputs, partition_files, sql, units_sql
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,7 @@ def run_signals(settings: Settings, day: date) -> dict:
         # Temp tables live in memory under the connection's memory limit: dropped once nothing reads them.
         con.execute("DROP VIEW units; " + " ".join(f"DROP TABLE IF EXISTS {t};" for t in _RUN_TABLES))
         ab_rows = _ab_tests(con, settings, plan)
+        con.execute(f"DROP TABLE IF EXISTS {REOPEN_COHORTS}")  # shared by the run's and the A/B window's units
         lake.write_query(con, "SELECT $day::DATE AS dt, * REPLACE (redact_pii(control) AS control, "
                               "redact_pii(treatment) AS treatment) FROM ab ORDER BY metric, treatment", "marts", AB_MART,
                          dt, params=day_param)

@@ -146,6 +146,25 @@ def _u(metric: str, src: str, num: str, den: str = "1", where: str = "true", *, 
         f"{str(base).lower()} AS base, ({num})::DOUBLE AS num, ({den})::DOUBLE AS den FROM {src} WHERE {where}")
 
 
+REOPEN_COHORTS = "reopen_cohorts"
+# True: the run's and the A/B window's reopen cohorts filtered from one build (`_reopen_cohorts`); False: each
+# built from the case states for its own days (the reference it is tested against: same outputs).
+SHARE_REOPEN_COHORTS = True
+
+
+def _reopen_cohorts(con, p: Plan) -> str:
+    """The reopen cohort rows of every cohort day the run and the A/B window read, built once per connection.
+    A row depends only on its own case's states (reopen_cohort.sql), so each purpose's days are a filter of
+    it: the second build read the same millions of case states again on a steady lake."""
+    lag = p.final_lag("reopen")
+    days = {"first": p.d(lag + max(p.ab_days, 1) - 1), "last": p.d(0)}  # the A/B window's and the run's days
+    built = con.execute("SELECT count(*) FROM duckdb_tables() WHERE temporary AND table_name = $t",
+                        {"t": REOPEN_COHORTS}).fetchall()[0][0]
+    if not built:
+        con.execute(sql("reopen_cohort.sql", table=REOPEN_COHORTS, case_states="reopen_case_states"), days)
+    return REOPEN_COHORTS
+
+
 def units_sql(con, settings: Settings, p: Plan, first: str, last: str, purpose: str,
               only: tuple[str, ...] | None = None) -> str:
     """Every metric's units for day metrics of [first, last] and for the cohorts the windows need.
@@ -260,7 +279,12 @@ def units_sql(con, settings: Settings, p: Plan, first: str, last: str, purpose: 
         return {"first": p.d(lag), "last": p.d(0)}  # every cohort not final yet, and the one that becomes final today
 
     if need("reopen_rate_24h"):
-        reopen = table("reopen", "reopen_cohort.sql", cohort("reopen"), case_states="reopen_case_states")
+        if SHARE_REOPEN_COHORTS:
+            reopen = f"{purpose}_reopen"
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {reopen} AS SELECT * FROM {_reopen_cohorts(con, p)} "
+                        "WHERE cohort_ts::DATE BETWEEN $first::DATE AND $last::DATE", cohort("reopen"))
+        else:
+            reopen = table("reopen", "reopen_cohort.sql", cohort("reopen"), case_states="reopen_case_states")
         parts.append(_u("reopen_rate_24h", reopen, "reopened::INT", unit="unit", on="cohort_ts"))
     if need("reengagement_rate_7d"):
         reeng = table("reeng", "reengagement_cohort.sql",
