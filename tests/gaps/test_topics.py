@@ -59,3 +59,16 @@ def test_texts_that_rarely_repeat_are_projected_as_they_come():
     texts = _texts(100, 7)
     assert topics._distinct(texts[:1] * 10) is not None
     assert topics._distinct(list(dict.fromkeys(texts))) is None
+
+
+def test_repeated_rows_read_as_the_expanded_array():
+    rng = np.random.default_rng(2)
+    unique = rng.random((7, 4), dtype=np.float32)
+    inverse = rng.integers(0, 7, 50)
+    held, full = topics.RepeatedRows(unique, inverse), unique[inverse]
+    assert held.shape == full.shape and held.dtype == full.dtype and len(held) == 50
+    assert np.array_equal(np.asarray(held), full) and np.array_equal(held[3], full[3])
+    assert np.array_equal(held[5:40][2:9], full[5:40][2:9]) and held[5:40].shape == (35, 4)
+    for rows in ([1, 4, 4, 49], np.arange(10, 30), np.flatnonzero(inverse == 2), inverse > 3, []):
+        assert np.array_equal(held[rows], full[rows])
+    assert held[[]].shape == (0, 4)

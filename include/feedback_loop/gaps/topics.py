@@ -46,7 +46,7 @@ class TextSpace:
 
     vectorizer: object
     tfidf: object  # sparse (n_texts, n_terms), rows L2-normalised
-    semantic: np.ndarray  # dense (n_texts, d), rows L2-normalised
+    semantic: np.ndarray  # dense (n_texts, d), rows L2-normalised (`RepeatedRows` when texts repeat)
     terms: np.ndarray
     n_fitted: int = 0  # how many of the texts the vocabulary and LSA were fitted on
     svd: object = None  # the LSA fitted on a sample (`fit_texts`), which more texts can be projected into
@@ -75,17 +75,47 @@ def _distinct(texts: list[str]) -> tuple[list[str], np.ndarray] | None:
     return list(index), inverse
 
 
-def _transform_and_project(vec, svd, texts: list[str]) -> tuple[object, np.ndarray]:
+class RepeatedRows:
+    """A matrix whose rows repeat, each distinct row held once: row i is `unique[inverse[i]]`. Read like the
+    expanded array (`x[i]`, `x[a:b]`, `x[rows]`, `x[mask]`, `x.shape`, `np.asarray(x)`), each read giving the
+    same values: a window's semantic vectors, 400 bytes a message, are ~600 MB on a steady month."""
+
+    def __init__(self, unique: np.ndarray, inverse: np.ndarray):
+        self.unique, self.inverse = unique, inverse
+        self.dtype, self.ndim = unique.dtype, unique.ndim
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.inverse), *self.unique.shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.inverse)
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            return RepeatedRows(self.unique, self.inverse[key])
+        if isinstance(key, (int, np.integer)):
+            return self.unique[self.inverse[key]]
+        rows = np.asarray(key)
+        return self.unique[self.inverse[rows if rows.dtype == bool else rows.astype(np.intp, copy=False)]]
+
+    def __array__(self, dtype=None, copy=None):
+        out = self.unique[self.inverse]
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+
+def _transform_and_project(vec, svd, texts: list[str], held: bool = False) -> tuple[object, np.ndarray]:
     """TF-IDF and LSA rows of `texts` in a fitted space. First messages repeat (a greeting, "where is my
     order?"), and every step works row by row, so each distinct text is projected once and its rows copied:
-    the same values, bit for bit (tests/gaps/test_topics.py)."""
+    the same values, bit for bit (tests/gaps/test_topics.py). `held`: the LSA rows as `RepeatedRows`."""
     distinct = _distinct(texts)
     if distinct is None:
         tfidf = _transform(vec, texts)
         return tfidf, _project_lsa(svd, tfidf)
     once, inverse = distinct
     tfidf = _transform(vec, once)
-    return tfidf[inverse], _project_lsa(svd, tfidf)[inverse]
+    semantic = _project_lsa(svd, tfidf)
+    return tfidf[inverse], RepeatedRows(semantic, inverse) if held else semantic[inverse]
 
 
 def fit_text_space(texts: list[str], *, backend: str = "tfidf", lsa_components: int = 100,
@@ -109,7 +139,7 @@ def fit_text_space(texts: list[str], *, backend: str = "tfidf", lsa_components: 
         raise ValueError(f"unknown gap topic backend {backend!r}: use 'tfidf' or 'sentence'")
     if backend == "tfidf" and fit_texts is not None:
         svd = _fit_lsa(tfidf, lsa_components, seed)
-        tfidf, semantic = _transform_and_project(vec, svd, texts)
+        tfidf, semantic = _transform_and_project(vec, svd, texts, held=True)
     elif fit_texts is not None:
         tfidf = _transform(vec, texts)
     if backend == "sentence":
