@@ -45,3 +45,17 @@ def test_weighted_labels_of_a_window_are_the_row_by_row_rule():
     assert got == want
     assert any(len(g) == 3 for g in got) and any(lab.startswith(trust.MISROUTED) for g in got for lab, _ in g)
     assert any(g == [] for g in got)
+
+
+def test_agreement_of_rows_held_once_per_text_equals_that_of_the_expanded_rows():
+    from feedback_loop.gaps.topics import RepeatedRows
+
+    rng = np.random.default_rng(4)
+    unique = rng.standard_normal((9, 16)).astype(np.float32)
+    inverse = rng.integers(0, 9, 400)
+    labels = [rng.choice(["refund", "card", "login", None, ""]) for _ in range(400)]
+    cents = {lab: (rng.standard_normal(16).astype(np.float32), float(rng.random()) + 0.1) for lab in ("refund", "card")}
+    expanded = trust.agreement(unique[inverse], labels, cents)
+    held = trust.agreement(RepeatedRows(unique, inverse), labels, cents)
+    assert held.dtype == expanded.dtype and np.array_equal(held, expanded)
+    assert (expanded != 1.0).sum() > 100

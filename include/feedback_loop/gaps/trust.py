@@ -38,8 +38,23 @@ def answered_centroids(sem: np.ndarray, labels: list, answered: np.ndarray, min_
 
 
 def agreement(sem: np.ndarray, labels: list, cents: dict) -> np.ndarray:
-    """Per row: similarity to its label's answered centroid over that label's own median (1 = typical)."""
+    """Per row: similarity to its label's answered centroid over that label's own median (1 = typical).
+    Rows held once per distinct text (`topics.RepeatedRows`) are scored once per (text, label)."""
+    from feedback_loop.gaps.topics import RepeatedRows
+
     out = np.ones(len(labels), dtype=np.float32)
+    if isinstance(sem, RepeatedRows):
+        rows_of: dict[str, list[int]] = {}
+        for i, label in enumerate(labels):
+            if label in cents:
+                rows_of.setdefault(label, []).append(i)
+        for label, rows in rows_of.items():
+            c, med = cents[label]
+            texts, back = np.unique(sem.inverse[rows], return_inverse=True)
+            # The same float32 dot product per row as below, once per distinct text of the label.
+            scores = np.array([float(sem.unique[t] @ c) / med for t in texts.tolist()], dtype=np.float32)
+            out[rows] = scores[back]
+        return out
     for i, label in enumerate(labels):
         if label in cents:
             c, med = cents[label]
