@@ -136,19 +136,25 @@ def _marts(root, days) -> dict:
     return out
 
 
+def _marts_per_switch(window, monkeypatch, switch: str, days: list[str]) -> dict:
+    """The marts of `days` with units.`switch` False and True, each on its own copy of the lake (`<switch>-<value>`)."""
+    got = {}
+    for value in (False, True):
+        root = window / f"{switch}-{value}"
+        shutil.copytree(window / "lake", root / "lake")
+        monkeypatch.setattr(units, switch, value)
+        for day in days:
+            run_signals(_settings(root), date.fromisoformat(day))
+        got[value] = _marts(root, days)
+    return got
+
+
 def test_the_signals_of_the_kept_keys_equal_those_of_every_key(window, monkeypatch):
     """The last three nights, each variant on its own copy of the lake: every mart row equal, in order."""
     days = DAYS[-3:]
-    got = {}
-    for every in (False, True):
-        root = window / f"every-{every}"
-        shutil.copytree(window / "lake", root / "lake")
-        monkeypatch.setattr(units, "READ_EVERY_KEY", every)
-        for day in days:
-            run_signals(_settings(root), date.fromisoformat(day))
-        got[every] = _marts(root, days)
+    got = _marts_per_switch(window, monkeypatch, "READ_EVERY_KEY", days)
     assert got[False] == got[True]
-    path = Lake(str(window / "every-False" / "lake")).partition_file("marts", "signal_metrics", days[-1])
+    path = Lake(str(window / "READ_EVERY_KEY-False" / "lake")).partition_file("marts", "signal_metrics", days[-1])
     with_units = {m for (m,) in duckdb.sql(f"SELECT DISTINCT metric FROM read_parquet('{path}') "
                                            "WHERE dimension = 'all' AND sample_size > 0").fetchall()}
     # The families the restriction touches all had units: repeat contact, re-engagement, reopens, late
@@ -175,16 +181,9 @@ def test_reopen_cohorts_filtered_from_one_build_equal_each_built_for_its_days(wi
     """The run's and the A/B window's reopen cohorts are filters of one build over both their days
     (units.SHARE_REOPEN_COHORTS): the marts equal those of a build per purpose, with reopen units in both."""
     days = DAYS[-3:]
-    got = {}
-    for shared in (True, False):
-        root = window / f"reopen-shared-{shared}"
-        shutil.copytree(window / "lake", root / "lake")
-        monkeypatch.setattr(units, "SHARE_REOPEN_COHORTS", shared)
-        for day in days:
-            run_signals(_settings(root), date.fromisoformat(day))
-        got[shared] = _marts(root, days)
+    got = _marts_per_switch(window, monkeypatch, "SHARE_REOPEN_COHORTS", days)
     assert got[True] == got[False]
-    lake = Lake(str(window / "reopen-shared-True" / "lake"))
+    lake = Lake(str(window / "SHARE_REOPEN_COHORTS-True" / "lake"))
     metrics, ab = (lake.partition_file("marts", m, days[-1]) for m in ("signal_metrics", "signal_ab_tests"))
     assert duckdb.sql(f"SELECT count(*) FROM read_parquet('{metrics}') WHERE metric = 'reopen_rate_24h' "
                       "AND sample_size > 0").fetchall()[0][0] > 0
