@@ -11,6 +11,10 @@ without history and on the lake with it, each in a fresh process, and prints CPU
 
     .venv/bin/python bench/run_bench.py --events 2000000 --keep --no-airflow   # once
     .venv/bin/python bench/steady_history.py bench/.cache/run-c215054-*/empty
+    .venv/bin/python bench/steady_history.py bench/.cache/run-c215054-*/empty --stages gaps --distinct-texts
+
+`--distinct-texts`: gaps with every first message made distinct (the generator's texts repeat far more than a
+real team's, and gaps projects each distinct text once).
 """
 
 from __future__ import annotations
@@ -69,10 +73,33 @@ def _history(lake: Path, day: str, days: int, facts_days: int) -> None:
         **moved("started_at", "ended_at", "case_created_at", "resolved_at", "last_reopened_at")})
 
 
-def _child(stage: str, day: str) -> None:
+def _distinct_texts() -> None:
+    """Gaps reads a window whose first messages never repeat: a made-up word per conversation appended to each
+    (letters from its id's hash). The word occurs once, so the vocabulary (`min_df=2`) and the topics stay
+    those of the data, but every text is distinct, as in real traffic; the generator's repeat far more."""
+    from feedback_loop.gaps import detect
+
+    load_window = detect.load_window
+
+    def load(con, *args, **kwargs):
+        meta = load_window(con, *args, **kwargs)
+        con.execute("SET preserve_insertion_order = false")
+        con.execute("""CREATE TEMP TABLE conv_distinct AS SELECT * REPLACE (text || ' z' || translate(
+            substr(md5(conversation_id), 1, 8), '0123456789', 'ghijklmnop') AS text) FROM conv""")
+        con.execute("DROP TABLE conv")
+        con.execute("ALTER TABLE conv_distinct RENAME TO conv")
+        return meta
+
+    detect.load_window = load
+
+
+def _child(stage: str, day: str, distinct_texts: bool = False) -> None:
     from feedback_loop import nightly
     from feedback_loop.ingest.contract import SOURCE_NAMES
     from feedback_loop.settings import Settings
+
+    if distinct_texts:
+        _distinct_texts()
 
     s = Settings.load(max_bad_row_share=1.0)  # the synthetic history resolves fewer references: not a failure here
     if stage == "validate":
@@ -86,7 +113,7 @@ def _child(stage: str, day: str) -> None:
         nightly.signals(s, day)
 
 
-def _measure(root: Path, stage: str, day: str) -> dict:
+def _measure(root: Path, stage: str, day: str, distinct_texts: bool = False) -> dict:
     """One stage on a copy of `root` in a fresh process: wall, CPU (user + system) and peak RSS."""
     work = Path(tempfile.mkdtemp(prefix="acsr-steady-"))
     try:
@@ -94,7 +121,8 @@ def _measure(root: Path, stage: str, day: str) -> dict:
         env = {**os.environ, "ACSR_DATA_DIR": str(work), "ACSR_LAKE": str(work / "lake"),
                "ACSR_WAREHOUSE": str(work / "warehouse.duckdb"), "PYTHONWARNINGS": "ignore"}
         start = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, __file__, "--child", stage, "--day", day], env=env)
+        proc = subprocess.Popen([sys.executable, __file__, "--child", stage, "--day", day,
+                                 *(["--distinct-texts"] if distinct_texts else [])], env=env)
         _, status, usage = os.wait4(proc.pid, 0)
         if status:
             return {"error": f"exit status {status}"}
@@ -111,13 +139,15 @@ def main() -> int:
     ap.add_argument("--days", type=int, default=30, help="earlier days of events and cases (default 30)")
     ap.add_argument("--facts-days", type=int, default=50, help="earlier days of conversation facts (default 50)")
     ap.add_argument("--stages", default=",".join(STAGES))
+    ap.add_argument("--distinct-texts", action="store_true",
+                    help="gaps: append a made-up word per conversation to every first message, so none repeats")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child == "history":
         _history(args.run_dir / "lake", args.day, args.days, args.facts_days)
         return 0
     if args.child:
-        _child(args.child, args.day)
+        _child(args.child, args.day, args.distinct_texts)
         return 0
     if args.run_dir is None:
         ap.error("the kept run folder is required")
@@ -133,7 +163,8 @@ def main() -> int:
               f"{time.perf_counter() - started:.0f} s")
         out = {}
         for stage in args.stages.split(","):
-            alone, full = _measure(args.run_dir, stage, args.day), _measure(steady, stage, args.day)
+            alone = _measure(args.run_dir, stage, args.day, args.distinct_texts)
+            full = _measure(steady, stage, args.day, args.distinct_texts)
             out[stage] = {"day_alone": alone, "with_history": full}
             ratio = (f"{full['cpu_s'] / alone['cpu_s']:.2f}x in CPU" if "cpu_s" in full and "cpu_s" in alone
                      else "n/a")

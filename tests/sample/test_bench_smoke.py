@@ -77,3 +77,10 @@ def test_steady_history_measures_the_lookback_stages_with_and_without_history(tm
     for stage in figures.values():
         for side in ("day_alone", "with_history"):
             assert stage[side]["cpu_s"] > 0 and stage[side]["peak_mib"] > 0
+    # Gaps on the same lake with every first message made distinct (none repeats, as in real traffic).
+    p = subprocess.run([sys.executable, str(ROOT / "bench" / "steady_history.py"), str(run), "--days", "2",
+                        "--facts-days", "3", "--stages", "gaps", "--distinct-texts"],
+                       check=False, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    gaps = json.loads(p.stdout.strip().splitlines()[-1])["gaps"]
+    assert gaps["day_alone"]["cpu_s"] > 0 and gaps["with_history"]["cpu_s"] > 0
