@@ -40,7 +40,8 @@ def test_weighted_labels_of_a_window_are_the_row_by_row_rule():
     # Agreements below the floor, between, at 1 and above, in the float32 the window computes them in.
     agree = np.array([rng.choice([-0.3, 0.0, p.agreement_floor, 0.41, 0.77, 1.0, 1.6]) + rng.random() * 1e-3
                       for _ in rows], dtype=np.float32)
-    got = trust.weighted_labels(rows, agree, p)
+    got = trust.weighted_labels(*([r[c] for r in rows] for c in (
+        "human_intent", "human_category", "final_intent", "final_confidence")), agree, p)
     want = [_one_row(r, a, p) for r, a in zip(rows, agree)]
     assert got == want
     assert any(len(g) == 3 for g in got) and any(lab.startswith(trust.MISROUTED) for g in got for lab, _ in g)

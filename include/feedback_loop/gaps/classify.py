@@ -130,8 +130,8 @@ def find_gaps(con, p: GapParams, settings: Settings | None = None) -> tuple[list
     answer_label = [h or c or f for h, c, f in zip(human_intent, human_category, final_intent)]
     cents = trust.answered_centroids(sem, answer_label, answered)
     agree = trust.agreement(sem, final_intent, cents)
-    labels_of = trust.weighted_label_columns(human_intent, human_category, final_intent,
-                                             _column(all_rows, "final_confidence"), agree, p)
+    labels_of = trust.weighted_labels(human_intent, human_category, final_intent,
+                                      _column(all_rows, "final_confidence"), agree, p)
     del human_intent, human_category, final_intent, answer_label
     names = set(gt.label_vocab(labels_of))
     if stream_prev:
@@ -287,8 +287,8 @@ class _Previous:
             col = {c: values[start:start + ASSIGN_BLOCK] for c, values in self.columns.items()}
             tfidf, sem = space.project(col["text"])
             agree = trust.agreement(sem, col["final_intent"], cents)
-            yield tfidf, sem, trust.weighted_label_columns(col["human_intent"], col["human_category"],
-                                                           col["final_intent"], col["final_confidence"], agree, p)
+            yield tfidf, sem, trust.weighted_labels(col["human_intent"], col["human_category"],
+                                                    col["final_intent"], col["final_confidence"], agree, p)
 
 
 def _fetch_rows(con, redact, shared: dict, sql: str, params: dict) -> list[WindowRow]:

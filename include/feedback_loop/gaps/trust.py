@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from feedback_loop.gaps.params import GapParams
+from feedback_loop.gaps.topics import RepeatedRows
 
 MISROUTED = "~"  # label prefix: routed to this intent by the agent, but the message reads unlike it
 
@@ -40,8 +41,6 @@ def answered_centroids(sem: np.ndarray, labels: list, answered: np.ndarray, min_
 def agreement(sem: np.ndarray, labels: list, cents: dict) -> np.ndarray:
     """Per row: similarity to its label's answered centroid over that label's own median (1 = typical).
     Rows held once per distinct text (`topics.RepeatedRows`) are scored once per (text, label)."""
-    from feedback_loop.gaps.topics import RepeatedRows
-
     out = np.ones(len(labels), dtype=np.float32)
     if isinstance(sem, RepeatedRows):
         rows_of: dict[str, list[int]] = {}
@@ -62,16 +61,10 @@ def agreement(sem: np.ndarray, labels: list, cents: dict) -> np.ndarray:
     return out
 
 
-def weighted_labels(rows: list[dict], agree: np.ndarray, p: GapParams) -> list[list[tuple[str, float]]]:
-    """The (label, weight) pairs of each conversation, the most trusted first."""
-    return weighted_label_columns([r.get("human_intent") for r in rows], [r.get("human_category") for r in rows],
-                                  [r.get("final_intent") for r in rows], [r.get("final_confidence") for r in rows],
-                                  agree, p)
-
-
-def weighted_label_columns(human_intent: list, human_category: list, final_intent: list, final_confidence: list,
-                           agree: np.ndarray, p: GapParams) -> list[list[tuple[str, float]]]:
-    """`weighted_labels` of rows given as columns (the previous window is held as columns, not rows)."""
+def weighted_labels(human_intent: list, human_category: list, final_intent: list, final_confidence: list,
+                    agree: np.ndarray, p: GapParams) -> list[list[tuple[str, float]]]:
+    """The (label, weight) pairs of each conversation, the most trusted first, from its columns (the window's
+    rows and the previous window's columns alike)."""
     # The fit to the label of every row at once: the same values as row by row, in the dtype of `agree`.
     fits = np.clip((np.asarray(agree) - p.agreement_floor) / max(1e-6, 1.0 - p.agreement_floor), 0.0, 1.0).tolist()
     low, misroute = p.low_confidence, p.misroute_weight
