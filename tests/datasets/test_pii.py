@@ -152,3 +152,34 @@ def test_generated_personal_data_never_survives(before, secret, after):
     red = pii.redact(text)
     assert value not in red
     assert f"[{kind}]" in red
+
+
+def _without_shortcut(redactor, text):
+    """`redactor.find(text)` with every detector run, as before the no-"@"-no-digit shortcut."""
+    import re
+    from unittest import mock
+
+    with mock.patch.object(pii, "_BUILT_IN_NEEDS_RE", re.compile("")):
+        return redactor.find(text)
+
+
+_mixed = st.text(alphabet=st.sampled_from(list("abcXYZ @.+-()0123456789") + ["\u0662", "\u0660", "\uff14", "\u00b2", "é"]),
+                 max_size=40)
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(before=_filler, secret=secrets(), after=_mixed)
+def test_the_no_digit_shortcut_finds_what_every_detector_finds(before, secret, after):
+    r = pii.redactor()
+    for text in (before, after, f"{before} {secret[1]} {after}", f"{before} {after}"):
+        assert r.find(text) == _without_shortcut(r, text)
+
+
+def test_the_shortcut_leaves_configured_patterns_and_non_ascii_digits_to_the_detectors():
+    # A configured pattern needs no digit; digits outside ASCII are digits to `\d` and to libphonenumber.
+    r = pii.Redactor(extra_patterns={"ticket": r"TICKET-[A-Z]{4}"})
+    assert r.find("see TICKET-ABCD now") == [("TICKET", (4, 15))]
+    arabic = "call +\u0664\u0664 \u0662\u0660 \u0667\u0669\u0664\u0666 \u0660\u0669\u0665\u0668"
+    assert pii.find(arabic) == [("PHONE", (5, 21))]
+    assert pii.find("mail ann@example.com and nothing else") == [("EMAIL", (5, 20))]
+    assert pii.find("no personal data here at all") == []

@@ -37,6 +37,9 @@ EMAIL_RE = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9](?:[A-Za-z0-9-]
 # Candidates only: every hit is confirmed by a checksum before it counts.
 IBAN_CANDIDATE_RE = re.compile(r"\b[A-Za-z]{2}\d{2}(?:[ \-]?[A-Za-z0-9]){11,32}")
 DIGIT_RUN_RE = re.compile(r"(?<!\d)\d(?:[ \-]?\d)*")  # digits with single spaces or hyphens between
+# What every built-in finding needs in ASCII text: an e-mail's "@" or a digit (an IBAN's check digits, a card's
+# and a phone's). Most messages have neither, and one search says so before any detector runs.
+_BUILT_IN_NEEDS_RE = re.compile(r"[0-9@]")
 _MASK = "\x00"
 
 
@@ -71,6 +74,8 @@ class Redactor:
         """Every personal-data span in `text` as (kind, (start, end)), ordered by position, not overlapping."""
         if not text:
             return []
+        if not self._extra and text.isascii() and _BUILT_IN_NEEDS_RE.search(text) is None:
+            return []  # no "@" and no digit: no detector can find anything (outside ASCII, `\d` is wider)
         found: list[tuple[str, tuple[int, int]]] = []
         masked = text
 
