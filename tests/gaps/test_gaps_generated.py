@@ -89,8 +89,9 @@ def test_no_personal_data_on_the_page_or_in_the_mart(generated):
 
 def test_previous_window_streamed_past_the_caps_equals_held(generated, tmp_path, monkeypatch):
     """Past `max_fit_texts` the previous window's vectors are built a block at a time, twice (for the label
-    names, then to join the topics), never all held: the gaps, their trends and their ids are the ones the
-    held vectors give. Blocks of 7 rows, so that every block boundary moves."""
+    names, then to join the topics, from the first pass's TF-IDF blocks), never all held: the gaps, their
+    trends and their ids are the ones the held vectors give. Blocks of 7 rows, so that every block boundary
+    moves."""
     from feedback_loop import nightly
     from feedback_loop.gaps import classify
 

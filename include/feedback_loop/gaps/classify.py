@@ -135,11 +135,13 @@ def find_gaps(con, p: GapParams, settings: Settings | None = None) -> tuple[list
     del human_intent, human_category, final_intent, answer_label
     names = set(gt.label_vocab(labels_of))
     if stream_prev:
-        background = [space.tfidf[:n_rows]]
+        # The previous window's TF-IDF rows are kept for the second pass (they are held for the background
+        # anyway): tokenising a million messages twice was the larger part of that pass.
+        prev_tfidf = []
         for tfidf_b, _sem_b, labels_b in prev.blocks(space, cents, p):
             names.update(gt.label_vocab(labels_b))
-            background.append(tfidf_b)
-        background = gt.column_mean(sparse.vstack(background, format="csr"))
+            prev_tfidf.append(tfidf_b)
+        background = gt.column_mean(sparse.vstack([space.tfidf[:n_rows], *prev_tfidf], format="csr"))
     else:
         background = gt.column_mean(space.tfidf[:n_rows])
     vocab = sorted(names)
@@ -168,8 +170,9 @@ def find_gaps(con, p: GapParams, settings: Settings | None = None) -> tuple[list
     if stream_prev:
         prev_topic = np.concatenate([gt.assign(gt.combine(sem_b, gt.label_features(labels_b, normalise=False, vocab=vocab)[0],
                                                           p.label_weight), cent, p.distance_threshold)
-                                     for _tfidf_b, sem_b, labels_b in prev.blocks(space, cents, p)]
+                                     for _tfidf_b, sem_b, labels_b in prev.blocks(space, cents, p, prev_tfidf)]
                                     or [np.zeros(0, dtype=np.int64)])
+        del prev_tfidf
     stats.update(n_topics=int(cent.shape[0]), n_noise=int((sig_topic == gt.NOISE).sum()), min_topic_size=min_size,
                  clustered=nc, cluster_min_size=cluster_min, fitted_texts=space.n_fitted, labels_trusted=round(float(np.mean([bool(lab) and lab[0][1] >= 0.5 for lab in labels_of[:len(sig)]])), 3))
     if cent.shape[0] == 0:
@@ -280,12 +283,17 @@ class _Previous:
             out.append(WindowRow(row))
         return out
 
-    def blocks(self, space, cents: dict, p: GapParams):
+    def blocks(self, space, cents: dict, p: GapParams, tfidf_blocks: list | None = None):
         """(TF-IDF, semantic vectors, weighted labels) of the rows, `ASSIGN_BLOCK` at a time, each exactly
-        what the rows would get among the space's own texts (projection, agreement and labels are per row)."""
-        for start in range(0, self.n, ASSIGN_BLOCK):
+        what the rows would get among the space's own texts (projection, agreement and labels are per row).
+        `tfidf_blocks`: the TF-IDF blocks an earlier pass gave, so the texts are not tokenised again."""
+        for k, start in enumerate(range(0, self.n, ASSIGN_BLOCK)):
             col = {c: values[start:start + ASSIGN_BLOCK] for c, values in self.columns.items()}
-            tfidf, sem = space.project(col["text"])
+            if tfidf_blocks is None:
+                tfidf, sem = space.project(col["text"])
+            else:
+                tfidf = tfidf_blocks[k]
+                sem = space.project_tfidf(tfidf)
             agree = trust.agreement(sem, col["final_intent"], cents)
             yield tfidf, sem, trust.weighted_labels(col["human_intent"], col["human_category"],
                                                     col["final_intent"], col["final_confidence"], agree, p)

@@ -58,6 +58,13 @@ class TextSpace:
             raise ValueError("only a text space fitted on a sample (fit_texts) projects more texts")
         return _transform_and_project(self.vectorizer, self.svd, texts)
 
+    def project_tfidf(self, tfidf) -> np.ndarray:
+        """The semantic vectors of TF-IDF rows that `project` gave, without tokenising their texts again (the
+        LSA works row by row: the same bits)."""
+        if self.svd is None:
+            raise ValueError("only a text space fitted on a sample (fit_texts) projects more texts")
+        return _project_lsa(self.svd, tfidf)
+
 
 TRANSFORM_BLOCK = 50000  # texts projected at a time into a space fitted on a sample
 DEDUPE_TEXTS = True  # project each distinct text once (False: every text, as it comes)
