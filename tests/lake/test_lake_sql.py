@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -85,3 +86,26 @@ def test_exact_sum_over_partial_sums_is_exact_sum_over_the_rows(values):
             assert two == whole or (whole is not None and two == pytest.approx(whole))  # the double fallback
         else:
             assert two == whole and isinstance(two, float)
+
+
+def test_a_window_of_partitions_reads_as_one_view_or_its_empty_select(tmp_path):
+    """Lake.days_between / files_between pick the window's days (oldest first, days without a partition
+    skipped), and duck.parquet_view reads them, quoted, with their `dt`: every stage's window views."""
+    from feedback_loop.lake.duck import parquet_view
+    from feedback_loop.lake.files import Lake
+
+    lake = Lake(str(tmp_path / "it's a lake"))
+    con = duckdb.connect()
+    for day, n in (("2026-11-01", 1), ("2026-11-03", 2), ("2026-11-04", 3)):
+        target = lake.partition_file("staged", "surveys", day)
+        Path(target).parent.mkdir(parents=True)
+        con.execute(f"COPY (SELECT range AS v FROM range({n})) TO {literal(target)} (FORMAT parquet)")
+    assert lake.days_between("staged", "surveys", "2026-11-02", "2026-11-04") == ["2026-11-03", "2026-11-04"]
+    assert lake.files_between("staged", "surveys", "2026-11-02", "2026-11-03") == [
+        lake.partition_file("staged", "surveys", "2026-11-03")]
+    parquet_view(con, "s", lake.files_between("staged", "surveys", "2026-11-01", "2026-11-03"), "SELECT 1 WHERE false")
+    assert con.execute("SELECT dt::VARCHAR, count(*) FROM s GROUP BY 1 ORDER BY 1").fetchall() == [
+        ("2026-11-01", 1), ("2026-11-03", 2)]
+    parquet_view(con, "s", lake.files_between("staged", "surveys", "2026-12-01", "2026-12-31"),
+                 "SELECT NULL::BIGINT AS v WHERE false")
+    assert con.execute("SELECT count(*) FROM s").fetchone() == (0,)

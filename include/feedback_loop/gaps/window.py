@@ -11,8 +11,9 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 from feedback_loop.gaps.params import KNOWLEDGE_PATTERN, GapParams
+from feedback_loop.lake.duck import parquet_view
 from feedback_loop.lake.files import Lake
-from feedback_loop.lake.sql import load_sql
+from feedback_loop.lake.sql import literal_list, load_sql
 from feedback_loop.settings import Settings
 
 FACT_COLUMNS = {
@@ -27,20 +28,8 @@ KB_COLUMNS = {"article_id": "VARCHAR", "title": "VARCHAR", "body": "VARCHAR", "i
               "status": "VARCHAR", "updated_at": "TIMESTAMPTZ"}
 
 
-def files(lake: Lake, layer: str, name: str, first: str, last: str) -> str | None:
-    """A DuckDB list literal of the partition files of [first, last], or None when there are none."""
-    days = [d for d in lake.days(layer, name) if first <= d <= last]
-    return "[" + ", ".join(f"'{lake.partition_file(layer, name, d)}'" for d in days) + "]" if days else None
-
-
 def empty(columns: dict) -> str:
     return "SELECT " + ", ".join(f"NULL::{t} AS {c}" for c, t in columns.items()) + " WHERE false"
-
-
-def _view(con, name: str, file_list: str | None, empty_sql: str) -> None:
-    body = (f"SELECT * FROM read_parquet({file_list}, hive_partitioning=true, union_by_name=true)"
-            if file_list else empty_sql)
-    con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {body}")
 
 
 def load_window(con, settings: Settings, dt: str, p: GapParams) -> dict:
@@ -51,24 +40,25 @@ def load_window(con, settings: Settings, dt: str, p: GapParams) -> dict:
     prev_start = start - timedelta(days=p.window_days)
     lookback = prev_start - timedelta(days=settings.reference_lookback_days)
     first, last = prev_start.isoformat(), dt
-    facts = files(lake, "marts", "conversation_facts", first, last)
+    facts = lake.files_between("marts", "conversation_facts", first, last)
     if facts:
         # Only the columns used here, so that older partitions missing a column still read.
-        con.execute(f"CREATE OR REPLACE TEMP VIEW facts_raw AS SELECT * FROM read_parquet({facts}, union_by_name=true)")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW facts_raw AS SELECT * FROM read_parquet({literal_list(facts)}, "
+                    "union_by_name=true)")
         have = {r[0] for r in con.execute("DESCRIBE facts_raw").fetchall()}
         cols = ", ".join(f"{c}" if c in have else f"NULL::{t} AS {c}" for c, t in FACT_COLUMNS.items())
         con.execute(f"CREATE OR REPLACE TEMP VIEW facts AS SELECT {cols} FROM facts_raw")
     else:
         con.execute(f"CREATE OR REPLACE TEMP VIEW facts AS {empty(FACT_COLUMNS)}")
-    _view(con, "ovr", files(lake, "staged", "overrides", first, last), empty(
+    parquet_view(con, "ovr", lake.files_between("staged", "overrides", first, last), empty(
         {"conversation_id": "VARCHAR", "outcome": "VARCHAR", "rationale": "VARCHAR", "evidence": "VARCHAR",
          "policy_clause_id": "VARCHAR", "stage": "VARCHAR"}))
-    _view(con, "cases", files(lake, "staged", "crm_cases", lookback.isoformat(), last), empty(
+    parquet_view(con, "cases", lake.files_between("staged", "crm_cases", lookback.isoformat(), last), empty(
         {"case_id": "VARCHAR", "updated_at": "TIMESTAMPTZ", "escalated": "BOOLEAN", "escalation_reason": "VARCHAR",
          "reopen_count": "BIGINT", "handle_time_s": "DOUBLE"}))
-    _view(con, "surveys", files(lake, "staged", "surveys", lookback.isoformat(), last), empty(
+    parquet_view(con, "surveys", lake.files_between("staged", "surveys", lookback.isoformat(), last), empty(
         {"case_id": "VARCHAR", "kind": "VARCHAR", "score": "BIGINT", "submitted_at": "TIMESTAMPTZ"}))
-    _view(con, "agent_events", files(lake, "staged", "agent_events", start.isoformat(), last), empty(
+    parquet_view(con, "agent_events", lake.files_between("staged", "agent_events", start.isoformat(), last), empty(
         {"conversation_id": "VARCHAR", "ts": "TIMESTAMPTZ", "event_type": "VARCHAR", "text": "VARCHAR"}))
     con.execute(load_sql("feedback_loop.gaps", "window.sql"), {
         "start": start.isoformat(), "knowledge": KNOWLEDGE_PATTERN, "low_kb_score": p.low_kb_score,

@@ -9,6 +9,8 @@ import re
 import tempfile
 from typing import TYPE_CHECKING
 
+from feedback_loop.lake.sql import literal_list
+
 if TYPE_CHECKING:
     from feedback_loop.settings import Settings
 
@@ -63,3 +65,11 @@ def lowered_memory_limit(con, fraction: float):
         yield
     finally:
         con.execute("SET memory_limit = ?", [current])
+
+
+def parquet_view(con, name: str, files: list[str], empty_sql: str) -> None:
+    """Temp view `name` over Parquet partition files (their hive `dt` column, columns matched by name, so
+    older partitions missing a column still read), or `empty_sql` (a typed, empty SELECT) when there are none."""
+    body = (f"SELECT * FROM read_parquet({literal_list(files)}, hive_partitioning=true, union_by_name=true)"
+            if files else empty_sql)
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {body}")

@@ -101,6 +101,14 @@ class Lake:
                 out.append(leaf[3:])
         return sorted(out)
 
+    def days_between(self, layer: str, name: str, first: str, last: str) -> list[str]:
+        """The days of [first, last] (ISO dates) that have a partition of `layer/name`, oldest first."""
+        return [d for d in self.days(layer, name) if first <= d <= last]
+
+    def files_between(self, layer: str, name: str, first: str, last: str) -> list[str]:
+        """The partition files of the days of [first, last], oldest first: the window a stage reads."""
+        return [self.partition_file(layer, name, d) for d in self.days_between(layer, name, first, last)]
+
     def days_with_file(self, layer: str, filename: str) -> list[str]:
         """The days under `<lake>/<layer>/dt=*/` that hold `filename` (run summaries, reports)."""
         base = join(self.root, layer)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-from feedback_loop.lake.duck import connect
+from feedback_loop.lake.duck import connect, parquet_view
 from feedback_loop.lake.files import Lake
 from feedback_loop.lake.sql import exact_sum, fill, literal, literal_list, load_sql
 from feedback_loop.settings import Settings
@@ -27,20 +27,6 @@ def _per_conversation_sql(bucket: str) -> str:
                 latency_sum=exact_sum("latency_ms", 6))
 
 
-def _files(lake: Lake, layer: str, name: str, first: str, last: str) -> str | None:
-    days = [d for d in lake.days(layer, name) if first <= d <= last]
-    if not days:
-        return None
-    return literal_list(lake.partition_file(layer, name, d) for d in days)
-
-
-def _view(con, name: str, files: str | None, empty_sql: str) -> None:
-    if files:
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM read_parquet({files}, hive_partitioning=true, union_by_name=true)")
-    else:
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {empty_sql}")
-
-
 def _day_views(settings: Settings, day: date):
     """(connection, lake) with the views the model's SQL reads: `ev` (the day's staged agent events) and
     `cases`, `surveys`, `overrides`, `checks` (staged from `reference_lookback_days` before the day up to it).
@@ -48,24 +34,24 @@ def _day_views(settings: Settings, day: date):
     dt = day.isoformat()
     lake = Lake(settings.lake)
     first = str(day - timedelta(days=settings.reference_lookback_days))
-    events = _files(lake, "staged", "agent_events", dt, dt)
+    events = lake.files_between("staged", "agent_events", dt, dt)
     if not events:
         raise RuntimeError(f"no staged agent_events for {dt}: run land and validate first")
     con = connect()
-    con.execute(f"CREATE TEMP VIEW ev AS SELECT * FROM read_parquet({events})")
-    _view(con, "cases", _files(lake, "staged", "crm_cases", first, dt),
-          "SELECT NULL::VARCHAR case_id, NULL::VARCHAR customer_id, NULL::VARCHAR conversation_id, NULL::VARCHAR channel, "
-          "NULL::TIMESTAMPTZ created_at, NULL::TIMESTAMPTZ updated_at, NULL::VARCHAR status, NULL::TIMESTAMPTZ resolved_at, "
-          "NULL::VARCHAR resolved_by, NULL::BOOLEAN escalated, NULL::VARCHAR escalation_reason, NULL::BIGINT reopen_count, "
-          "NULL::TIMESTAMPTZ last_reopened_at, NULL::DOUBLE handle_time_s, NULL::VARCHAR category, NULL::VARCHAR[] tags, "
-          "NULL::DATE dt, NULL::BIGINT _row_id WHERE false")
-    _view(con, "surveys", _files(lake, "staged", "surveys", first, dt),
-          "SELECT NULL::VARCHAR survey_id, NULL::VARCHAR case_id, NULL::VARCHAR kind, NULL::BIGINT score, NULL::TIMESTAMPTZ submitted_at WHERE false")
-    _view(con, "overrides", _files(lake, "staged", "overrides", first, dt),
-          "SELECT NULL::VARCHAR override_id, NULL::VARCHAR conversation_id, NULL::VARCHAR stage, NULL::VARCHAR outcome, NULL::VARCHAR human_decision, "
-          "NULL::TIMESTAMPTZ ts, NULL::VARCHAR policy_clause_id WHERE false")
-    _view(con, "checks", _files(lake, "staged", "outcome_checks", first, dt),
-          "SELECT NULL::VARCHAR case_id, NULL::BOOLEAN verified WHERE false")
+    con.execute(f"CREATE TEMP VIEW ev AS SELECT * FROM read_parquet({literal_list(events)})")
+    parquet_view(con, "cases", lake.files_between("staged", "crm_cases", first, dt),
+                 "SELECT NULL::VARCHAR case_id, NULL::VARCHAR customer_id, NULL::VARCHAR conversation_id, NULL::VARCHAR channel, "
+                 "NULL::TIMESTAMPTZ created_at, NULL::TIMESTAMPTZ updated_at, NULL::VARCHAR status, NULL::TIMESTAMPTZ resolved_at, "
+                 "NULL::VARCHAR resolved_by, NULL::BOOLEAN escalated, NULL::VARCHAR escalation_reason, NULL::BIGINT reopen_count, "
+                 "NULL::TIMESTAMPTZ last_reopened_at, NULL::DOUBLE handle_time_s, NULL::VARCHAR category, NULL::VARCHAR[] tags, "
+                 "NULL::DATE dt, NULL::BIGINT _row_id WHERE false")
+    parquet_view(con, "surveys", lake.files_between("staged", "surveys", first, dt),
+                 "SELECT NULL::VARCHAR survey_id, NULL::VARCHAR case_id, NULL::VARCHAR kind, NULL::BIGINT score, NULL::TIMESTAMPTZ submitted_at WHERE false")
+    parquet_view(con, "overrides", lake.files_between("staged", "overrides", first, dt),
+                 "SELECT NULL::VARCHAR override_id, NULL::VARCHAR conversation_id, NULL::VARCHAR stage, NULL::VARCHAR outcome, NULL::VARCHAR human_decision, "
+                 "NULL::TIMESTAMPTZ ts, NULL::VARCHAR policy_clause_id WHERE false")
+    parquet_view(con, "checks", lake.files_between("staged", "outcome_checks", first, dt),
+                 "SELECT NULL::VARCHAR case_id, NULL::BOOLEAN verified WHERE false")
     return con, lake
 
 

@@ -47,25 +47,17 @@ def _day(d) -> date:
     return date.fromisoformat(str(d)[:10])
 
 
-def _files(lake: Lake, layer: str, name: str, first: str, last: str) -> list[str]:
-    return [lake.partition_file(layer, name, d) for d in lake.days(layer, name) if first <= d <= last]
-
-
-def _list(files: list[str]) -> str:
-    return literal_list(files)
-
-
 def live_intent_distribution(settings: Settings, start: str, end: str) -> dict:
     """Shares of conversation_facts.final_intent over [start, end] (n = conversations with an intent)."""
     from feedback_loop.lake.duck import connect
 
     lake = Lake(settings.lake)
-    files = _files(lake, "marts", "conversation_facts", str(start), str(end))
+    files = lake.files_between("marts", "conversation_facts", str(start), str(end))
     if not files:
         return {"start": str(start), "end": str(end), "n": 0, "days": 0, "shares": {}}
     con = connect()
     try:
-        rows = con.execute(f"SELECT final_intent, count(*) FROM read_parquet({_list(files)}) "
+        rows = con.execute(f"SELECT final_intent, count(*) FROM read_parquet({literal_list(files)}) "
                            "WHERE final_intent IS NOT NULL GROUP BY 1 ORDER BY 1").fetchall()
     finally:
         con.close()
@@ -166,8 +158,8 @@ def check_override_rise(settings: Settings, dt: str) -> list[dict]:
     win = (str(d - timedelta(days=w - 1)), str(d))
     base = (str(d - timedelta(days=w + b - 1)), str(d - timedelta(days=w)))
     z_need, n_min = settings.retrain_override_z, settings.retrain_min_sample
-    facts = {k: _files(lake, "marts", "conversation_facts", *r) for k, r in (("win", win), ("base", base))}
-    overrides = {k: _files(lake, "staged", "overrides", *r) for k, r in (("win", win), ("base", base))}
+    facts = {k: lake.files_between("marts", "conversation_facts", *r) for k, r in (("win", win), ("base", base))}
+    overrides = {k: lake.files_between("staged", "overrides", *r) for k, r in (("win", win), ("base", base))}
     if not facts["win"] or not facts["base"]:
         return [_check("intent_classifier", "override_rise", False, None, z_need, window=list(win),
                        baseline=list(base), note="no baseline days yet" if facts["win"] else "no days in the window")]
@@ -176,10 +168,10 @@ def check_override_rise(settings: Settings, dt: str) -> list[dict]:
         parts = []
         for k in ("win", "base"):
             conv = (f"SELECT '{k}' AS period, final_intent AS intent, count(*) AS n, 0 AS x "
-                    f"FROM read_parquet({_list(facts[k])}) WHERE final_intent IS NOT NULL GROUP BY 2")
+                    f"FROM read_parquet({literal_list(facts[k])}) WHERE final_intent IS NOT NULL GROUP BY 2")
             parts.append(conv)
             if overrides[k]:
-                parts.append(f"SELECT '{k}', agent_decision, 0, count(*) FROM read_parquet({_list(overrides[k])}, "
+                parts.append(f"SELECT '{k}', agent_decision, 0, count(*) FROM read_parquet({literal_list(overrides[k])}, "
                              "union_by_name=true) WHERE stage = 'intent' AND outcome = 'corrected' "
                              "AND agent_decision IS NOT NULL GROUP BY 2")
         rows = con.execute(f"""WITH u AS ({' UNION ALL '.join(parts)})

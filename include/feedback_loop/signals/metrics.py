@@ -33,7 +33,7 @@ import logging
 from datetime import date
 
 from feedback_loop.lake.files import Lake
-from feedback_loop.lake.sql import exact_sum_parts, exact_sum_total, literal
+from feedback_loop.lake.sql import exact_sum_parts, exact_sum_total, literal, literal_list
 from feedback_loop.settings import Settings
 from feedback_loop.signals.registry import (  # noqa: F401 - re-exported: the names other modules import from here
     AB_MART,
@@ -48,7 +48,7 @@ from feedback_loop.signals.registry import (  # noqa: F401 - re-exported: the na
     metric_docs,
     thresholds,
 )
-from feedback_loop.signals.units import REOPEN_COHORTS, Plan, load_inputs, partition_files, sql, units_sql
+from feedback_loop.signals.units import REOPEN_COHORTS, Plan, load_inputs, sql, units_sql
 
 log = logging.getLogger(__name__)
 
@@ -244,8 +244,8 @@ def _baseline(con, lake: Lake, settings: Settings, p: Plan) -> None:
     History comes from the earlier partitions of this mart (the latest value of each metric_date) and
     only final values enter a baseline (sql/known.sql, baseline.sql, level.sql, metrics.sql)."""
     first = p.d(p.baseline_days + p.max_lag + settings.signals_level_window_days + 1)
-    files = partition_files(lake, "marts", METRICS_MART, first, p.d(1))
-    history = (f"SELECT {_PREV_COLS} FROM read_parquet({files}, hive_partitioning=true, union_by_name=true) "
+    files = lake.files_between("marts", METRICS_MART, first, p.d(1))
+    history = (f"SELECT {_PREV_COLS} FROM read_parquet({literal_list(files)}, hive_partitioning=true, union_by_name=true) "
                f"QUALIFY row_number() OVER (PARTITION BY {_KEY} ORDER BY dt DESC) = 1") if files else \
         f"SELECT {_PREV_COLS} FROM cur WHERE false"
     con.execute(sql("known.sql", history=history))

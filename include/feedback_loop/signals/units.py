@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 from feedback_loop.ingest import contract
+from feedback_loop.lake.duck import parquet_view
 from feedback_loop.lake.files import Lake
-from feedback_loop.lake.sql import fill, literal_list, load_sql
+from feedback_loop.lake.sql import fill, load_sql
 from feedback_loop.settings import Settings
 from feedback_loop.signals.registry import AGENT_STEPS, METRIC_BY_NAME, SUCCESS_STATUSES
 
@@ -59,21 +60,6 @@ class Plan:
 
 # ----------------------------------------------------------------------------------------------- inputs
 
-def partition_days(lake: Lake, layer: str, name: str, first: str, last: str) -> list[str]:
-    """The days of [first, last] that have a partition of `layer/name`, oldest first."""
-    return [d for d in lake.days(layer, name) if first <= d <= last]
-
-
-def partition_files(lake: Lake, layer: str, name: str, first: str, last: str,
-                    days: list[str] | None = None) -> str | None:
-    """The partitions of days [first, last] (or of `days`) as a quoted SQL list for `read_parquet`, None if
-    there are none."""
-    days = partition_days(lake, layer, name, first, last) if days is None else days
-    if not days:
-        return None
-    return literal_list(lake.partition_file(layer, name, d) for d in days)
-
-
 def _empty(source: str, extra: str = "") -> str:
     """A typed, empty SELECT with the staged columns of a contract source (for days with no partition)."""
     cols = [f'NULL::{f.type} AS "{f.name}"' for f in contract.SOURCES[source].fields]
@@ -83,10 +69,8 @@ def _empty(source: str, extra: str = "") -> str:
 
 def _view(con, lake: Lake, name: str, layer: str, dataset: str, first: str, last: str, empty: str) -> list[str]:
     """Temp view `name` over the partitions of days [first, last]; returns those days."""
-    days = partition_days(lake, layer, dataset, first, last)
-    files = partition_files(lake, layer, dataset, first, last, days)
-    body = (f"SELECT * FROM read_parquet({files}, hive_partitioning=true, union_by_name=true)" if files else empty)
-    con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {body}")
+    days = lake.days_between(layer, dataset, first, last)
+    parquet_view(con, name, [lake.partition_file(layer, dataset, d) for d in days], empty)
     return days
 
 
