@@ -14,7 +14,7 @@ from feedback_loop.datasets.candidates import Conversation, Turn, _Candidates, _
 from feedback_loop.datasets.config import Config
 from feedback_loop.datasets.redactions import STREAM_ROWS, TEXT_EVENTS, may_hold_pii
 from feedback_loop.ingest import contract
-from feedback_loop.lake.duck import lowered_memory_limit
+from feedback_loop.lake.duck import lowered_memory_limit, parquet_view
 from feedback_loop.lake.files import Lake
 from feedback_loop.lake.sql import literal
 from feedback_loop.settings import Settings
@@ -71,17 +71,8 @@ class Redaction:
                 "replaced_by_field": dict(self.by_field), "placeholders": [pii.placeholder(k) for k in pii.KINDS]}
 
 
-def _partitions(lake: Lake, layer: str, name: str, start: str, end: str) -> list[str]:
-    return [d for d in lake.days(layer, name) if start <= d <= end]
-
-
 def _view(con, name: str, lake: Lake, layer: str, source: str, days: list[str], empty: str) -> None:
-    if days:
-        files = ", ".join(f"'{lake.partition_file(layer, source, d)}'" for d in days)
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM read_parquet([{files}], "
-                    "hive_partitioning=true, union_by_name=true)")
-    else:
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {empty}")
+    parquet_view(con, name, [lake.partition_file(layer, source, d) for d in days], empty)
 
 
 def _empty(source: str, extra: str = "") -> str:
@@ -92,13 +83,13 @@ def _empty(source: str, extra: str = "") -> str:
 def _sources(lake: Lake, start: str, end: str) -> dict[tuple[str, str], list[str]]:
     """The partitions each input is read from (kb_articles: the newest snapshot up to the window's end)."""
     out = {
-        ("marts", "conversation_facts"): _partitions(lake, "marts", "conversation_facts", start, end),
-        ("staged", "agent_events"): _partitions(lake, "staged", "agent_events", start, end),
-        ("staged", "overrides"): _partitions(lake, "staged", "overrides", start, end),
-        ("staged", "crm_cases"): _partitions(lake, "staged", "crm_cases", start, end),
-        ("staged", "surveys"): _partitions(lake, "staged", "surveys", start, end),
-        ("quarantine", "overrides"): _partitions(lake, "quarantine", "overrides", start, end),
-        ("staged", "outcome_checks"): _partitions(lake, "staged", "outcome_checks", start, end),
+        ("marts", "conversation_facts"): lake.days_between("marts", "conversation_facts", start, end),
+        ("staged", "agent_events"): lake.days_between("staged", "agent_events", start, end),
+        ("staged", "overrides"): lake.days_between("staged", "overrides", start, end),
+        ("staged", "crm_cases"): lake.days_between("staged", "crm_cases", start, end),
+        ("staged", "surveys"): lake.days_between("staged", "surveys", start, end),
+        ("quarantine", "overrides"): lake.days_between("quarantine", "overrides", start, end),
+        ("staged", "outcome_checks"): lake.days_between("staged", "outcome_checks", start, end),
     }
     kb = [d for d in lake.days("staged", "kb_articles") if d <= end]
     out[("staged", "kb_articles")] = kb[-1:]

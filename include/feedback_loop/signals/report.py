@@ -90,8 +90,7 @@ def _trend(con, lake: Lake, day: date) -> list[dict]:
     """The overall value and baseline of every metric per metric_date, latest as of the day, final or not."""
     dt = day.isoformat()
     first = str(day - timedelta(days=TREND_DAYS))
-    days = [d for d in lake.days("marts", METRICS_MART) if first <= d <= dt]
-    files = literal_list(lake.partition_file("marts", METRICS_MART, d) for d in days)
+    files = literal_list(lake.files_between("marts", METRICS_MART, first, dt))
     return _rows(con, f"""SELECT metric, metric_date, value, baseline_value, is_final, kind
         FROM read_parquet({files}, hive_partitioning=true, union_by_name=true)
         WHERE dimension = 'all' AND metric_date >= $first::DATE
