@@ -131,7 +131,7 @@ def test_redaction_happens_before_export(tmp_path):
                         agent_decision="Could you tell me more?", human_decision="Mail j.doe@example.com",
                         rationale="customer gave +44 20 7946 0321", evidence="call", policy_clause_id="POL-1")
     texts = [v for s in cap.spans for v in s.attributes.values() if isinstance(v, str)]
-    assert not any("7946" in t or "j.doe@" in t for t in texts)
+    assert not any("7946 0321" in t or "j.doe@" in t for t in texts)
     assert "card stolen, call me on <PHONE>" in texts and "Mail <EMAIL>" in texts
     assert any("+44 20 7946 0321" in t for t in seen)
 
@@ -139,7 +139,7 @@ def test_redaction_happens_before_export(tmp_path):
     tiny_agent(files, MESSAGES)
     files.shutdown()
     raw = "".join(p.read_text() for p in tmp_path.glob("*.jsonl"))
-    assert "<PHONE>" in raw and "7946" not in raw
+    assert "<PHONE>" in raw and "7946 0321" not in raw and "j.doe@" not in raw
 
 
 def test_otlp_json_file_format_and_atomic_visibility(tmp_path):
