@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -179,7 +180,7 @@ def test_action_correction_gives_a_preference_pair_the_validators_accept(built):
     assert formats.check("trl_tool_preference", pair) == []
     name, args = _call(pair["rejected"][0])
     assert name == "freeze_card" and args["card_last4"] == "4242"
-    assert "7946" not in json.dumps(args) and args["callback"] == "[PHONE]"  # redacted as it left DuckDB
+    assert not re.search(r"\b7946\b", json.dumps(args)) and args["callback"] == "[PHONE]"  # redacted as it left DuckDB
     policy = pairs["policy_decision"]
     assert _call(policy["chosen"][0])[1] == {"policy_id": "POL-fees-4", "outcome": "waived"}
     assert _call(policy["rejected"][0])[1] == {"policy_id": "POL-fees-4", "outcome": "fail"}
@@ -207,7 +208,7 @@ def test_no_personal_data_in_any_file(built):
     _, result = built
     for name in ACTION_DATASETS:
         for f in glob.glob(os.path.join(result["datasets"][name]["path"], "**", "*.jsonl"), recursive=True):
-            assert "7946" not in Path(f).read_text(), f
+            assert not re.search(r"\b7946\b", Path(f).read_text()), f  # a word: not inside a hex id
 
 
 def test_rebuild_is_unchanged(built):
