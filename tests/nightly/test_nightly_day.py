@@ -69,3 +69,37 @@ def test_warehouse_views_come_from_the_named_providers(settings):
     assert register_views(con, settings, providers=[provider]) == ["probe"] and seen == [settings.lake]
     assert [p.__name__ for p in views.PROVIDERS] == ["register_signal_views", "register_gap_views", "register_approval_views"]
     assert register_views(duckdb.connect(), settings) == []  # an empty lake: the stages' views need their marts
+
+
+STAGES = ("land", "validate", "model", "signals", "detect_gaps", "review_queue", "build_datasets",
+          "publish_warehouse", "build_data_docs", "decide_retraining")
+
+
+def test_every_stage_runs_with_fewer_collections_and_restores_the_callers_thresholds(settings, monkeypatch):
+    """The collector's thresholds are raised while a stage runs (its CPU: docs/benchmark.md, "Fewer garbage
+    collections") and put back when it returns or raises, so a task process or a test goes on with its own."""
+    import gc
+
+    from feedback_loop.datasets import build
+    from feedback_loop.model import conversations
+
+    assert all(hasattr(getattr(nightly, name), "__wrapped__") for name in STAGES)
+    seen = []
+
+    def record(*_args, **_kwargs):
+        seen.append(gc.get_threshold())
+        return {}
+
+    def fail(*_args, **_kwargs):
+        seen.append(gc.get_threshold())
+        raise RuntimeError("boom")
+
+    before = gc.get_threshold()
+    assert before != nightly.STAGE_GC_THRESHOLDS
+    monkeypatch.setattr(conversations, "build_model", record)
+    monkeypatch.setattr(build, "build_datasets", fail)
+    assert nightly.model(settings, "2026-11-20") == {}
+    with pytest.raises(RuntimeError, match="boom"):
+        nightly.build_datasets(settings, "2026-11-20")
+    assert seen == [nightly.STAGE_GC_THRESHOLDS] * 2
+    assert gc.get_threshold() == before
