@@ -78,9 +78,11 @@ def _measure(day: str, by_dataset: bool = False, files: bool = False) -> int:
     wrap(publish, "_count_tokens", "token counts (CPU only)", labelled=False)
     wrap(publish, "_example_id", "content ids (CPU only)", labelled=False)
 
+    from feedback_loop.nightly import stage  # the collector's thresholds the DAG's task runs with
+
     mem.start()
     t0 = time.process_time()
-    result = build.build_datasets(Settings.load(), day)
+    result = stage(build.build_datasets)(Settings.load(), day)
     mem.report("datasets", time.process_time() - t0)
     for name, r in result["datasets"].items():
         print(f"  {name:20s} {r['status']:22s} {r['examples']:>8} examples  {r.get('version')}")

@@ -60,9 +60,11 @@ def _measure(day: str) -> int:
     wrap(drafts, "attach_drafts", "draft replies")
     wrap(detect, "write_gaps", "writing the mart")
 
+    from feedback_loop.nightly import stage  # the collector's thresholds the DAG's task runs with
+
     mem.start()
     t0 = time.process_time()
-    result = detect.detect_gaps(Settings.load(), day)
+    result = stage(detect.detect_gaps)(Settings.load(), day)
     mem.report("gaps", time.process_time() - t0, width=50)
     rows = duckdb.sql(f"SELECT * FROM read_parquet('{result['mart']}') ORDER BY ALL").fetchall()
     print(f"  {result['n_signals']} signals, {result['n_topics']} topics, {len(rows)} mart rows, digest "
