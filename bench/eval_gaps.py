@@ -303,7 +303,7 @@ def main() -> int:
                     help="shares of the traffic kept (1.0 = --conversations-per-day)")
     ap.add_argument("--kb-gap-share", type=float, default=0.10)
     ap.add_argument("-k", type=int, default=10, help="K of recall@K and precision@K")
-    ap.add_argument("--workdir", default=str(ROOT / ".data" / "eval_gaps"))
+    ap.add_argument("--workdir", default=str(ROOT / "bench" / ".cache" / "eval_gaps"))
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--params", default="{}", help='JSON overrides of GapParams, e.g. \'{"algorithm": "hdbscan"}\'')
     ap.add_argument("--json", help="write every figure to this file")
