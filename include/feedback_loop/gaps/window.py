@@ -13,7 +13,7 @@ from datetime import date, timedelta
 from feedback_loop.gaps.params import KNOWLEDGE_PATTERN, GapParams
 from feedback_loop.lake.duck import parquet_view
 from feedback_loop.lake.files import Lake
-from feedback_loop.lake.sql import literal_list, load_sql
+from feedback_loop.lake.sql import load_sql
 from feedback_loop.settings import Settings
 
 FACT_COLUMNS = {
@@ -40,16 +40,11 @@ def load_window(con, settings: Settings, dt: str, p: GapParams) -> dict:
     prev_start = start - timedelta(days=p.window_days)
     lookback = prev_start - timedelta(days=settings.reference_lookback_days)
     first, last = prev_start.isoformat(), dt
-    facts = lake.files_between("marts", "conversation_facts", first, last)
-    if facts:
-        # Only the columns used here, so that older partitions missing a column still read.
-        con.execute(f"CREATE OR REPLACE TEMP VIEW facts_raw AS SELECT * FROM read_parquet({literal_list(facts)}, "
-                    "union_by_name=true)")
-        have = {r[0] for r in con.execute("DESCRIBE facts_raw").fetchall()}
-        cols = ", ".join(f"{c}" if c in have else f"NULL::{t} AS {c}" for c, t in FACT_COLUMNS.items())
-        con.execute(f"CREATE OR REPLACE TEMP VIEW facts AS SELECT {cols} FROM facts_raw")
-    else:
-        con.execute(f"CREATE OR REPLACE TEMP VIEW facts AS {empty(FACT_COLUMNS)}")
+    # Only the columns used here, so that older partitions missing a column still read.
+    parquet_view(con, "facts_raw", lake.files_between("marts", "conversation_facts", first, last), empty(FACT_COLUMNS))
+    have = {r[0] for r in con.execute("DESCRIBE facts_raw").fetchall()}
+    cols = ", ".join(f"{c}" if c in have else f"NULL::{t} AS {c}" for c, t in FACT_COLUMNS.items())
+    con.execute(f"CREATE OR REPLACE TEMP VIEW facts AS SELECT {cols} FROM facts_raw")
     parquet_view(con, "ovr", lake.files_between("staged", "overrides", first, last), empty(
         {"conversation_id": "VARCHAR", "outcome": "VARCHAR", "rationale": "VARCHAR", "evidence": "VARCHAR",
          "policy_clause_id": "VARCHAR", "stage": "VARCHAR"}))
