@@ -1,7 +1,8 @@
 """The gap window's conversation table (gaps/window.sql) equals the query it replaced, whose re-engagement
-window ran over every conversation with all its columns and which grouped the states of every case of the
-lookback: the narrow window over the (customer, intent) keys seen more than once, and the states of the
-cases the facts name, give every row the same values."""
+window ran over every conversation with all its columns, which grouped the states of every case of the
+lookback and ranked every fact row for each conversation's latest: the narrow window over the (customer,
+intent) keys seen more than once, the states of the cases the facts name, and the ranking of the
+conversations with more than one fact row only, give every row the same values."""
 
 from __future__ import annotations
 
@@ -25,10 +26,21 @@ PLAIN_R = """r AS (
 """
 
 
+# The latest fact row of each conversation as the replaced query took it: every row of the window ranked.
+PLAIN_F = """f AS NOT MATERIALIZED (
+    SELECT * FROM kept QUALIFY row_number() OVER (PARTITION BY conversation_id ORDER BY fact_date DESC) = 1
+),
+"""
+
+
 def _plain(sql: str) -> str:
-    """window.sql with its re-engagement CTEs (from `multi` to `r`) replaced by the window over every row, and
-    its case states grouped for every case of the lookback."""
+    """window.sql with its re-engagement CTEs (from `multi` to `r`) replaced by the window over every row, its
+    case states grouped for every case of the lookback, and the latest fact row of every conversation
+    ranked among all the rows (not only among the rows of the conversations with more than one)."""
     out, n = re.subn(r"-- Re-engagement: .*?\nr AS \(.*?\n\),\n", PLAIN_R, sql, flags=re.DOTALL)
+    assert n == 1
+    out, n = re.subn(r"-- The latest fact row of each conversation\..*?\nf AS NOT MATERIALIZED \(.*?\n\),\n",
+                     PLAIN_F, out, flags=re.DOTALL)
     assert n == 1
     out, n = re.subn(r"FROM cases WHERE case_id IN \(SELECT case_id FROM facts [^\n]*\n", "FROM cases\n", out)
     assert n == 1  # and the case states of every case, not only the window's conversations' cases
