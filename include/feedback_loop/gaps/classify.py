@@ -222,7 +222,11 @@ def _fit_rows(p: GapParams, n_conv: int, n_clustered: int, traffic: range, n_art
         return None
     fixed = np.concatenate([np.arange(n_clustered), np.arange(traffic.start, traffic.stop),
                             np.arange(n_conv, n_conv + n_articles)]).astype(np.int64)
-    rest = np.setdiff1d(np.arange(n_conv, dtype=np.int64), fixed)
+    # The rows not fixed, in order: a mask, not `np.setdiff1d` (which sorts both sides: ~4 s of a steady night
+    # at 2 M events a day, for the same array).
+    free = np.ones(n_conv, dtype=bool)
+    free[fixed[fixed < n_conv]] = False
+    rest = np.flatnonzero(free).astype(np.int64)
     take = max(0, min(rest.size, p.max_fit_texts - n_clustered - len(traffic)))
     sample = np.random.default_rng(p.seed).choice(rest, size=take, replace=False)
     return np.sort(np.concatenate([fixed, sample]))
