@@ -637,6 +637,30 @@ def test_redactions_and_token_counts_are_computed_once_and_replayed_byte_identic
     assert redactions.ensure(con, lake, pii.redactor(other), [D1, D2]) == {"reused": 0, "computed": [D1, D2]}
 
 
+def test_the_spill_gives_back_every_blob_from_its_buffer_and_from_its_file(monkeypatch):
+    """Candidates' records are appended to a buffer written out a block at a time and read back by offset
+    (`candidates._Spill`): whatever was put comes back, read while later ones are still being put, from
+    the file or from the buffer, blobs larger than the buffer and a record replaced in place included."""
+    import random
+
+    monkeypatch.setattr(candidates._Spill, "BUFFER", 100)
+    spill = candidates._Spill()
+    rnd = random.Random(7)
+    put = []
+    for i in range(300):
+        records = {"trl": {"i": i, "text": "x" * rnd.choice((0, 5, 40, 250))}}
+        put.append((spill.put(records), records))
+        for ref, expected in rnd.sample(put, min(3, len(put))):  # reads between the puts
+            assert ref.load() == expected
+    assert 0 < spill.flushed < spill.end and spill.buffer  # some in the file, the last ones still buffered
+    assert os.path.getsize(f"/proc/self/fd/{spill.fh.fileno()}") == spill.flushed
+    for ref, expected in put:
+        assert ref.load() == expected and candidates.candidate_store.load_plain(ref.blob()) == expected
+    ref, _ = put[0]
+    ref["trl"] = {"i": "replaced"}  # a record replaced: written again, the reference moved
+    assert ref.load() == {"trl": {"i": "replaced"}} and put[1][0].load() == put[1][1]
+
+
 def test_candidates_parked_a_batch_at_a_time_come_back_in_place_order(staged_lake, built, tmp_path, monkeypatch):
     """Past `PARK_AFTER` candidates in memory, a dataset's wait in a temporary file until its turn
     (`candidates._Ordered`): read back in the order of their places, ties in the order they came, with their

@@ -5,6 +5,7 @@ Part of the dataset stage (`feedback_loop.datasets.build`, docs/datasets.md)."""
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
 import tempfile
 from collections import Counter
@@ -131,8 +132,13 @@ class _Spill:
     come from the lake."""
 
     def __init__(self, catalogue: list | None = None):
-        self.fh = tempfile.TemporaryFile()  # noqa: SIM115 - anonymous, lives as long as the spill (closed on collection)
-        self.end = 0
+        self.fh = tempfile.TemporaryFile(buffering=0)  # noqa: SIM115 - anonymous, lives as long as the spill (closed on collection)
+        self.end = 0  # bytes put so far: the file's, then the buffer's
+        # Blobs are appended to a buffer written out a MiB at a time, and read back with `os.pread`: a seek and
+        # a system call for every blob (173,000 put and 265,000 read at 2 M events) cost ~1.8 s of a first
+        # night's datasets, ~0.75 s this way (issue 18). A blob is in the file or in the buffer, never both.
+        self.buffer = bytearray()
+        self.flushed = 0
         # The night's tool catalogue, pickled by reference (`candidate_store.dumps_records`); `catalogue_key`
         # stands for it where a content hash of the records must cover it (`value_store.content_hash`).
         self.catalogue = catalogue
@@ -142,20 +148,40 @@ class _Spill:
     def put(self, records: dict) -> _Spilled:
         return self.put_blob(candidate_store.dumps_records(records, self.catalogue))
 
+    BUFFER = 1 << 20
+
     def put_blob(self, blob: bytes) -> _Spilled:
-        self.fh.seek(self.end)
-        self.fh.write(blob)
         ref = _Spilled(self, self.end, len(blob))
+        self.buffer += blob
         self.end += len(blob)
+        if len(self.buffer) >= self.BUFFER:
+            self._flush()
         return ref
 
+    def _flush(self) -> None:
+        view = memoryview(self.buffer)
+        while view:
+            view = view[os.write(self.fh.fileno(), view):]
+        view.release()
+        self.flushed += len(self.buffer)
+        self.buffer = bytearray()
+
+    def _read(self, offset: int, length: int) -> bytes:
+        if offset >= self.flushed:
+            return bytes(self.buffer[offset - self.flushed:offset - self.flushed + length])
+        out = os.pread(self.fh.fileno(), length, offset)
+        while len(out) < length:  # a short read (not on a local file, but allowed)
+            more = os.pread(self.fh.fileno(), length - len(out), offset + len(out))
+            if not more:
+                raise OSError(f"spill file ends at {offset + len(out)}, {length - len(out)} bytes short")
+            out += more
+        return out
+
     def load(self, offset: int, length: int) -> dict:
-        self.fh.seek(offset)
-        return candidate_store.load_plain(self.fh.read(length), self.catalogue)
+        return candidate_store.load_plain(self._read(offset, length), self.catalogue)
 
     def blob(self, ref: _Spilled) -> bytes:
-        self.fh.seek(ref.offset)
-        return self.fh.read(ref.length)
+        return self._read(ref.offset, ref.length)
 
 
 class _Spilled:
