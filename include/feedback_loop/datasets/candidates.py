@@ -131,12 +131,14 @@ class _Spill:
     included; read back as plain data only (`candidate_store.load_plain`), since a stored night's records
     come from the lake."""
 
+    BUFFER = 1 << 20
+
     def __init__(self, catalogue: list | None = None):
         self.fh = tempfile.TemporaryFile(buffering=0)  # noqa: SIM115 - anonymous, lives as long as the spill (closed on collection)
         self.end = 0  # bytes put so far: the file's, then the buffer's
-        # Blobs are appended to a buffer written out a MiB at a time, and read back with `os.pread`: a seek and
-        # a system call for every blob (173,000 put and 265,000 read at 2 M events) cost ~1.8 s of a first
-        # night's datasets, ~0.75 s this way (issue 18). A blob is in the file or in the buffer, never both.
+        # Blobs are appended to a buffer written out `BUFFER` bytes at a time, and read back with `os.pread`: a
+        # seek and a system call for every blob (173,000 put and 265,000 read at 2 M events) cost ~7 s of the
+        # 80 s of a first night's datasets (issue 18). A blob is in the file or in the buffer, never both.
         self.buffer = bytearray()
         self.flushed = 0
         # The night's tool catalogue, pickled by reference (`candidate_store.dumps_records`); `catalogue_key`
@@ -148,8 +150,6 @@ class _Spill:
     def put(self, records: dict) -> _Spilled:
         return self.put_blob(candidate_store.dumps_records(records, self.catalogue))
 
-    BUFFER = 1 << 20
-
     def put_blob(self, blob: bytes) -> _Spilled:
         ref = _Spilled(self, self.end, len(blob))
         self.buffer += blob
@@ -160,21 +160,17 @@ class _Spill:
 
     def _flush(self) -> None:
         view = memoryview(self.buffer)
-        while view:
+        while view:  # a write may take part of it
             view = view[os.write(self.fh.fileno(), view):]
-        view.release()
         self.flushed += len(self.buffer)
         self.buffer = bytearray()
 
     def _read(self, offset: int, length: int) -> bytes:
         if offset >= self.flushed:
             return bytes(self.buffer[offset - self.flushed:offset - self.flushed + length])
-        out = os.pread(self.fh.fileno(), length, offset)
-        while len(out) < length:  # a short read (not on a local file, but allowed)
-            more = os.pread(self.fh.fileno(), length - len(out), offset + len(out))
-            if not more:
-                raise OSError(f"spill file ends at {offset + len(out)}, {length - len(out)} bytes short")
-            out += more
+        out = os.pread(self.fh.fileno(), length, offset)  # a local file: short only past its end
+        if len(out) != length:
+            raise OSError(f"spill file: {length} bytes at {offset} asked, {len(out)} there")
         return out
 
     def load(self, offset: int, length: int) -> dict:
