@@ -19,6 +19,10 @@ export AIRFLOW__CORE__EXECUTION_API_SERVER_URL="${AIRFLOW__CORE__EXECUTION_API_S
 if [[ "${AIRFLOW__DATABASE__SQL_ALCHEMY_CONN:-sqlite}" == sqlite* ]]; then
   export AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS="${AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS:-feedback_loop.airflow_local.SQLITE_CONNECT_ARGS}"
 fi
+# The LocalExecutor forks its workers, and they their tasks, from a forkserver that imported the task runner and
+# the stages' libraries once (include/feedback_loop/airflow_preload.py): no task imports Great Expectations again.
+export AIRFLOW__SCHEDULER__MP_START_METHOD="${AIRFLOW__SCHEDULER__MP_START_METHOD:-forkserver}"
+export AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD="${AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD:-feedback_loop.airflow_preload}"
 # standalone starts each component as an `airflow` found on PATH: the venv's, with nothing activated.
 BIN="$(cd "${VENV:-.venv}/bin" && pwd)"
 export PATH="$BIN:$PATH"

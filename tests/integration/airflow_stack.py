@@ -135,6 +135,9 @@ class AirflowStack:
             "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
             "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "600",
+            # as `make airflow` (scripts/airflow_standalone.sh): LocalExecutor tasks forked from a preloaded forkserver
+            "AIRFLOW__SCHEDULER__MP_START_METHOD": "forkserver",
+            "AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD": "feedback_loop.airflow_preload",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
             "ACSR_DATA_DIR": str(data_dir),
             "ACSR_MISSING_SOURCE": "fail",

@@ -132,6 +132,26 @@ def test_concurrent_days_ran_in_day_order_and_one_warehouse_writer_at_a_time(air
     con.close()
 
 
+def test_tasks_run_in_workers_forked_from_the_preloaded_forkserver(airflow_stack):
+    """LocalExecutor as `make airflow` sets it up: its workers are children of a forkserver that imported
+    feedback_loop.airflow_preload, so no task imports Great Expectations or Airflow's task runner again."""
+    import psutil
+
+    def args(proc) -> str:
+        try:
+            return " ".join(proc.cmdline())
+        except psutil.Error:  # ended (a task process that has just finished, a zombie not reaped yet)
+            return ""
+
+    [scheduler] = [p for name, p in airflow_stack.processes.procs if name == "scheduler"]
+    family = psutil.Process(scheduler.pid).children(recursive=True)
+    servers = [p for p in family if "multiprocessing.forkserver" in args(p)]
+    assert len(servers) == 1, [args(p) for p in family]
+    assert "feedback_loop.airflow_preload" in args(servers[0])
+    children = [args(p) for p in servers[0].children()]  # the workers, and the log server
+    assert any("airflow worker -- LocalExecutor" in c for c in children), children
+
+
 def test_reprocessing_backfill_from_the_rest_api_gives_identical_outputs(airflow_stack, lake, days, record):
     """Re-run a backfilled day and the scheduled day, concurrently: every output is reproduced."""
     again = days["backfill"][-2:]
