@@ -17,3 +17,6 @@ STACK_SERVICES = tuple(cmd for cmd in AIRFLOW_COMMANDS.values() if not cmd.start
 WORKER = AIRFLOW_COMMANDS["airflow-worker"].split()
 # Buckets minio-init creates: the lake, the landing area, MLflow's artifacts.
 BUCKETS = ("acsr-lake", "acsr-landing", "acsr-mlflow")
+# The Celery app's configuration (every Airflow service): Airflow's default, plus the worker preloading the
+# task libraries before it forks its pool (include/feedback_loop/airflow_celery.py).
+CELERY_CONFIG_OPTIONS = "feedback_loop.airflow_celery.CELERY_CONFIG"

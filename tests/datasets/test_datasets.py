@@ -796,6 +796,7 @@ def test_the_nights_catalogue_is_pickled_by_reference_and_the_stored_values_foll
     store = value_store.ExampleValues(duckdb.connect(), Lake(str(tmp_path / "lake")), "2026-11-20", "2026-11-21")
     e = example(b)
     store.fill([e], lambda e: pytest.fail("a stored value was computed again"), lambda e: pytest.fail("again"))
+    store.close()
     assert (e.tokens, e.example_id) == (2, "id-2026-11-21")
 
 

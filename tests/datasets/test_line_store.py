@@ -27,8 +27,20 @@ def _file(path, records) -> str:
     return str(path)
 
 
+OPEN: list[ValidatedLines] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_stores():
+    """save() removes a store's spill folder in the temp dir; the stores a test leaves unsaved are closed here."""
+    yield
+    while OPEN:
+        OPEN.pop().close()
+
+
 def _store(con, lake: Lake, day: str) -> ValidatedLines:
-    return ValidatedLines(con, lake, D1, day, redactions.redactor_key(pii.redactor()))
+    OPEN.append(ValidatedLines(con, lake, D1, day, redactions.redactor_key(pii.redactor())))
+    return OPEN[-1]
 
 
 def test_a_stored_line_is_not_checked_again_and_a_new_bad_line_still_fails(tmp_path, monkeypatch):

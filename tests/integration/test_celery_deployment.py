@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import json
 from datetime import date, timedelta
+from pathlib import Path
 
 import pytest
 from airflow_stack import AIRFLOW, AirflowStack, Processes, wait_for
 from conftest import CONVERSATIONS_PER_DAY, latest_scheduled_day
-from deployment import BUCKETS, STACK_SERVICES, WORKER
+from deployment import BUCKETS, CELERY_CONFIG_OPTIONS, STACK_SERVICES, WORKER
 from mlflow_server import MLflowServer
 from openai_stub import KEY, OpenAIStub
 from s3_server import S3Server
@@ -69,6 +70,7 @@ def celery_stack(request, tmp_path_factory, s3, mlflow, stub):
             "AIRFLOW__CELERY__BROKER_URL": redis.url,
             "AIRFLOW__CELERY__RESULT_BACKEND": pg.celery_result_backend,
             "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
+            "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": CELERY_CONFIG_OPTIONS,
             "ACSR_LAKE": LAKE,
             "ACSR_LANDING": "s3://acsr-landing/landing",
             "ACSR_MLFLOW_TRACKING_URI": mlflow.uri,
@@ -109,6 +111,28 @@ def _night(stack: AirflowStack, day: date) -> dict:
     return done
 
 
+def _pool_has_the_task_libraries(stack: AirflowStack) -> None:
+    """The worker's pool processes, which fork the task processes, hold scikit-learn's and pyarrow's native
+    libraries: the worker imported feedback_loop.airflow_preload before forking them (CELERY_CONFIG_OPTIONS).
+    Without it they hold numpy's only: Airflow's celery worker imports neither."""
+    import psutil
+
+    def args(proc) -> str:
+        try:
+            return " ".join(proc.cmdline())
+        except psutil.Error:
+            return ""
+
+    [worker] = [p for name, p in stack.processes.procs if name == "celery-worker"]  # the Celery MainProcess
+    family = psutil.Process(worker.pid).children()
+    # the pool: named ForkPoolWorker-n, or "airflow supervisor: <ti>" while it runs a task
+    pool = [p for p in family if "ForkPoolWorker" in args(p) or args(p).startswith("airflow supervisor")]
+    assert pool, f"no Celery pool process among {[(p.pid, args(p)) for p in family]}"
+    for proc in pool:
+        maps = Path(f"/proc/{proc.pid}/maps").read_text()
+        assert "site-packages/sklearn/" in maps and "site-packages/pyarrow/" in maps, args(proc)
+
+
 def test_a_week_of_the_loop_on_celery_postgres_redis_s3_and_an_mlflow_server(celery_stack, s3, mlflow, stub,
                                                                               tmp_path, monkeypatch):
     from feedback_loop.lake.object_store import s3_filesystem
@@ -146,6 +170,7 @@ def test_a_week_of_the_loop_on_celery_postgres_redis_s3_and_an_mlflow_server(cel
     worker_log = (stack.logs / "celery-worker.log").read_text(errors="replace")
     executed = [t for t in tis if t["state"] == "success"]
     assert worker_log.count("execute_workload") >= len(executed) > 10, "the Celery worker ran the tasks"
+    _pool_has_the_task_libraries(stack)
     for layer in ("raw", "staged"):
         assert fs.exists(f"{lake}/{layer}/agent_events/dt={day}/part.parquet")
     assert fs.exists(f"{lake}/marts/conversation_facts/dt={day}/part.parquet")

@@ -53,3 +53,13 @@ def test_make_airflow_and_the_suites_stack_start_tasks_from_the_preloaded_forkse
         env = AirflowStack(Path(tmp) / "home", Path(tmp) / "data").env
     assert env["AIRFLOW__SCHEDULER__MP_START_METHOD"] == "forkserver"
     assert env["AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD"] == "feedback_loop.airflow_preload"
+
+
+def test_the_celery_configuration_is_airflows_default_and_imports_the_preload_in_the_worker():
+    """Celery imports `imports` in the worker's main process before it forks its pool (checked on a real
+    worker by tests/integration/test_celery_deployment.py's week); everything else stays Airflow's."""
+    from airflow.providers.celery.executors.default_celery import DEFAULT_CELERY_CONFIG
+    from feedback_loop.airflow_celery import CELERY_CONFIG
+
+    assert CELERY_CONFIG["imports"] == ("feedback_loop.airflow_preload",)
+    assert {k: v for k, v in CELERY_CONFIG.items() if k != "imports"} == DEFAULT_CELERY_CONFIG

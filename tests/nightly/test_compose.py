@@ -10,7 +10,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-from deployment import AIRFLOW_COMMANDS, BUCKETS
+from deployment import AIRFLOW_COMMANDS, BUCKETS, CELERY_CONFIG_OPTIONS
 from mlflow_server import server_args
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,6 +73,7 @@ def test_airflow_services_share_the_celery_postgres_and_s3_configuration(compose
         assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
         assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://")
         assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://")
+        assert env["AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS"] == CELERY_CONFIG_OPTIONS  # the integration test's
         # Tasks talk to the api-server's Task Execution API: without this they hang in queued.
         assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://airflow-apiserver:8080/execution/"
         assert env["ACSR_LAKE"].startswith("s3://") and env["AWS_ENDPOINT_URL"] == "http://minio:9000"
