@@ -15,8 +15,9 @@ ROOT = Path(__file__).resolve().parents[2]
 PROBE = """
 import gc, json, sys
 before = set(sys.modules)
-import feedback_loop.airflow_preload as preload
-print(json.dumps({"modules": list(preload.MODULES), "frozen": gc.get_freeze_count(),
+import feedback_loop.airflow_preload
+from feedback_loop.airflow_local import TASK_LIBRARIES
+print(json.dumps({"modules": list(TASK_LIBRARIES), "frozen": gc.get_freeze_count(),
                   "own": sorted(m for m in set(sys.modules) - before if m.split(".")[0] == "feedback_loop"),
                   "loaded": sorted(set(sys.modules))}))
 """
@@ -32,7 +33,7 @@ def test_the_preload_imports_the_task_libraries_and_none_of_the_projects_logic()
     assert {"great_expectations", "pandas", "duckdb", "airflow.sdk.execution_time.task_runner"} <= set(got["modules"])
     assert set(got["modules"]) <= set(got["loaded"])
     assert got["frozen"] > 10_000, "the loaded objects are left to the collector of every forked task"
-    assert got["own"] == ["feedback_loop", "feedback_loop.airflow_preload"], (
+    assert got["own"] == ["feedback_loop", "feedback_loop.airflow_local", "feedback_loop.airflow_preload"], (
         f"the preload imported the project's own modules {got['own']}: a long-running forkserver would keep "
         "serving their old code to every task")
 
@@ -63,3 +64,14 @@ def test_the_celery_configuration_is_airflows_default_and_imports_the_preload_in
 
     assert CELERY_CONFIG["imports"] == ("feedback_loop.airflow_preload",)
     assert {k: v for k, v in CELERY_CONFIG.items() if k != "imports"} == DEFAULT_CELERY_CONFIG
+
+
+def test_a_library_that_is_not_installed_is_left_out_and_the_rest_still_preloaded():
+    code = ("import gc, json, sys\n"
+            "from feedback_loop.airflow_local import preload_task_libraries\n"
+            "preload_task_libraries(('no_such_library_acsr', 'json', 'csv'))\n"
+            "print(json.dumps({'csv': 'csv' in sys.modules, 'frozen': gc.get_freeze_count()}))\n")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=300)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["csv"] and got["frozen"] > 0
+    assert "not preloaded for the tasks: no_such_library_acsr" in out.stdout + out.stderr
