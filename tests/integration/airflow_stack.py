@@ -86,6 +86,16 @@ class Processes:
         self.procs.clear()
 
 
+def cmdline(proc) -> str:
+    """A psutil process's command line (its title, for processes that set one); "" once it has ended."""
+    import psutil
+
+    try:
+        return " ".join(proc.cmdline())
+    except psutil.Error:  # ended: a task process that has just finished, a zombie not reaped yet
+        return ""
+
+
 def _exit_on_sigterm(signum, frame):
     raise SystemExit(128 + signum)
 
@@ -238,6 +248,13 @@ class AirflowStack:
             return None
 
         return wait_for(done, timeout, interval=3, what=f"runs of {dag_id} to finish")
+
+    def process(self, name: str):
+        """The psutil process of the service (or worker) started as `name`."""
+        import psutil
+
+        [proc] = [p for n, p in self.processes.procs if n == name]
+        return psutil.Process(proc.pid)
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
         return self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=200")["task_instances"]

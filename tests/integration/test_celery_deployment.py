@@ -16,7 +16,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
-from airflow_stack import AIRFLOW, AirflowStack, Processes, wait_for
+from airflow_stack import AIRFLOW, AirflowStack, Processes, cmdline, wait_for
 from conftest import CONVERSATIONS_PER_DAY, latest_scheduled_day
 from deployment import BUCKETS, CELERY_CONFIG_OPTIONS, STACK_SERVICES, WORKER
 from mlflow_server import MLflowServer
@@ -115,22 +115,13 @@ def _pool_has_the_task_libraries(stack: AirflowStack) -> None:
     """The worker's pool processes, which fork the task processes, hold scikit-learn's and pyarrow's native
     libraries: the worker imported feedback_loop.airflow_preload before forking them (CELERY_CONFIG_OPTIONS).
     Without it they hold numpy's only: Airflow's celery worker imports neither."""
-    import psutil
-
-    def args(proc) -> str:
-        try:
-            return " ".join(proc.cmdline())
-        except psutil.Error:
-            return ""
-
-    [worker] = [p for name, p in stack.processes.procs if name == "celery-worker"]  # the Celery MainProcess
-    family = psutil.Process(worker.pid).children()
+    family = stack.process("celery-worker").children()  # below the Celery MainProcess
     # the pool: named ForkPoolWorker-n, or "airflow supervisor: <ti>" while it runs a task
-    pool = [p for p in family if "ForkPoolWorker" in args(p) or args(p).startswith("airflow supervisor")]
-    assert pool, f"no Celery pool process among {[(p.pid, args(p)) for p in family]}"
+    pool = [p for p in family if "ForkPoolWorker" in cmdline(p) or cmdline(p).startswith("airflow supervisor")]
+    assert pool, f"no Celery pool process among {[(p.pid, cmdline(p)) for p in family]}"
     for proc in pool:
         maps = Path(f"/proc/{proc.pid}/maps").read_text()
-        assert "site-packages/sklearn/" in maps and "site-packages/pyarrow/" in maps, args(proc)
+        assert "site-packages/sklearn/" in maps and "site-packages/pyarrow/" in maps, cmdline(proc)
 
 
 def test_a_week_of_the_loop_on_celery_postgres_redis_s3_and_an_mlflow_server(celery_stack, s3, mlflow, stub,

@@ -12,7 +12,7 @@ from datetime import date, datetime
 from pathlib import Path
 
 import pytest
-from airflow_stack import wait_for
+from airflow_stack import cmdline, wait_for
 from conftest import CONVERSATIONS_PER_DAY
 from feedback_loop.ingest.contract import SOURCE_NAMES
 from lake_snapshot import day_outputs, mtimes, state_dependent
@@ -135,20 +135,11 @@ def test_concurrent_days_ran_in_day_order_and_one_warehouse_writer_at_a_time(air
 def test_tasks_run_in_workers_forked_from_the_preloaded_forkserver(airflow_stack):
     """LocalExecutor as `make airflow` sets it up: its workers are children of a forkserver that imported
     feedback_loop.airflow_preload, so no task imports Great Expectations or Airflow's task runner again."""
-    import psutil
-
-    def args(proc) -> str:
-        try:
-            return " ".join(proc.cmdline())
-        except psutil.Error:  # ended (a task process that has just finished, a zombie not reaped yet)
-            return ""
-
-    [scheduler] = [p for name, p in airflow_stack.processes.procs if name == "scheduler"]
-    family = psutil.Process(scheduler.pid).children(recursive=True)
-    servers = [p for p in family if "multiprocessing.forkserver" in args(p)]
-    assert len(servers) == 1, [args(p) for p in family]
-    assert "feedback_loop.airflow_preload" in args(servers[0])
-    children = [args(p) for p in servers[0].children()]  # the workers, and the log server
+    family = airflow_stack.process("scheduler").children(recursive=True)
+    servers = [p for p in family if "multiprocessing.forkserver" in cmdline(p)]
+    assert len(servers) == 1, [cmdline(p) for p in family]
+    assert "feedback_loop.airflow_preload" in cmdline(servers[0])
+    children = [cmdline(p) for p in servers[0].children()]  # the workers, and the log server
     assert any("airflow worker -- LocalExecutor" in c for c in children), children
 
 

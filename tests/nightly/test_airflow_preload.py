@@ -38,7 +38,7 @@ def test_the_preload_imports_the_task_libraries_and_none_of_the_projects_logic()
         "serving their old code to every task")
 
 
-def test_make_airflow_and_the_suites_stack_start_tasks_from_the_preloaded_forkserver():
+def test_make_airflow_and_the_suites_stack_start_tasks_from_the_preloaded_forkserver(tmp_path):
     script = (ROOT / "scripts" / "airflow_standalone.sh").read_text()
     assert 'AIRFLOW__SCHEDULER__MP_START_METHOD="${AIRFLOW__SCHEDULER__MP_START_METHOD:-forkserver}"' in script
     assert ("AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD=\"${AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD:-"
@@ -48,10 +48,7 @@ def test_make_airflow_and_the_suites_stack_start_tasks_from_the_preloaded_forkse
         from airflow_stack import AirflowStack
     finally:
         sys.path.remove(str(ROOT / "tests" / "integration"))
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        env = AirflowStack(Path(tmp) / "home", Path(tmp) / "data").env
+    env = AirflowStack(tmp_path / "home", tmp_path / "data").env
     assert env["AIRFLOW__SCHEDULER__MP_START_METHOD"] == "forkserver"
     assert env["AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD"] == "feedback_loop.airflow_preload"
 
