@@ -44,7 +44,23 @@ STAGES = ["land", "validate", "model", "summarize", "signals", "gaps", "datasets
 
 # ----------------------------------------------------------------------------------------------- children
 def _child(spec: dict) -> dict:
-    """Runs inside the measured child process: one stage (or the reference, or the generator)."""
+    """Runs inside the measured child process: one stage (or the reference, or the generator).
+
+    With `preloaded` the child first imports what the deployments' forkserver and Celery worker import once
+    for every task (`airflow_local.TASK_LIBRARIES`), then reports the stage's own wall and CPU beside the
+    whole process's: a night as `make airflow` and the compose stack run it (docs/benchmark.md)."""
+    if not spec.get("preloaded"):
+        return _child_work(spec)
+    from feedback_loop.airflow_local import preload_task_libraries
+
+    preload_task_libraries()
+    w0, c0 = time.perf_counter(), time.process_time()
+    out = _child_work(spec)
+    out["after_preload"] = {"wall_s": round(time.perf_counter() - w0, 3), "cpu_s": round(time.process_time() - c0, 3)}
+    return out
+
+
+def _child_work(spec: dict) -> dict:
     kind = spec["kind"]
     out: dict = {}
     if kind == "generate":
@@ -143,8 +159,11 @@ def measure(spec: dict, env: dict | None = None, log: Path | None = None) -> dic
         Path(result_file).unlink(missing_ok=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{spec['kind']} failed (exit {proc.returncode}); see {log}")
-    return {"wall_s": round(wall, 3), "cpu_s": round(ru.ru_utime + ru.ru_stime, 3),
-            "peak_rss_mib": round(ru.ru_maxrss / 1024, 1), **detail}
+    figures = {"wall_s": round(wall, 3), "cpu_s": round(ru.ru_utime + ru.ru_stime, 3)}
+    after = detail.pop("after_preload", None)
+    if after is not None:  # the stage as a preloaded task runs it; the whole child (imports included) beside it
+        figures = {**after, "process": figures}
+    return {**figures, "peak_rss_mib": round(ru.ru_maxrss / 1024, 1), **detail}
 
 
 # ----------------------------------------------------------------------------------------------- the day
@@ -217,16 +236,18 @@ def _bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.exists() else 0
 
 
-def measure_reference(events_dir: Path, work: Path, env: dict, log: Path, runs: int = REFERENCE_RUNS) -> dict:
+def measure_reference(events_dir: Path, work: Path, env: dict, log: Path, runs: int = REFERENCE_RUNS,
+                      preloaded: bool = False) -> dict:
     """The bare scan `runs` times: the median wall and the median CPU, each run's figures beside them.
 
     Why: DuckDB's parallel scan on two cores varied by up to 16 % between runs of the same day (the ratio of
     a stage moved more with its reference than with a change); the median of three holds still."""
-    spec = {"kind": "reference", "folder": str(events_dir), "target": str(work / "reference.parquet")}
+    spec = {"kind": "reference", "folder": str(events_dir), "target": str(work / "reference.parquet"),
+            "preloaded": preloaded}
     each = [measure(spec, env, log) for _ in range(max(1, runs))]
     ref = {"wall_s": statistics.median(r["wall_s"] for r in each), "cpu_s": statistics.median(r["cpu_s"] for r in each),
            "peak_rss_mib": max(r["peak_rss_mib"] for r in each), "events": each[0]["rows"],
-           "runs": [{k: r[k] for k in ("wall_s", "cpu_s", "peak_rss_mib")} for r in each]}
+           "runs": [{k: r[k] for k in ("wall_s", "cpu_s", "peak_rss_mib", "process") if k in r} for r in each]}
     cpus = ", ".join(f"{r['cpu_s']:.2f}" for r in each)
     spread = "" if len(each) == 1 else f" (median of {len(each)}; CPU {cpus} s)"
     print(f"  reference (DuckDB read_json -> Parquet, {ref['events']:,} events): {ref['wall_s']:.2f} s wall, "
@@ -235,18 +256,18 @@ def measure_reference(events_dir: Path, work: Path, env: dict, log: Path, runs: 
 
 
 def measure_night(landing: Path, work: Path, stages: list[str], log: Path, ref: dict | None = None,
-                  progress=None, label: str = "", reference_runs: int = REFERENCE_RUNS) -> dict:
+                  progress=None, label: str = "", reference_runs: int = REFERENCE_RUNS, preloaded: bool = False) -> dict:
     """The reference (unless given), then every stage of DAY's night in order, each in a fresh process,
-    on the lake in `work` (empty, or a copy of a history lake)."""
+    on the lake in `work` (empty, or a copy of a history lake); `preloaded`: see `_child`."""
     events_dir = landing / "agent_events" / f"dt={DAY}"
     work.mkdir(parents=True, exist_ok=True)
     env = stage_env(work, landing)
     if ref is None:
-        ref = measure_reference(events_dir, work, env, log, reference_runs)
+        ref = measure_reference(events_dir, work, env, log, reference_runs, preloaded)
     results = {}
     counts_file = work / "model_counts.json"
     for stage in stages:
-        spec = {"kind": stage, "dt": DAY}
+        spec = {"kind": stage, "dt": DAY, "preloaded": preloaded}
         if stage == "summarize" and counts_file.exists():
             spec["model_counts"] = str(counts_file)
         r = measure(spec, env, log)
@@ -273,7 +294,8 @@ def measure_night(landing: Path, work: Path, stages: list[str], log: Path, ref: 
 
 
 def run_scale(conversations: int, seed: int, stages: list[str], log: Path, keep: bool = False,
-              progress=None, history_days: int = 0, reference_runs: int = REFERENCE_RUNS) -> dict:
+              progress=None, history_days: int = 0, reference_runs: int = REFERENCE_RUNS,
+              preloaded: bool = False) -> dict:
     """DAY's night on an empty lake; with `history_days`, also the same night after that many earlier
     nights (every window full), beside it, with the same reference."""
     if history_days:
@@ -290,7 +312,7 @@ def run_scale(conversations: int, seed: int, stages: list[str], log: Path, keep:
         if history_days:
             print("  -- empty lake: only DAY's input --", flush=True)
         night = measure_night(landing, work / "empty", stages, log, progress=report("empty_lake"),
-                              reference_runs=reference_runs)
+                              reference_runs=reference_runs, preloaded=preloaded)
         ref = night["reference"]
         run = {"conversations_per_day": conversations, "seed": seed, "events": ref["events"],
                "agent_events_bytes": _bytes(events_dir), "landing_bytes": _bytes(landing), "generate": gen,
@@ -300,7 +322,7 @@ def run_scale(conversations: int, seed: int, stages: list[str], log: Path, keep:
             steady_work = work / "steady"
             shutil.copytree(history, steady_work, ignore=shutil.ignore_patterns(".complete"))
             steady = measure_night(landing, steady_work, stages, log, ref=ref, progress=report("steady_state"),
-                                   label="steady ")
+                                   label="steady ", preloaded=preloaded)
             steady["history_days"] = history_days
             steady["history_build"] = built
             steady["vs_empty_lake"] = {
@@ -429,6 +451,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep each run's lake (under bench/.cache/run-*)")
     ap.add_argument("--reference-runs", type=int, default=REFERENCE_RUNS,
                     help=f"times the bare scan is measured; its medians are the reference (default {REFERENCE_RUNS})")
+    ap.add_argument("--preloaded", action="store_true",
+                    help="measure each stage (and the reference) after the libraries the deployments' task "
+                         "processes inherit are imported, as make airflow and the compose stack run a night")
     h = ap.add_mutually_exclusive_group()
     h.add_argument("--steady-state", action="store_true",
                    help="also measure the night after 28 earlier nights (every window full): --history-days 28")
@@ -458,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     log = HERE / ".cache" / f"bench-{stamp}.log"
     doc = {"started": stamp, "machine": {"cpus": os.cpu_count(), "load_avg_at_start": os.getloadavg()},
-           "day": DAY, "history_days": history_days, "runs": []}
+           "day": DAY, "history_days": history_days, "preloaded": args.preloaded, "runs": []}
     scales = [0.25, 0.5, 1.0, 2.0] if args.sweep else [1.0]
     partial_file = args.out / f"{stamp}.partial.json"
 
@@ -466,9 +491,10 @@ def main(argv: list[str] | None = None) -> int:
         partial_file.write_text(json.dumps(dict(doc, runs=[*doc["runs"], run]), indent=1, default=str))
     for factor in scales:
         n = max(1, round(base * factor))
-        print(f"== {n:,} conversations/day ({factor}x) ==", flush=True)
+        print(f"== {n:,} conversations/day ({factor}x){', after the preload' if args.preloaded else ''} ==",
+              flush=True)
         run = run_scale(n, args.seed, stages, log, keep=args.keep, progress=progress, history_days=history_days,
-                        reference_runs=args.reference_runs)
+                        reference_runs=args.reference_runs, preloaded=args.preloaded)
         run["factor"] = factor
         run["load_avg_after"] = os.getloadavg()
         doc["runs"].append(run)

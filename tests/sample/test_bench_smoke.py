@@ -34,6 +34,28 @@ def test_bench_runs_and_writes_its_figures(tmp_path):
     assert run["stages"]["land"]["cpu_ratio"] == round(run["stages"]["land"]["cpu_s"] / ref["cpu_s"], 2)
 
 
+def test_bench_preloaded_reports_the_stage_after_the_task_libraries_beside_the_whole_process(tmp_path):
+    """--preloaded: each child imports what the deployments' task processes inherit first; the stage's figures
+    are what follows, the whole child's (imports included) beside them, and the ratios divide the former."""
+    out = tmp_path / "results"
+    p = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run_bench.py"), "--conversations-per-day", "40", "--stages", "land",
+         "--reference-runs", "1", "--no-airflow", "--preloaded", "--out", str(out)],
+        check=False, capture_output=True, text=True, timeout=600,
+    )
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    assert "after the preload" in p.stdout
+    doc = json.loads((out / "latest.json").read_text())
+    assert doc["preloaded"] is True
+    run = doc["runs"][0]
+    for figures in (run["reference"]["runs"][0], run["stages"]["land"]):
+        assert 0 < figures["cpu_s"] < figures["process"]["cpu_s"]
+        assert 0 < figures["wall_s"] < figures["process"]["wall_s"]
+        # the preload (Great Expectations, scikit-learn, Airflow's task runner...) is the most of a tiny run
+        assert figures["process"]["cpu_s"] - figures["cpu_s"] > 1.0
+    land = run["stages"]["land"]
+    assert land["cpu_ratio"] == round(land["cpu_s"] / run["reference"]["cpu_s"], 2)
+
 def test_bench_steady_state_measures_the_night_after_its_history(tmp_path):
     """--history-days: the earlier nights are run once (cached by size, seed, days and code), then the same
     night is measured on the empty lake and on the lake with history, with one reference."""
