@@ -254,12 +254,12 @@ class ActionExamples:
         """An action- or policy-stage correction: the reviewer's call chosen, the agent's rejected."""
         stage, why = o["stage"], ""
         names = ("tool_sft", "tool_preference", "tool_kto")
-        at = o["ts"]
+        at = o["ts_us"]  # times are epoch microseconds here (read.py)
         if stage == "action":
             named = parse_call(o["agent_decision"], self.tools)
-            at, agent = self._agent_call(conv, named["name"] if named else None, before=o["ts"])
+            at, agent = self._agent_call(conv, named["name"] if named else None, before=o["ts_us"])
             if agent is None:
-                agent, at = named, o["ts"]
+                agent, at = named, o["ts_us"]
             human = parse_call(o["human_decision"], self.tools, like=agent)
             clause = o.get("policy_clause_id") or self._policy_before(conv, at)
             if agent is None:
@@ -267,9 +267,9 @@ class ActionExamples:
             elif human is None:
                 why = "human decision is not a tool call"
         else:
-            policy = o.get("policy_clause_id") or self._policy_before(conv, o["ts"])
+            policy = o.get("policy_clause_id") or self._policy_before(conv, o["ts_us"])
             checks = [ts for ts, pid, _ in conv.policies if pid == policy]
-            at = checks[-1] if checks else o["ts"]
+            at = checks[-1] if checks else o["ts_us"]
             agent, human = policy_call(o["agent_decision"], policy), policy_call(o["human_decision"], policy)
             clause = policy
             if human is None:

@@ -21,7 +21,7 @@ from feedback_loop.datasets.curation import Example
 class Turn:
     role: str  # user | assistant
     text: str
-    ts: object
+    ts: int | None  # epoch microseconds (read.py's stream), compared with a correction's `ts_us`
 
 
 @dataclass
@@ -105,7 +105,7 @@ def _locate_correction(conv: Conversation, o: dict) -> int | None:
     for i in agent:
         if target and curation.normalise(conv.turns[i].text) == target:
             return i
-    before = [i for i in agent if o["ts"] is None or conv.turns[i].ts <= o["ts"]]
+    before = [i for i in agent if o["ts_us"] is None or conv.turns[i].ts <= o["ts_us"]]
     return (before or agent or [None])[-1]
 
 
@@ -374,7 +374,7 @@ class _Candidates(ActionExamples):
 
     def _intent_correction(self, conv: Conversation, o: dict) -> None:
         text = next((u for ts, intent, _, u in reversed(conv.intents)
-                     if intent == o["agent_decision"] and (o["ts"] is None or ts <= o["ts"])), None)
+                     if intent == o["agent_decision"] and (o["ts_us"] is None or ts <= o["ts_us"])), None)
         text = text or next((t.text for t in conv.turns if t.role == "user"), None)
         self._relabel(conv, text, o["human_decision"], "override", (3, o["agent_confidence"] or 0.0),
                       reviewer=o["reviewer_id"], previous_label=o["agent_decision"],
