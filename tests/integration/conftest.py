@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
 from datetime import UTC, date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -75,10 +76,38 @@ class WebhookReceiver:
         self.server.server_close()
 
 
+SCHEDULE_UTC_HOUR = 2  # dags/acsr_nightly.py: CronPartitionTimetable("0 2 * * *", timezone="UTC")
+# How long the integration tests of one session run, and so how close to the nightly schedule they may start.
+SESSION_SPAN = timedelta(minutes=25)
+
+
 def latest_scheduled_day() -> date:
     """The day of the latest scheduled interval: the nightly runs at 02:00 UTC for the day before, so
     between midnight and 02:00 the latest run is still the one for the day before yesterday."""
-    return (datetime.now(UTC) - timedelta(hours=2)).date() - timedelta(days=1)
+    return (datetime.now(UTC) - timedelta(hours=SCHEDULE_UTC_HOUR)).date() - timedelta(days=1)
+
+
+def seconds_before_the_schedule(now: datetime, span: timedelta = SESSION_SPAN) -> float:
+    """How long a session starting at `now` waits so that the nightly schedule does not fall inside it: the
+    time to 02:00 UTC and half a minute (for the scheduler to create that run) when 02:00 comes within `span`,
+    else 0."""
+    boundary = now.astimezone(UTC).replace(hour=SCHEDULE_UTC_HOUR, minute=0, second=0, microsecond=0)
+    if boundary <= now:
+        boundary += timedelta(days=1)
+    to_boundary = (boundary - now).total_seconds()
+    return to_boundary + 30 if to_boundary < span.total_seconds() else 0.0
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _not_across_the_nightly_schedule():
+    """The scheduler creates a new interval's run at 02:00 UTC: a session running across it would see a
+    second scheduled run, and a latest day that is no longer the one its data was generated for (a Celery
+    week started at 01:58 found two runs where it expects one). Such a session starts after 02:00 instead."""
+    wait = seconds_before_the_schedule(datetime.now(UTC))
+    if wait:
+        print(f"\nthe nightly schedule (02:00 UTC) is {wait - 30:.0f} s away: the integration tests start after it",
+              file=sys.stderr, flush=True)
+        time.sleep(wait)
 
 
 @pytest.fixture(scope="session")
