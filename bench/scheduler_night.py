@@ -19,7 +19,6 @@ import json
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psutil
@@ -27,7 +26,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
-from airflow_stack import AirflowStack  # the suite's own service launcher
+from airflow_stack import AirflowStack, latest_scheduled_day  # the suite's own service launcher
 
 DAG = "acsr_nightly"
 WAYS = {
@@ -57,8 +56,7 @@ def stack_cpu(stack: AirflowStack) -> float:
 def one_way(name: str, env: dict, work: Path, conversations: int) -> dict:
     from feedback_loop_sample.generator import generate
 
-    # the latest scheduled interval's day (a run at 02:00 UTC for the day before): unpausing schedules it
-    day = (datetime.now(UTC) - timedelta(hours=2)).date() - timedelta(days=1)
+    day = latest_scheduled_day()  # unpausing schedules its run
     generate(work / "data" / "landing", day, day, conversations_per_day=conversations)
     stack = AirflowStack(work / "airflow", work / "data", extra_env={"ACSR_EARLIER_DAYS_POKE_SECONDS": "5", **env})
     out = {"day": day.isoformat(), "nights": []}

@@ -17,6 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,6 +85,15 @@ class Processes:
             except subprocess.TimeoutExpired:
                 pass
         self.procs.clear()
+
+
+SCHEDULE_UTC_HOUR = 2  # dags/acsr_nightly.py: CronPartitionTimetable("0 2 * * *", timezone="UTC")
+
+
+def latest_scheduled_day() -> date:
+    """The day of the latest scheduled interval: the nightly runs at 02:00 UTC for the day before, so
+    between midnight and 02:00 the latest run is still the one for the day before yesterday."""
+    return (datetime.now(UTC) - timedelta(hours=SCHEDULE_UTC_HOUR)).date() - timedelta(days=1)
 
 
 def cmdline(proc) -> str:

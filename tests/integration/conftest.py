@@ -20,7 +20,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # tests/s3_server.py
 
-from airflow_stack import AirflowStack
+from airflow_stack import SCHEDULE_UTC_HOUR, AirflowStack, latest_scheduled_day
 
 CONVERSATIONS_PER_DAY = 60
 
@@ -76,15 +76,8 @@ class WebhookReceiver:
         self.server.server_close()
 
 
-SCHEDULE_UTC_HOUR = 2  # dags/acsr_nightly.py: CronPartitionTimetable("0 2 * * *", timezone="UTC")
 # How long the integration tests of one session run, and so how close to the nightly schedule they may start.
 SESSION_SPAN = timedelta(minutes=25)
-
-
-def latest_scheduled_day() -> date:
-    """The day of the latest scheduled interval: the nightly runs at 02:00 UTC for the day before, so
-    between midnight and 02:00 the latest run is still the one for the day before yesterday."""
-    return (datetime.now(UTC) - timedelta(hours=SCHEDULE_UTC_HOUR)).date() - timedelta(days=1)
 
 
 def seconds_before_the_schedule(now: datetime, span: timedelta = SESSION_SPAN) -> float:
@@ -102,7 +95,7 @@ def seconds_before_the_schedule(now: datetime, span: timedelta = SESSION_SPAN) -
 def _not_across_the_nightly_schedule():
     """The scheduler creates a new interval's run at 02:00 UTC: a session running across it would see a
     second scheduled run, and a latest day that is no longer the one its data was generated for (a Celery
-    week started at 01:58 found two runs where it expects one). Such a session starts after 02:00 instead."""
+    week that unpaused its DAG at 02:00 found two runs where it expects one). Such a session starts after 02:00 instead."""
     wait = seconds_before_the_schedule(datetime.now(UTC))
     if wait:
         print(f"\nthe nightly schedule (02:00 UTC) is {wait - 30:.0f} s away: the integration tests start after it",

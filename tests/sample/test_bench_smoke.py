@@ -56,6 +56,7 @@ def test_bench_preloaded_reports_the_stage_after_the_task_libraries_beside_the_w
     land = run["stages"]["land"]
     assert land["cpu_ratio"] == round(land["cpu_s"] / run["reference"]["cpu_s"], 2)
 
+
 def test_bench_steady_state_measures_the_night_after_its_history(tmp_path):
     """--history-days: the earlier nights are run once (cached by size, seed, days and code), then the same
     night is measured on the empty lake and on the lake with history, with one reference."""
