@@ -155,12 +155,14 @@ def test_generated_personal_data_never_survives(before, secret, after):
 
 
 def _without_shortcut(redactor, text):
-    """`redactor.find(text)` with every detector run, as before the no-"@"-no-digit shortcut."""
+    """`redactor.find(text)` with every detector run, as before the no-"@"-no-digit shortcut (and by a new
+    redactor of the same configuration, whose memo of clean texts is empty)."""
+    import dataclasses
     import re
     from unittest import mock
 
     with mock.patch.object(pii, "_BUILT_IN_NEEDS_RE", re.compile("")):
-        return redactor.find(text)
+        return dataclasses.replace(redactor).find(text)
 
 
 _mixed = st.text(alphabet=st.sampled_from(list("abcXYZ @.+-()0123456789") + ["\u0662", "\u0660", "\uff14", "\u00b2", "é"]),
@@ -183,3 +185,38 @@ def test_the_shortcut_leaves_configured_patterns_and_non_ascii_digits_to_the_det
     assert pii.find(arabic) == [("PHONE", (5, 21))]
     assert pii.find("mail ann@example.com and nothing else") == [("EMAIL", (5, 20))]
     assert pii.find("no personal data here at all") == []
+
+
+def test_a_text_found_clean_is_not_scanned_again(monkeypatch):
+    # The memo of clean texts: the datasets stage scans a text when it redacts it and again when it checks
+    # the files it wrote; the second answer comes from the memo. A text with findings is scanned every time.
+    r = pii.Redactor()
+    clean, phone = "case CASE-20261120-051447 for order 1234567", "call me on +44 20 7946 0321 please"
+    assert r.find(clean) == [] and r.find(phone) == [("PHONE", (11, 27))]
+    calls = []
+    real = pii._phones
+    monkeypatch.setattr(pii, "_phones", lambda *a: calls.append(a[0]) or real(*a))
+    assert r.find(clean) == []
+    assert calls == []
+    assert r.find(phone) == [("PHONE", (11, 27))]
+    assert len(calls) == 1
+    assert pii.Redactor().find(clean) == [] and len(calls) == 2  # another redactor has its own memo
+
+
+def test_the_clean_memo_starts_again_when_full(monkeypatch):
+    monkeypatch.setattr(pii.Redactor, "CLEAN_MEMO", 3)
+    r = pii.Redactor()
+    texts = [f"order {n} of 12 items" for n in range(1000, 1010)]
+    for t in texts:
+        assert r.find(t) == []
+        assert len(r._clean) <= 3
+    assert r.find("call me on +44 20 7946 0321 please") == [("PHONE", (11, 27))]
+
+
+@hsettings(max_examples=200, deadline=None)
+@given(texts=st.lists(st.one_of(_mixed, secrets().map(lambda s: f"x {s[1]} y")), min_size=1, max_size=6))
+def test_a_redactor_that_remembers_answers_as_a_new_one(texts):
+    # The same texts, some repeated, some with personal data: every answer equals a new redactor's.
+    r = pii.Redactor()
+    for text in texts + texts[::-1]:
+        assert r.find(text) == pii.Redactor().find(text)
