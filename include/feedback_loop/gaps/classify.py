@@ -126,12 +126,12 @@ def find_gaps(con, p: GapParams, settings: Settings | None = None) -> tuple[list
     sem = space.semantic[:n_rows]
     # What each label answers: the text centroid of the conversations that carried it and did not fail.
     answered = np.array([False] * len(sig) + [float(r["weight"]) == 0.0 for r in other] + [False] * (n_rows - n_held))
-    human_intent, human_category, final_intent = (_column(all_rows, c) for c in ("human_intent", "human_category", "final_intent"))
+    human_intent, human_category, final_intent = (column_of(all_rows, c) for c in ("human_intent", "human_category", "final_intent"))
     answer_label = [h or c or f for h, c, f in zip(human_intent, human_category, final_intent)]
     cents = trust.answered_centroids(sem, answer_label, answered)
     agree = trust.agreement(sem, final_intent, cents)
     labels_of = trust.weighted_labels(human_intent, human_category, final_intent,
-                                      _column(all_rows, "final_confidence"), agree, p)
+                                      column_of(all_rows, "final_confidence"), agree, p)
     del human_intent, human_category, final_intent, answer_label
     names = set(gt.label_vocab(labels_of))
     if stream_prev:
@@ -249,8 +249,11 @@ class WindowRow(tuple):
         return tuple.__getitem__(self, _POSITION[key]) if key in _POSITION else default
 
 
-def _column(rows: list[WindowRow], name: str) -> list:
-    """One column of window rows (their own `__getitem__` is a Python call per row: this is C's)."""
+def column_of(rows: list, name: str) -> list:
+    """One column of window rows (their own `__getitem__` is a Python call per row: this is C's); of dict
+    rows (tests build topics' members as dicts), a lookup per row."""
+    if rows and not isinstance(rows[0], WindowRow):
+        return [r[name] for r in rows]
     return list(map(tuple.__getitem__, rows, itertools.repeat(_POSITION[name], len(rows))))
 
 
@@ -557,5 +560,5 @@ def _merge_same_anchor(topic: np.ndarray, labels: list, p: GapParams) -> np.ndar
     return _renumber(out, 1)
 
 
-def signal_counts(members: list[dict]) -> str:
-    return json.dumps({s: sum(bool(m[f"sig_{s}"]) for m in members) for s in SIGNALS}, sort_keys=True)
+def signal_counts(members: list) -> str:
+    return json.dumps({s: sum(map(bool, column_of(members, f"sig_{s}"))) for s in SIGNALS}, sort_keys=True)
