@@ -637,6 +637,42 @@ def test_redactions_and_token_counts_are_computed_once_and_replayed_byte_identic
     assert redactions.ensure(con, lake, pii.redactor(other), [D1, D2]) == {"reused": 0, "computed": [D1, D2]}
 
 
+def test_an_earlier_day_staged_again_is_redacted_on_the_spot_and_left_to_its_own_night(staged_lake, tmp_path,
+                                                                                       monkeypatch):
+    """Two nights reprocessed at once: the later night meets the earlier day staged again before that day's
+    own night stored its partial. A partial stored by the later night would hold the arguments the later
+    night keeps, and whichever night wrote last would win (CI caught a reprocessing backfill changing
+    `partials/dataset_redactions/dt=D`). The later night redacts that day on the spot, stores nothing for it,
+    and gives the same versions; the day's own night stores it."""
+    from feedback_loop.datasets import redactions
+
+    root = _copy(staged_lake, tmp_path / "lake")
+    build_datasets(_settings(root), start=D1, end=D2)
+    partial = root / "lake" / "partials" / "dataset_redactions" / f"dt={D1}" / "part.parquet"
+    stored, stored_at = partial.read_bytes(), partial.stat().st_mtime_ns
+    files = _dataset_files(root)
+    staged = root / "lake" / "staged" / "agent_events" / f"dt={D1}" / "part.parquet"
+    os.utime(staged, ns=(staged.stat().st_atime_ns, staged.stat().st_mtime_ns + 10**9))  # D1's validate re-ran
+    shutil.rmtree(root / "lake" / "partials" / "dataset_candidates")  # every conversation's events read again
+    computed: list[str] = []
+    compute = redactions._compute
+    monkeypatch.setattr(redactions, "_compute", lambda con, lake, r, day, *a: computed.append(day) or compute(con, lake, r, day, *a))
+    again = build_datasets(_settings(root), start=D1, end=D2)
+    assert computed == []
+    assert partial.read_bytes() == stored and partial.stat().st_mtime_ns == stored_at
+    assert _dataset_files(root) == files  # the same versions (on-the-spot redaction gives the stored values)
+    assert {d["status"] for d in again["datasets"].values()} <= {"unchanged", "not_published"}
+
+    s = _settings(root)
+    con = duckdb.connect()
+    lake = Lake(s.lake)
+    assert redactions.ensure(con, lake, pii.redactor(s), [D1, D2]) == {"reused": 1, "computed": [], "restaged": [D1]}
+    assert redactions.ensure(con, lake, pii.redactor(s), [D1], night=D1) == {"reused": 0, "computed": [D1]}
+    assert partial.stat().st_mtime_ns != stored_at
+    assert redactions.ensure(con, lake, pii.redactor(s), [D1, D2]) == {"reused": 2, "computed": []}
+    con.close()
+
+
 def test_the_spill_gives_back_every_blob_from_its_buffer_and_from_its_file(monkeypatch):
     """Candidates' records are appended to a buffer written out a block at a time and read back by offset
     (`candidates._Spill`): whatever was put comes back, read while later ones are still being put, from

@@ -209,8 +209,9 @@ def _read(con, lake: Lake, sources: dict, red: Redaction, cfg: Config,
 
     # What each day's texts and tool-call arguments redact to was computed once, when the day first
     # entered a window (datasets/redactions.py): joined here instead of redacting 28 days again.
-    redactions.ensure(con, lake, red.redactor, event_days, args_of="SELECT conversation_id FROM outcomes WHERE keep")
-    redactions.view(con, lake, event_days)
+    ensured = redactions.ensure(con, lake, red.redactor, event_days, night=cfg.window_end,
+                                args_of="SELECT conversation_id FROM outcomes WHERE keep")
+    redactions.view(con, lake, [d for d in event_days if d not in ensured.get("restaged", ())])
     may = may_hold_pii(red.redactor, "e.text")
     # An event's time is only compared (with other events' and the corrections' `ts_us`), never written: as
     # epoch microseconds (DuckDB's precision), not as an aware datetime, which was 43 % of fetching the stream.

@@ -13,8 +13,8 @@ reading order, so versions are byte-identical to redacting everything again.
 A day's partial is valid while (a) the staged partition it was computed from is unchanged (its size and
 modification time, an object store's ETag) and (b) the redactor is the same (the PII settings, the
 phonenumbers release and the source of the redactor's modules). Both are written into the Parquet file's
-metadata; a re-landed day or a changed setting recomputes the partial, and a row without a matching partial
-row is redacted on the spot as before.
+metadata; a changed setting recomputes the partial, a re-staged day's own night recomputes it (`ensure`), and
+a row without a matching partial row is redacted on the spot as before.
 """
 
 from __future__ import annotations
@@ -100,17 +100,29 @@ def _valid(con, lake: Lake, day: str, key: str, staged_sig: str | None) -> bool:
     return meta.get("redactor") == key and meta.get("staged") == staged_sig
 
 
-def ensure(con, lake: Lake, redactor: pii.Redactor, days: list[str], args_of: str | None = None) -> dict:
-    """Compute the partial of every day in `days` that has none valid; return {'reused': n, 'computed': [...]}.
+def ensure(con, lake: Lake, redactor: pii.Redactor, days: list[str], args_of: str | None = None,
+           night: str | None = None) -> dict:
+    """Compute the partial of every day in `days` that has none valid; return {'reused': n, 'computed': [...]}
+    and, under 'restaged', the days left to be redacted on the spot (below). `night`: the window's last day
+    (default the last of `days`).
 
     Texts `may_hold_pii` rules out are never redacted (read.py counts them as scanned), so they get no row.
     `args_of`: SQL selecting the conversation ids whose tool-call arguments are redacted (the conversations
     that can yield an example tonight; default all). Arguments are read only for those, and a day holds tens
     of thousands of tool calls whose ids and amounts the phone matcher examines one by one: computing all of
     them made a 2 M-event night's dataset stage a third slower than reading the kept ones only. An argument
-    left out (a conversation kept on a later night, when its survey arrived) is redacted on the spot then."""
+    left out (a conversation kept on a later night, when its survey arrived) is redacted on the spot then.
+
+    So which arguments a partial holds depends on the night that computes it. An earlier day staged again
+    since its partial was stored (same redactor, another staged file) is being reprocessed by its own
+    night, or was and failed after staging: that night stores its partial. Stored by this night instead,
+    the day's partial would hold the arguments this night keeps, and two nights reprocessed at once would
+    leave whichever partial was written last (a reprocessing backfill then changed a stored file). Such a
+    day is redacted on the spot and not stored; `view` leaves it out. A day with no partial, or one from
+    another redactor (a first night, a changed setting), is computed and stored by whichever night meets it."""
     key = redactor_key(redactor)
-    computed, reused = [], 0
+    night = night or (max(days) if days else None)
+    computed, reused, restaged = [], 0, []
     for day in days:
         staged = lake.partition_file("staged", "agent_events", day)
         sig = lake.signature(staged)
@@ -119,9 +131,19 @@ def ensure(con, lake: Lake, redactor: pii.Redactor, days: list[str], args_of: st
         if _valid(con, lake, day, key, sig):
             reused += 1
             continue
+        if day != night and _stored_by(con, lake, day) == key:
+            restaged.append(day)
+            continue
         _compute(con, lake, redactor, day, staged, key, sig, args_of)
         computed.append(day)
-    return {"reused": reused, "computed": computed}
+    return {"reused": reused, "computed": computed, **({"restaged": restaged} if restaged else {})}
+
+
+def _stored_by(con, lake: Lake, day: str) -> str | None:
+    """The redactor key of the day's stored partial (None when there is none)."""
+    if not lake.has_partition(LAYER, NAME, day):
+        return None
+    return parquet_metadata(con, lake.partition_file(LAYER, NAME, day)).get("redactor")
 
 
 def _compute(con, lake: Lake, redactor: pii.Redactor, day: str, staged: str, key: str, sig: str,
