@@ -93,11 +93,11 @@ class _Counted:
         return clean
 
 
-def _valid(con, lake: Lake, day: str, key: str, staged_sig: str | None) -> bool:
+def _stored(con, lake: Lake, day: str) -> dict:
+    """The metadata of the day's stored partial (its redactor key and staged signature); {} when none."""
     if not lake.has_partition(LAYER, NAME, day):
-        return False
-    meta = parquet_metadata(con, lake.partition_file(LAYER, NAME, day))
-    return meta.get("redactor") == key and meta.get("staged") == staged_sig
+        return {}
+    return parquet_metadata(con, lake.partition_file(LAYER, NAME, day))
 
 
 def ensure(con, lake: Lake, redactor: pii.Redactor, days: list[str], args_of: str | None = None,
@@ -128,22 +128,16 @@ def ensure(con, lake: Lake, redactor: pii.Redactor, days: list[str], args_of: st
         sig = lake.signature(staged)
         if sig is None:
             continue
-        if _valid(con, lake, day, key, sig):
+        meta = _stored(con, lake, day)
+        if meta.get("redactor") == key and meta.get("staged") == sig:
             reused += 1
             continue
-        if day != night and _stored_by(con, lake, day) == key:
+        if day != night and meta.get("redactor") == key:
             restaged.append(day)
             continue
         _compute(con, lake, redactor, day, staged, key, sig, args_of)
         computed.append(day)
     return {"reused": reused, "computed": computed, **({"restaged": restaged} if restaged else {})}
-
-
-def _stored_by(con, lake: Lake, day: str) -> str | None:
-    """The redactor key of the day's stored partial (None when there is none)."""
-    if not lake.has_partition(LAYER, NAME, day):
-        return None
-    return parquet_metadata(con, lake.partition_file(LAYER, NAME, day)).get("redactor")
 
 
 def _compute(con, lake: Lake, redactor: pii.Redactor, day: str, staged: str, key: str, sig: str,
