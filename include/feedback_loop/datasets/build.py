@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 from datetime import date, timedelta
 
-from feedback_loop.datasets import pii, redactions, token_store, tokens
+from feedback_loop.datasets import redactions, token_store, tokens
 from feedback_loop.datasets.candidate_store import CandidateStore
 from feedback_loop.datasets.config import (
     ACTION_DATASETS,
@@ -41,7 +41,7 @@ from feedback_loop.datasets.config import (
     resolve_window,
 )
 from feedback_loop.datasets.line_store import ValidatedLines
-from feedback_loop.datasets.publish import _publish, _ScanMemo, curate, dataset_card
+from feedback_loop.datasets.publish import _publish, curate, dataset_card
 from feedback_loop.datasets.read import Redaction, _incomplete_triads, _read, _sources
 from feedback_loop.datasets.signature_store import SignatureStore
 from feedback_loop.datasets.value_store import ExampleValues
@@ -121,7 +121,6 @@ def build_datasets(settings: Settings, dt: str | date | None = None, window_days
                "redaction": red.summary(), "incomplete_triads": triads, "config": cfg.as_dict(),
                "tokenizer": tokens.describe(), "conversations_read": n_conversations}
     result = {"window": {"start": start, "end": end}, "conversations": n_conversations, "datasets": {}}
-    scan = _ScanMemo(pii.redactor(settings))  # shared by the datasets: they repeat each other's strings
     con = connect()
     signatures = SignatureStore(con, lake, start, end)  # near-duplicate signatures of earlier nights (partials/)
     values = ExampleValues(con, lake, start, end)  # token counts and example ids of earlier nights (partials/)
@@ -132,7 +131,7 @@ def build_datasets(settings: Settings, dt: str | date | None = None, window_days
             # once published: memory holds one dataset, not the ones still to come or every one built so far.
             examples, conflicts, steps = curate(name, cfg, cands.pop(name).examples(), unusable[name],
                                                 signatures.signatures, values)
-            result["datasets"][name] = _publish(lake, name, cfg, examples, conflicts, steps, context, scan, lines)
+            result["datasets"][name] = _publish(lake, name, cfg, examples, conflicts, steps, context, red.redactor, lines)
             del examples, conflicts
             r = result["datasets"][name]
             log.info("dataset %s %s..%s: %s (%s examples, %s new)%s", name, start, end, r["status"], r["examples"],

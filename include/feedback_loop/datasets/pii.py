@@ -63,9 +63,11 @@ class Redactor:
 
     # Texts the detectors ran on and found nothing in, by a 128-bit digest: `find` is a pure function of the
     # text, and a text comes back, unchanged, in the checks after redaction (every dataset file is scanned
-    # again before it is published, issue 18) and as the same id in many tool calls; the phone matcher's
-    # "nothing in any region" is its costliest answer (~30 us a region).
-    CLEAN_MEMO = 1 << 18  # digests remembered (~30 MiB); beyond it the memo starts again (same answers)
+    # again before it is published, issue 18), as the same id in many tool calls, and as the same system
+    # message, prompt or reply in every file of every version of a night; the phone matcher's "nothing in
+    # any region" is its costliest answer (~30 us a region). (A finding is not remembered: in the checks it
+    # stops the version.)
+    CLEAN_MEMO = 1 << 19  # digests remembered (~45 MiB); beyond it the memo starts again (same answers)
 
     @classmethod
     def from_settings(cls, settings) -> Redactor:

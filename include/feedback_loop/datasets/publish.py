@@ -221,31 +221,7 @@ class _ParquetSplit:
             pq.write_table(pa.Table.from_pylist(list(records())), self.path, compression="zstd")
 
 
-class _ScanMemo:
-    """`find` of a redactor, remembered per distinct string (by a 128-bit digest, not the text itself).
-
-    The files of a version repeat the same strings many times over (the system message with its KB
-    passages in every example, the same messages in the TRL and the OpenAI files, the same prompt in
-    `sft`, `preference` and `kto`); the phone matcher is the costliest step of the stage, so each distinct
-    string is scanned once per build. `find` is a pure function of the string: the answer is the same."""
-
-    LIMIT = 1 << 19  # distinct strings remembered (~70 MiB); beyond it the memo starts again (same answers)
-
-    def __init__(self, redactor: pii.Redactor):
-        self.redactor = redactor
-        self.seen: dict[bytes, tuple] = {}
-
-    def find(self, text: str) -> tuple:
-        key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-        found = self.seen.get(key)
-        if found is None:
-            if len(self.seen) >= self.LIMIT:
-                self.seen.clear()
-            found = self.seen[key] = tuple(self.redactor.find(text))
-        return found
-
-
-def _validate(folder: str, files: list[dict], cfg: Config, redactor: pii.Redactor | _ScanMemo,
+def _validate(folder: str, files: list[dict], cfg: Config, redactor: pii.Redactor,
               lines: ValidatedLines | None = None) -> dict:
     """Every data file read back and checked against its consumer's rules; every string scanned for PII
     (`lines`: the lines earlier nights checked, which pass without being checked again)."""
@@ -359,7 +335,7 @@ def _previous_ids(lake: Lake, name: str, latest: dict | None) -> set[str]:
 
 
 def _publish(lake: Lake, name: str, cfg: Config, examples: list[Example], conflicts: list[dict], steps: list[Step],
-             context: dict, redactor: pii.Redactor | _ScanMemo, lines: ValidatedLines | None = None) -> dict:
+             context: dict, redactor: pii.Redactor, lines: ValidatedLines | None = None) -> dict:
     base = join(lake.root, "datasets", name)
     remote = is_remote(base)
     import tempfile
